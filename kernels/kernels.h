@@ -1,0 +1,197 @@
+// Tessera kernels: the public interface.
+//
+// kernels/ knows nothing of the engine: raw pointers, sizes, leading dimensions (in elements).
+// Every kernel body is one template over the xsimd architecture, compiled once per ISA in its
+// own translation unit (kernels/isa_*.cpp) and chosen once at start-up (see active_isa()).
+//
+// Determinism: every output element is computed by exactly one thread, with a reduction order
+// that depends only on the problem's sizes, never on the thread count. Results are therefore
+// bit-identical for any number of threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace tessera::kernels {
+
+// ---------------------------------------------------------------------------------------------
+// ISA selection
+// ---------------------------------------------------------------------------------------------
+enum class Isa : uint8_t { generic, avx2, avx512 };
+
+const char* isa_name(Isa isa);
+// True when this CPU (and OS) can run code compiled for `isa`.
+bool isa_supported(Isa isa);
+// The ISA used by the free functions below: the best one the CPU supports, unless the
+// environment variable TESSERA_ISA (generic|avx2|avx512) names another. Chosen once, cached.
+// Throws std::runtime_error if TESSERA_ISA names an unknown or unsupported ISA.
+Isa active_isa();
+// All ISAs this CPU can run, best first (tests iterate over them).
+std::vector<Isa> supported_isas();
+
+// Thread count used by every kernel's OpenMP loops (default: omp_get_max_threads()).
+void set_num_threads(int n);
+int num_threads();
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise activations
+// ---------------------------------------------------------------------------------------------
+enum class Activation : uint8_t {
+  none,
+  relu,       // max(x, 0)
+  gelu_erf,   // x * 0.5 * (1 + erf(x / sqrt(2)))            (PyTorch F.gelu default)
+  gelu_tanh,  // x * 0.5 * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2 "gelu_new")
+};
+
+// ---------------------------------------------------------------------------------------------
+// GEMM: C[M,N] = epilogue(A[M,K] · Wᵀ), W given as [N,K] row-major (a PyTorch Linear weight).
+// ---------------------------------------------------------------------------------------------
+// W is packed once (at load) into the layout the micro-kernel of one ISA streams.
+// A PackedWeights is immutable after packing and may be shared by any number of threads.
+class PackedWeights {
+ public:
+  PackedWeights() = default;
+  int64_t n() const { return n_; }  // output features (rows of W)
+  int64_t k() const { return k_; }  // input features (columns of W)
+  Isa isa() const { return isa_; }
+  const float* data() const { return data_.get(); }
+  int64_t panel_width() const { return nr_; }  // columns of C per packed panel
+  size_t bytes() const { return bytes_; }
+  bool empty() const { return data_ == nullptr; }
+
+  // Implementation detail, used by the packing routines.
+  PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats);
+  float* mutable_data() { return data_.get(); }
+
+ private:
+  struct Free {
+    void operator()(float* p) const;
+  };
+  std::unique_ptr<float[], Free> data_;
+  int64_t n_ = 0, k_ = 0, nr_ = 0;
+  Isa isa_ = Isa::generic;
+  size_t bytes_ = 0;
+};
+
+// Packs W [n, k] (row stride ldw >= k) for the given ISA's GEMM. n, k >= 1.
+PackedWeights pack_weights(const float* w, int64_t n, int64_t k, int64_t ldw, Isa isa);
+inline PackedWeights pack_weights(const float* w, int64_t n, int64_t k, int64_t ldw) {
+  return pack_weights(w, n, k, ldw, active_isa());
+}
+
+// Applied to each element of the tile before it is stored, in this order:
+//   v = acc + bias[j];  v = act(v);  v = v + residual[i * ld_residual + j];  C[i, j] = v.
+struct Epilogue {
+  const float* bias = nullptr;      // [N] or null
+  Activation act = Activation::none;
+  const float* residual = nullptr;  // [M, N] with row stride ld_residual, or null. May alias C
+                                    // exactly (same pointer and stride): each element is read
+                                    // before it is written.
+  int64_t ld_residual = 0;
+};
+
+// a: [M, K] row stride lda >= K.  c: [M, N] row stride ldc >= N; must not overlap a.
+// M >= 0 (M = 0 does nothing). w.isa() must be an ISA this CPU supports; the kernel of that ISA
+// runs. No alignment is required of any pointer.
+void gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c, int64_t ldc,
+          const Epilogue& ep = {});
+
+// ---------------------------------------------------------------------------------------------
+// Row kernels (each row independent; rows of x and y have strides ldx, ldy; in place allowed
+// when x == y and ldx == ldy).
+// ---------------------------------------------------------------------------------------------
+// y[r, :] = softmax(x[r, :]) over n >= 1 columns. A row whose entries are all -inf gives zeros.
+void softmax_rows(int64_t rows, int64_t n, const float* x, int64_t ldx, float* y, int64_t ldy);
+
+// s = x + residual (residual may be null: s = x);  y = (s - mean(s)) / sqrt(var(s) + eps) * gamma + beta
+// (biased variance, as PyTorch). gamma/beta [n], may be null (1 and 0). If sum_out is not null,
+// s is also stored there (row stride ld_sum): the pre-LN residual stream. y may alias x or
+// residual (same stride); sum_out may alias x or residual.
+void add_layernorm_rows(int64_t rows, int64_t n, const float* x, int64_t ldx,
+                        const float* residual, int64_t ldr, const float* gamma,
+                        const float* beta, float eps, float* y, int64_t ldy,
+                        float* sum_out = nullptr, int64_t ld_sum = 0);
+
+// y[i] = act(x[i]), i < n. In place allowed.
+void activation(int64_t n, const float* x, float* y, Activation act);
+
+// y[i] = a[i] + b[i]. In place allowed (y == a or y == b).
+void add(int64_t n, const float* a, const float* b, float* y);
+
+// out[r, :] = table[ids[r], :] * scale + (pos_table ? pos_table[positions[r], :] : 0)
+// ids[r] in [0, vocab) and positions[r] in [0, max_positions) are preconditions (the engine
+// validates them; the kernel does not). dim >= 1. positions may be null only if pos_table is.
+void embedding(int64_t rows, const int64_t* ids, const float* table, int64_t dim, float scale,
+               const int64_t* positions, const float* pos_table, float* out, int64_t ldo);
+
+// Sinusoidal positional table of "Attention Is All You Need":
+//   pe[p, 2i] = sin(p / 10000^(2i/dim)),  pe[p, 2i+1] = cos(p / 10000^(2i/dim)).
+// Computed in double, stored as float. out: [positions, dim].
+void sinusoidal_positions(int64_t positions, int64_t dim, float* out);
+
+// ---------------------------------------------------------------------------------------------
+// Attention: out = softmax(scale · Q Kᵀ + mask) V, per batch b and head h.
+// ---------------------------------------------------------------------------------------------
+// Element (b, t, h, d) of Q lives at q[b*q_sb + t*q_st + h*q_sh + d] (d contiguous); the same for
+// K, V (with s for keys) and out. This lets Q/K/V be read straight out of a fused projection
+// ([B, T, 3E]: q_sh = D, k = q + E, v = q + 2E) or a KV cache ([B, S_max, E]).
+//
+// Masking of key s for query t (all that apply are combined):
+//   causal:       key allowed only if s <= t + causal_offset
+//   key_padding:  key_padding[b*kp_sb + s] != 0  => key not allowed
+//   mask_bool:    mask_bool[(b*H + h)*m_sbh + t*m_st + s] != 0 => not allowed
+//                 (m_sbh = 0 broadcasts one [T, S] mask over batch and heads)
+//   mask_add:     added to the score (same indexing as mask_bool); -inf means not allowed
+// A query whose keys are all not allowed produces a zero output row (PyTorch would give NaN).
+//
+// The kernel never materializes an [T, S] matrix: it walks tiles of keys with a running max and
+// sum (online softmax). Its workspace is O(threads * tile).
+struct AttentionArgs {
+  int64_t batch = 0, heads = 0, q_len = 0, kv_len = 0, head_dim = 0;
+  const float* q = nullptr;
+  int64_t q_sb = 0, q_st = 0, q_sh = 0;
+  const float* k = nullptr;
+  int64_t k_sb = 0, k_ss = 0, k_sh = 0;
+  const float* v = nullptr;
+  int64_t v_sb = 0, v_ss = 0, v_sh = 0;
+  float* out = nullptr;
+  int64_t o_sb = 0, o_st = 0, o_sh = 0;
+  float scale = 1.0f;
+  bool causal = false;
+  int64_t causal_offset = 0;
+  const uint8_t* key_padding = nullptr;
+  int64_t kp_sb = 0;
+  const uint8_t* mask_bool = nullptr;
+  const float* mask_add = nullptr;
+  int64_t m_sbh = 0, m_st = 0;
+};
+void attention(const AttentionArgs& args);
+
+// ---------------------------------------------------------------------------------------------
+// Per-ISA entry points (tests and benchmarks call every ISA the machine can run directly).
+// ---------------------------------------------------------------------------------------------
+struct KernelTable {
+  Isa isa;
+  int64_t gemm_panel_width;  // NR of this ISA's GEMM micro-kernel
+  void (*pack_weights)(const float* w, int64_t n, int64_t k, int64_t ldw, PackedWeights& out);
+  void (*gemm)(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
+               int64_t ldc, const Epilogue& ep);
+  void (*softmax_rows)(int64_t rows, int64_t n, const float* x, int64_t ldx, float* y,
+                       int64_t ldy);
+  void (*add_layernorm_rows)(int64_t rows, int64_t n, const float* x, int64_t ldx,
+                             const float* residual, int64_t ldr, const float* gamma,
+                             const float* beta, float eps, float* y, int64_t ldy,
+                             float* sum_out, int64_t ld_sum);
+  void (*activation)(int64_t n, const float* x, float* y, Activation act);
+  void (*add)(int64_t n, const float* a, const float* b, float* y);
+  void (*embedding)(int64_t rows, const int64_t* ids, const float* table, int64_t dim,
+                    float scale, const int64_t* positions, const float* pos_table, float* out,
+                    int64_t ldo);
+  void (*attention)(const AttentionArgs& args);
+};
+// The table of one ISA. Throws std::runtime_error if the CPU cannot run it.
+const KernelTable& kernel_table(Isa isa);
+
+}  // namespace tessera::kernels

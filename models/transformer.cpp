@@ -1,0 +1,621 @@
+#include "models/transformer.h"
+
+#include <cmath>
+#include <set>
+#include <sstream>
+
+namespace tessera::models {
+
+namespace {
+
+using kernels::Activation;
+
+// ---------------------------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------------------------
+TransformerConfig read_config(const ModelDir& dir) {
+  const std::string cfg_path = dir.config_path();
+  const std::string type = dir.get_string("model_type", "");
+  if (type != "transformer")
+    throw Error("'" + cfg_path + "': model_type is '" + type + "', expected 'transformer'");
+  TransformerConfig c;
+  // Defaults are nn.Transformer's constructor defaults.
+  c.d_model = dir.get_int("d_model", 512);
+  c.nhead = dir.get_int("nhead", 8);
+  c.num_encoder_layers = dir.get_int("num_encoder_layers", 6);
+  c.num_decoder_layers = dir.get_int("num_decoder_layers", 6);
+  c.dim_feedforward = dir.get_int("dim_feedforward", 2048);
+  c.layer_norm_eps = static_cast<float>(dir.get_float("layer_norm_eps", 1e-5));
+  c.norm_first = dir.get_bool("norm_first", false);
+  const std::string act = dir.get_string("activation", "relu");
+  if (act == "relu")
+    c.activation = Activation::relu;
+  else if (act == "gelu")
+    c.activation = Activation::gelu_erf;
+  else
+    throw Error("'" + cfg_path + "': activation '" + act + "' is not supported (relu, gelu)");
+  if (c.d_model <= 0 || c.nhead <= 0 || c.d_model % c.nhead != 0)
+    throw Error("'" + cfg_path + "': d_model " + std::to_string(c.d_model) +
+                " must be a positive multiple of nhead " + std::to_string(c.nhead));
+  if (c.dim_feedforward <= 0 || c.num_encoder_layers < 0 || c.num_decoder_layers < 0 ||
+      (c.num_encoder_layers == 0 && c.num_decoder_layers == 0))
+    throw Error("'" + cfg_path +
+                "': dim_feedforward must be positive and at least one stack must have layers");
+  if (!(c.layer_norm_eps > 0)) throw Error("'" + cfg_path + "': layer_norm_eps must be > 0");
+
+  c.embeddings = dir.has("tgt_embed.weight") || dir.has("src_embed.weight") ||
+                 dir.get_int("tgt_vocab_size", 0) > 0;
+  if (c.embeddings) {
+    if (!c.has_decoder())
+      throw Error("'" + cfg_path + "': token embeddings need a decoder (num_decoder_layers > 0)");
+    if (c.has_encoder()) c.src_vocab_size = dir.get_int("src_vocab_size");
+    c.tgt_vocab_size = dir.get_int("tgt_vocab_size");
+    c.max_position = dir.get_int("max_position");
+    const std::string pos = dir.get_string("positional", "sinusoidal");
+    if (pos != "sinusoidal")
+      throw Error("'" + cfg_path + "': positional '" + pos + "' is not supported (sinusoidal)");
+    c.scale_embedding = dir.get_bool("scale_embedding", false);
+    c.bos_id = dir.get_int("bos_id", -1);
+    c.eos_id = dir.get_int("eos_id", -1);
+    c.pad_id = dir.get_int("pad_id", 0);
+    if ((c.has_encoder() && c.src_vocab_size <= 0) || c.tgt_vocab_size <= 0 || c.max_position <= 0)
+      throw Error("'" + cfg_path + "': vocabulary sizes and max_position must be positive");
+  }
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights: every tensor is checked for presence, dtype and shape, and marked used; anything
+// left unused at the end is an error (a checkpoint that does not match its config).
+// ---------------------------------------------------------------------------------------------
+class WeightLoader {
+ public:
+  WeightLoader(const ModelDir& dir, const TransformerConfig& c, WeightSet& ws)
+      : dir_(dir), c_(c), ws_(ws) {
+    // A bare nn.TransformerEncoder / nn.TransformerDecoder names its layers "layers.N...".
+    bare_ = (c.num_decoder_layers == 0 || c.num_encoder_layers == 0) &&
+            dir.has("layers.0.self_attn.in_proj_weight");
+  }
+
+  bool has(const std::string& name) const { return dir_.has(resolve(name)); }
+
+  // f32 tensor of the expected shape (a view when the file holds f32, else a converted copy).
+  Tensor tensor(const std::string& name, const Shape& expected) {
+    const std::string real = resolve(name);
+    if (!dir_.has(real))
+      throw Error("model directory '" + dir_.dir() + "' has no tensor '" + real +
+                  "' (required by config.json: " + summary() + ")");
+    used_.insert(real);
+    const DType dt = dir_.dtype(real);
+    if (dt != DType::f32 && dt != DType::f16 && dt != DType::bf16)
+      throw Error("'" + dir_.file_of(real) + "': tensor '" + real + "' has dtype " +
+                  dtype_name(dt) + ", expected F32, F16 or BF16");
+    if (dir_.shape(real) != expected)
+      throw Error("'" + dir_.file_of(real) + "': tensor '" + real + "' has shape " +
+                  shape_str(dir_.shape(real)) + ", expected " + shape_str(expected) +
+                  " from config.json (" + summary() + ")");
+    Tensor t = dir_.get(real);
+    return dt == DType::f32 ? t : t.to_f32();
+  }
+
+  int vec(const std::string& name, int64_t n) { return ws_.add(name, tensor(name, {n})); }
+  // Rows [begin, begin + count) of an already loaded [rows, n] vector/matrix as a vector.
+  int vec_part(const std::string& name, const Tensor& full, int64_t begin, int64_t count) {
+    return ws_.add(name, full.slice(begin, count));
+  }
+  int table(const std::string& name, const Shape& shape) {
+    return ws_.add(name, tensor(name, shape));
+  }
+  // Packs rows [begin, begin + count) of W [rows, cols] for the GEMM.
+  int packed(const std::string& label, const Tensor& w, int64_t begin, int64_t count) {
+    const int64_t cols = w.dim(1);
+    return ws_.add_packed(label,
+                          kernels::pack_weights(w.data<float>() + begin * cols, count, cols, cols));
+  }
+
+  void check_all_used() const {
+    for (const auto& name : dir_.names())
+      if (!used_.count(name))
+        throw Error("'" + dir_.file_of(name) + "': unexpected tensor '" + name +
+                    "' (not part of a transformer with " + summary() + ")");
+  }
+
+ private:
+  std::string resolve(const std::string& name) const {
+    if (!bare_) return name;
+    for (const char* prefix : {"encoder.", "decoder."})
+      if (name.rfind(prefix, 0) == 0) return name.substr(std::string(prefix).size());
+    return name;
+  }
+  std::string summary() const {
+    std::ostringstream os;
+    os << "d_model=" << c_.d_model << ", nhead=" << c_.nhead
+       << ", num_encoder_layers=" << c_.num_encoder_layers
+       << ", num_decoder_layers=" << c_.num_decoder_layers
+       << ", dim_feedforward=" << c_.dim_feedforward;
+    return os.str();
+  }
+
+  const ModelDir& dir_;
+  const TransformerConfig& c_;
+  WeightSet& ws_;
+  bool bare_ = false;
+  std::set<std::string> used_;
+};
+
+// Weight indices of one attention block. Self-attention uses the fused [3E, E] projection;
+// cross-attention projects queries (rows 0..E) from the target and keys/values (rows E..3E)
+// from the memory.
+struct AttentionWeights {
+  int qkv = -1, qkv_bias = -1;  // self-attention
+  int q = -1, q_bias = -1;      // cross-attention
+  int kv = -1, kv_bias = -1;
+  int out = -1, out_bias = -1;
+};
+struct NormWeights {
+  int gamma = -1, beta = -1;
+};
+struct LayerWeights {
+  AttentionWeights self_attn, cross_attn;
+  int linear1 = -1, bias1 = -1, linear2 = -1, bias2 = -1;
+  NormWeights norm1, norm2, norm3;
+};
+
+AttentionWeights load_attention(WeightLoader& L, const std::string& p, int64_t e, bool cross) {
+  AttentionWeights w;
+  Tensor in_w = L.tensor(p + ".in_proj_weight", {3 * e, e});
+  Tensor in_b = L.tensor(p + ".in_proj_bias", {3 * e});
+  if (cross) {
+    w.q = L.packed(p + ".in_proj_weight[q]", in_w, 0, e);
+    w.q_bias = L.vec_part(p + ".in_proj_bias[q]", in_b, 0, e);
+    w.kv = L.packed(p + ".in_proj_weight[kv]", in_w, e, 2 * e);
+    w.kv_bias = L.vec_part(p + ".in_proj_bias[kv]", in_b, e, 2 * e);
+  } else {
+    w.qkv = L.packed(p + ".in_proj_weight", in_w, 0, 3 * e);
+    w.qkv_bias = L.vec_part(p + ".in_proj_bias", in_b, 0, 3 * e);
+  }
+  Tensor out_w = L.tensor(p + ".out_proj.weight", {e, e});
+  w.out = L.packed(p + ".out_proj.weight", out_w, 0, e);
+  w.out_bias = L.vec(p + ".out_proj.bias", e);
+  return w;
+}
+
+NormWeights load_norm(WeightLoader& L, const std::string& p, int64_t e) {
+  return NormWeights{L.vec(p + ".weight", e), L.vec(p + ".bias", e)};
+}
+
+LayerWeights load_layer(WeightLoader& L, const TransformerConfig& c, const std::string& p,
+                        bool decoder) {
+  const int64_t e = c.d_model, f = c.dim_feedforward;
+  LayerWeights w;
+  w.self_attn = load_attention(L, p + ".self_attn", e, false);
+  if (decoder) w.cross_attn = load_attention(L, p + ".multihead_attn", e, true);
+  Tensor l1 = L.tensor(p + ".linear1.weight", {f, e});
+  w.linear1 = L.packed(p + ".linear1.weight", l1, 0, f);
+  w.bias1 = L.vec(p + ".linear1.bias", f);
+  Tensor l2 = L.tensor(p + ".linear2.weight", {e, f});
+  w.linear2 = L.packed(p + ".linear2.weight", l2, 0, e);
+  w.bias2 = L.vec(p + ".linear2.bias", e);
+  w.norm1 = load_norm(L, p + ".norm1", e);
+  w.norm2 = load_norm(L, p + ".norm2", e);
+  if (decoder) w.norm3 = load_norm(L, p + ".norm3", e);
+  return w;
+}
+
+struct ModelWeights {
+  std::vector<LayerWeights> enc, dec;
+  NormWeights enc_norm, dec_norm;
+  int src_embed = -1, tgt_embed = -1, positions = -1, generator = -1, generator_bias = -1;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Graph building
+// ---------------------------------------------------------------------------------------------
+class Builder {
+ public:
+  Builder(const TransformerConfig& c, const ModelWeights& w, Graph& g) : c_(c), w_(w), g_(g) {}
+
+  ValueId linear(const std::string& name, ValueId x, int weight, int bias,
+                 Activation act = Activation::none, ValueId residual = kNone) {
+    NodeAttrs a;
+    a.weight = weight;
+    a.bias = bias;
+    a.act = act;
+    std::vector<ValueId> in{x};
+    if (residual != kNone) in.push_back(residual);
+    return g_.add_node(Op::linear, name, in, a);
+  }
+
+  ValueId norm(const std::string& name, ValueId x, const NormWeights& n) {
+    NodeAttrs a;
+    a.gamma = n.gamma;
+    a.beta = n.beta;
+    a.eps = c_.layer_norm_eps;
+    return g_.add_node(Op::layernorm, name, {x}, a);
+  }
+
+  ValueId attention(const std::string& name, ValueId q_src, ValueId kv_src, int64_t q_col,
+                    int64_t k_col, int64_t v_col, ValueId mask, ValueId padding, int cache_slot) {
+    NodeAttrs a;
+    a.heads = c_.nhead;
+    a.head_dim = c_.head_dim();
+    a.q_col = q_col;
+    a.k_col = k_col;
+    a.v_col = v_col;
+    a.cache_slot = cache_slot;
+    a.causal = cache_slot >= 0;  // decode steps: each new token sees the cache and itself
+    return g_.add_node(Op::attention, name, {q_src, kv_src, mask, padding}, a);
+  }
+
+  // Self-attention block with the residual added in the out-projection's epilogue.
+  ValueId self_attention(const std::string& p, ValueId x, const AttentionWeights& w, ValueId mask,
+                         ValueId padding, int cache_slot, ValueId residual) {
+    const int64_t e = c_.d_model;
+    ValueId qkv = linear(p + ".in_proj", x, w.qkv, w.qkv_bias);
+    ValueId a = attention(p, qkv, qkv, 0, e, 2 * e, mask, padding, cache_slot);
+    return linear(p + ".out_proj", a, w.out, w.out_bias, Activation::none, residual);
+  }
+
+  ValueId cross_attention(const std::string& p, ValueId x, ValueId memory_kv,
+                          const AttentionWeights& w, ValueId mask, ValueId padding,
+                          ValueId residual) {
+    ValueId q = linear(p + ".q_proj", x, w.q, w.q_bias);
+    ValueId a = attention(p, q, memory_kv, 0, 0, c_.d_model, mask, padding, -1);
+    return linear(p + ".out_proj", a, w.out, w.out_bias, Activation::none, residual);
+  }
+
+  ValueId feed_forward(const std::string& p, ValueId x, const LayerWeights& w, ValueId residual) {
+    ValueId h = linear(p + ".linear1", x, w.linear1, w.bias1, c_.activation);
+    return linear(p + ".linear2", h, w.linear2, w.bias2, Activation::none, residual);
+  }
+
+  ValueId encoder(ValueId x, ValueId mask, ValueId padding) {
+    for (int64_t l = 0; l < c_.num_encoder_layers; ++l) {
+      const auto& w = w_.enc[l];
+      const std::string p = "encoder.layers." + std::to_string(l);
+      if (c_.norm_first) {
+        x = self_attention(p + ".self_attn", norm(p + ".norm1", x, w.norm1), w.self_attn, mask,
+                           padding, -1, x);
+        x = feed_forward(p, norm(p + ".norm2", x, w.norm2), w, x);
+      } else {
+        x = norm(p + ".norm1",
+                 self_attention(p + ".self_attn", x, w.self_attn, mask, padding, -1, x), w.norm1);
+        x = norm(p + ".norm2", feed_forward(p, x, w, x), w.norm2);
+      }
+    }
+    if (c_.encoder_norm) x = norm("encoder.norm", x, w_.enc_norm);
+    return x;
+  }
+
+  // Cross-attention keys/values of decoder layer l, projected from the memory: [B, S, 2E].
+  ValueId memory_kv(int64_t l, ValueId memory) {
+    const auto& w = w_.dec[l].cross_attn;
+    return linear("decoder.layers." + std::to_string(l) + ".multihead_attn.kv_proj", memory, w.kv,
+                  w.kv_bias);
+  }
+
+  // kv[l]: the cross-attention keys/values of layer l. With use_cache, self-attention reads and
+  // extends KV-cache slot l (and tgt_mask/tgt_padding must be kNone).
+  ValueId decoder(ValueId y, const std::vector<ValueId>& kv, ValueId tgt_mask, ValueId tgt_padding,
+                  ValueId memory_mask, ValueId memory_padding, bool use_cache) {
+    for (int64_t l = 0; l < c_.num_decoder_layers; ++l) {
+      const auto& w = w_.dec[l];
+      const std::string p = "decoder.layers." + std::to_string(l);
+      const int slot = use_cache ? static_cast<int>(l) : -1;
+      if (c_.norm_first) {
+        y = self_attention(p + ".self_attn", norm(p + ".norm1", y, w.norm1), w.self_attn, tgt_mask,
+                           tgt_padding, slot, y);
+        y = cross_attention(p + ".multihead_attn", norm(p + ".norm2", y, w.norm2), kv[l],
+                            w.cross_attn, memory_mask, memory_padding, y);
+        y = feed_forward(p, norm(p + ".norm3", y, w.norm3), w, y);
+      } else {
+        y = norm(p + ".norm1",
+                 self_attention(p + ".self_attn", y, w.self_attn, tgt_mask, tgt_padding, slot, y),
+                 w.norm1);
+        y = norm(p + ".norm2",
+                 cross_attention(p + ".multihead_attn", y, kv[l], w.cross_attn, memory_mask,
+                                 memory_padding, y),
+                 w.norm2);
+        y = norm(p + ".norm3", feed_forward(p, y, w, y), w.norm3);
+      }
+    }
+    if (c_.decoder_norm) y = norm("decoder.norm", y, w_.dec_norm);
+    return y;
+  }
+
+  ValueId embed(const std::string& name, ValueId ids, int table, bool from_cache) {
+    NodeAttrs a;
+    a.table = table;
+    a.pos_table = w_.positions;
+    a.scale =
+        c_.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(c_.d_model))) : 1.0f;
+    a.positions_from_cache = from_cache;
+    return g_.add_node(Op::embedding, name, {ids}, a);
+  }
+
+  ValueId generator(ValueId y) { return linear("generator", y, w_.generator, w_.generator_bias); }
+
+ private:
+  const TransformerConfig& c_;
+  const ModelWeights& w_;
+  Graph& g_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Input validation for `tessera run`
+// ---------------------------------------------------------------------------------------------
+std::string describe(const Tensor& t) {
+  return std::string(dtype_name(t.dtype())) + " " + shape_str(t.shape());
+}
+
+bool bool_like(DType dt) {
+  return dt == DType::boolean || dt == DType::u8;
+}
+
+void check_float3(const TensorMap& in, const std::string& name, int64_t e, int64_t batch) {
+  const Tensor& t = in.at(name);
+  if (t.dtype() != DType::f32 || t.rank() != 3 || t.dim(2) != e ||
+      (batch >= 0 && t.dim(0) != batch))
+    throw Error("input '" + name + "' must be F32 [" + (batch >= 0 ? std::to_string(batch) : "B") +
+                ", L, " + std::to_string(e) + "], got " + describe(t));
+}
+
+void check_ids(const TensorMap& in, const std::string& name, int64_t vocab, int64_t max_pos,
+               int64_t batch, const char* vocab_key) {
+  const Tensor& t = in.at(name);
+  if (t.dtype() != DType::i64 || t.rank() != 2 || (batch >= 0 && t.dim(0) != batch))
+    throw Error("input '" + name + "' must be I64 [" + (batch >= 0 ? std::to_string(batch) : "B") +
+                ", L], got " + describe(t));
+  if (t.dim(1) > max_pos)
+    throw Error("input '" + name + "' has " + std::to_string(t.dim(1)) +
+                " positions, more than max_position " + std::to_string(max_pos));
+  const int64_t* p = t.data<int64_t>();
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (p[i] < 0 || p[i] >= vocab)
+      throw Error("input '" + name + "': token id " + std::to_string(p[i]) + " at [" +
+                  std::to_string(i / t.dim(1)) + ", " + std::to_string(i % t.dim(1)) +
+                  "] is out of range for " + vocab_key + " " + std::to_string(vocab));
+}
+
+void check_attn_mask(const TensorMap& in, const std::string& name, int64_t batch, int64_t heads,
+                     int64_t t_len, int64_t s_len) {
+  auto it = in.find(name);
+  if (it == in.end()) return;
+  const Tensor& m = it->second;
+  const Shape a{t_len, s_len}, b{batch * heads, t_len, s_len};
+  if ((!bool_like(m.dtype()) && m.dtype() != DType::f32) || (m.shape() != a && m.shape() != b))
+    throw Error("input '" + name + "' must be BOOL, U8 or F32 " + shape_str(a) + " or " +
+                shape_str(b) + ", got " + describe(m));
+}
+
+void check_padding(const TensorMap& in, const std::string& name, int64_t batch, int64_t len) {
+  auto it = in.find(name);
+  if (it == in.end()) return;
+  const Tensor& m = it->second;
+  if (!bool_like(m.dtype()) || m.shape() != Shape{batch, len})
+    throw Error("input '" + name + "' must be BOOL or U8 " + shape_str(Shape{batch, len}) +
+                ", got " + describe(m));
+}
+
+}  // namespace
+
+// -------------------------------------------------------------------------------------------------
+
+TransformerModel::TransformerModel(const ModelDir& dir)
+    : cfg_(read_config(dir)), weights_(std::make_shared<WeightSet>()) {
+  auto& c = cfg_;
+  WeightLoader L(dir, c, *weights_);
+  const int64_t e = c.d_model;
+  ModelWeights w;
+  for (int64_t l = 0; l < c.num_encoder_layers; ++l)
+    w.enc.push_back(load_layer(L, c, "encoder.layers." + std::to_string(l), false));
+  for (int64_t l = 0; l < c.num_decoder_layers; ++l)
+    w.dec.push_back(load_layer(L, c, "decoder.layers." + std::to_string(l), true));
+  c.encoder_norm = c.has_encoder() && L.has("encoder.norm.weight");
+  c.decoder_norm = c.has_decoder() && L.has("decoder.norm.weight");
+  if (c.encoder_norm) w.enc_norm = load_norm(L, "encoder.norm", e);
+  if (c.decoder_norm) w.dec_norm = load_norm(L, "decoder.norm", e);
+  if (c.embeddings) {
+    if (c.has_encoder()) w.src_embed = L.table("src_embed.weight", {c.src_vocab_size, e});
+    w.tgt_embed = L.table("tgt_embed.weight", {c.tgt_vocab_size, e});
+    Tensor gen = L.tensor("generator.weight", {c.tgt_vocab_size, e});
+    w.generator = L.packed("generator.weight", gen, 0, c.tgt_vocab_size);
+    if (L.has("generator.bias")) w.generator_bias = L.vec("generator.bias", c.tgt_vocab_size);
+    Tensor pe(DType::f32, {c.max_position, e});
+    kernels::sinusoidal_positions(c.max_position, e, pe.data<float>());
+    w.positions = weights_->add("positions", std::move(pe));
+  }
+  L.check_all_used();
+
+  // forward: the `tessera run` contract.
+  forward_ = std::make_unique<Graph>(weights_);
+  {
+    Graph& g = *forward_;
+    Builder b(c, w, g);
+    ValueId memory = kNone, src_padding = kNone;
+    if (c.has_encoder()) {
+      ValueId src = c.embeddings ? b.embed("src_embed", g.add_input("src_ids"), w.src_embed, false)
+                                 : g.add_input("src");
+      ValueId src_mask = g.add_input("src_mask", true);
+      src_padding = g.add_input("src_key_padding_mask", true);
+      memory = b.encoder(src, src_mask, src_padding);
+      if (!c.has_decoder()) g.mark_output(memory, "output");
+    }
+    if (c.has_decoder()) {
+      if (!c.has_encoder()) memory = g.add_input("memory");
+      ValueId tgt = c.embeddings ? b.embed("tgt_embed", g.add_input("tgt_ids"), w.tgt_embed, false)
+                                 : g.add_input("tgt");
+      ValueId tgt_mask = g.add_input("tgt_mask", true);
+      ValueId memory_mask = g.add_input("memory_mask", true);
+      ValueId tgt_padding = g.add_input("tgt_key_padding_mask", true);
+      ValueId memory_padding = g.add_input("memory_key_padding_mask", true);
+      std::vector<ValueId> kv;
+      for (int64_t l = 0; l < c.num_decoder_layers; ++l) kv.push_back(b.memory_kv(l, memory));
+      ValueId y = b.decoder(tgt, kv, tgt_mask, tgt_padding, memory_mask, memory_padding, false);
+      if (c.embeddings)
+        g.mark_output(b.generator(y), "logits");
+      else
+        g.mark_output(y, "output");
+    }
+  }
+
+  // encode + decode_step: generation with a KV cache.
+  if (c.embeddings && c.has_encoder()) {
+    encode_ = std::make_unique<Graph>(weights_);
+    {
+      Graph& g = *encode_;
+      Builder b(c, w, g);
+      ValueId src = b.embed("src_embed", g.add_input("src_ids"), w.src_embed, false);
+      ValueId padding = g.add_input("src_key_padding_mask", true);
+      ValueId memory = b.encoder(src, kNone, padding);
+      for (int64_t l = 0; l < c.num_decoder_layers; ++l)
+        g.mark_output(b.memory_kv(l, memory), "memory_kv." + std::to_string(l));
+    }
+    step_ = std::make_unique<Graph>(weights_);
+    {
+      Graph& g = *step_;
+      Builder b(c, w, g);
+      ValueId tgt = b.embed("tgt_embed", g.add_input("tgt_ids"), w.tgt_embed, true);
+      std::vector<ValueId> kv;
+      for (int64_t l = 0; l < c.num_decoder_layers; ++l)
+        kv.push_back(g.add_input("memory_kv." + std::to_string(l)));
+      ValueId memory_padding = g.add_input("memory_key_padding_mask", true);
+      ValueId y = b.decoder(tgt, kv, kNone, kNone, kNone, memory_padding, true);
+      g.mark_output(b.generator(y), "logits");
+    }
+  }
+}
+
+TensorMap TransformerModel::run(const TensorMap& inputs) const {
+  const auto& c = cfg_;
+  std::set<std::string> allowed;
+  for (ValueId v : forward_->inputs()) allowed.insert(forward_->values()[v].name);
+  std::string expected;
+  for (const auto& n : allowed) expected += (expected.empty() ? "" : ", ") + n;
+  for (const auto& [name, t] : inputs)
+    if (!allowed.count(name))
+      throw Error("unknown input '" + name + "' (this model takes: " + expected + ")");
+  for (ValueId v : forward_->inputs()) {
+    const Value& val = forward_->values()[v];
+    if (!val.optional && !inputs.count(val.name))
+      throw Error("missing input '" + val.name + "' (this model takes: " + expected + ")");
+  }
+
+  const int64_t e = c.d_model, h = c.nhead;
+  int64_t batch = -1, s_len = 0, t_len = 0;
+  if (c.has_encoder()) {
+    const std::string src = c.embeddings ? "src_ids" : "src";
+    if (c.embeddings)
+      check_ids(inputs, src, c.src_vocab_size, c.max_position, -1, "src_vocab_size");
+    else
+      check_float3(inputs, src, e, -1);
+    batch = inputs.at(src).dim(0);
+    s_len = inputs.at(src).dim(1);
+    check_attn_mask(inputs, "src_mask", batch, h, s_len, s_len);
+    check_padding(inputs, "src_key_padding_mask", batch, s_len);
+  }
+  if (c.has_decoder()) {
+    if (!c.has_encoder()) {
+      check_float3(inputs, "memory", e, -1);
+      batch = inputs.at("memory").dim(0);
+      s_len = inputs.at("memory").dim(1);
+    }
+    const std::string tgt = c.embeddings ? "tgt_ids" : "tgt";
+    if (c.embeddings)
+      check_ids(inputs, tgt, c.tgt_vocab_size, c.max_position, batch, "tgt_vocab_size");
+    else
+      check_float3(inputs, tgt, e, batch);
+    t_len = inputs.at(tgt).dim(1);
+    check_attn_mask(inputs, "tgt_mask", batch, h, t_len, t_len);
+    check_attn_mask(inputs, "memory_mask", batch, h, t_len, s_len);
+    check_padding(inputs, "tgt_key_padding_mask", batch, t_len);
+    check_padding(inputs, "memory_key_padding_mask", batch, s_len);
+  }
+  RunContext ctx;
+  return execute(*forward_, inputs, ctx);
+}
+
+TransformerModel::EncoderState TransformerModel::encode(const Tensor& src_ids,
+                                                        const Tensor& src_key_padding) const {
+  if (!encode_) throw Error("this model has no encoder with token embeddings to generate from");
+  RunContext ctx;
+  EncoderState st;
+  st.memory_kv =
+      execute(*encode_, {{"src_ids", src_ids}, {"src_key_padding_mask", src_key_padding}}, ctx);
+  st.memory_key_padding = src_key_padding;
+  return st;
+}
+
+Tensor TransformerModel::decode_step(const EncoderState& enc, const Tensor& tgt_ids, KVCache& cache,
+                                     int64_t past_len) const {
+  TensorMap in = enc.memory_kv;
+  in["tgt_ids"] = tgt_ids;
+  in["memory_key_padding_mask"] = enc.memory_key_padding;
+  RunContext ctx{&cache, past_len};
+  return execute(*step_, in, ctx).at("logits");
+}
+
+std::vector<std::vector<int64_t>> TransformerModel::greedy(
+    const std::vector<std::vector<int64_t>>& sources, int64_t max_new_tokens) const {
+  const auto& c = cfg_;
+  if (!encode_) throw Error("greedy decoding needs an encoder-decoder model with token embeddings");
+  if (c.bos_id < 0 || c.bos_id >= c.tgt_vocab_size || c.eos_id < 0)
+    throw Error("config.json needs bos_id and eos_id within the target vocabulary to generate");
+  if (max_new_tokens < 1) throw Error("max new tokens must be at least 1");
+  if (max_new_tokens > c.max_position)
+    throw Error("cannot generate " + std::to_string(max_new_tokens) +
+                " tokens: the model's max_position is " + std::to_string(c.max_position));
+  const int64_t batch = static_cast<int64_t>(sources.size());
+  std::vector<std::vector<int64_t>> result(sources.size());
+  if (batch == 0) return result;
+  int64_t s_len = 1;
+  for (const auto& s : sources) s_len = std::max<int64_t>(s_len, static_cast<int64_t>(s.size()));
+  if (s_len > c.max_position)
+    throw Error("a source of " + std::to_string(s_len) + " tokens exceeds max_position " +
+                std::to_string(c.max_position));
+
+  Tensor src(DType::i64, {batch, s_len});
+  Tensor padding(DType::u8, {batch, s_len});
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < s_len; ++t) {
+      const bool real = t < static_cast<int64_t>(sources[b].size());
+      const int64_t id = real ? sources[b][t] : c.pad_id;
+      if (id < 0 || id >= c.src_vocab_size)
+        throw Error("source " + std::to_string(b) + ": token id " + std::to_string(id) +
+                    " is out of range for src_vocab_size " + std::to_string(c.src_vocab_size));
+      src.data<int64_t>()[b * s_len + t] = id;
+      padding.data<uint8_t>()[b * s_len + t] = real ? 0 : 1;
+    }
+    // An empty source would leave every key masked; let it attend to its (pad) first position.
+    if (sources[b].empty()) padding.data<uint8_t>()[b * s_len] = 0;
+  }
+  const EncoderState enc = encode(src, padding);
+
+  KVCache cache;
+  cache.reset(static_cast<int>(c.num_decoder_layers), batch, max_new_tokens, c.d_model);
+  Tensor step_ids(DType::i64, {batch, 1});
+  for (int64_t b = 0; b < batch; ++b) step_ids.data<int64_t>()[b] = c.bos_id;
+  std::vector<bool> done(sources.size(), false);
+  int64_t remaining = batch;
+  for (int64_t step = 0; step < max_new_tokens && remaining > 0; ++step) {
+    Tensor logits = decode_step(enc, step_ids, cache, step);  // [B, 1, V]
+    const int64_t vocab = logits.dim(2);
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* row = logits.data<float>() + b * vocab;
+      int64_t best = 0;
+      for (int64_t i = 1; i < vocab; ++i)
+        if (row[i] > row[best]) best = i;
+      step_ids.data<int64_t>()[b] = best;
+      if (done[b]) continue;
+      if (best == c.eos_id) {
+        done[b] = true;
+        --remaining;
+      } else {
+        result[b].push_back(best);
+      }
+    }
+  }
+  return result;
+}
+
+}  // namespace tessera::models

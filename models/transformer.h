@@ -1,0 +1,77 @@
+// The `transformer` family: PyTorch nn.Transformer exactly (and its bare encoder or decoder
+// stacks), optionally with token embeddings, sinusoidal positions and an output projection.
+//
+// Weights are read under nn.Transformer.state_dict() names. Three graphs are built at load:
+//   forward      one full pass, the `tessera run` contract (masks as nn.Transformer.forward)
+//   encode       src_ids -> memory and every decoder layer's cross-attention keys/values
+//   decode_step  new target ids -> logits, self-attention keys/values appended to a KV cache
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/executor.h"
+#include "engine/graph.h"
+#include "engine/model_dir.h"
+
+namespace tessera::models {
+
+struct TransformerConfig {
+  int64_t d_model = 0, nhead = 0, num_encoder_layers = 0, num_decoder_layers = 0;
+  int64_t dim_feedforward = 0;
+  kernels::Activation activation = kernels::Activation::relu;
+  float layer_norm_eps = 1e-5f;
+  bool norm_first = false;
+  // Token models (all present or all absent).
+  bool embeddings = false;
+  int64_t src_vocab_size = 0, tgt_vocab_size = 0, max_position = 0;
+  bool scale_embedding = false;
+  int64_t bos_id = -1, eos_id = -1, pad_id = -1;
+  // Present in the checkpoint?
+  bool encoder_norm = false, decoder_norm = false;
+
+  int64_t head_dim() const { return d_model / nhead; }
+  bool has_encoder() const { return num_encoder_layers > 0; }
+  bool has_decoder() const { return num_decoder_layers > 0; }
+};
+
+class TransformerModel {
+ public:
+  // Reads the config, checks every tensor's presence and shape, packs the GEMM weights.
+  explicit TransformerModel(const ModelDir& dir);
+
+  const TransformerConfig& config() const { return cfg_; }
+  const Graph& forward_graph() const { return *forward_; }
+  const Graph* encode_graph() const { return encode_.get(); }
+  const Graph* decode_step_graph() const { return step_.get(); }
+  const WeightSet& weights() const { return *weights_; }
+
+  // `tessera run`: validates the named inputs (names, dtypes, ranks, shapes, token ids) against
+  // the contract of DESIGN.md, then runs the forward graph. Throws Error naming the tensor.
+  TensorMap run(const TensorMap& inputs) const;
+
+  // Greedy decoding of a batch of ragged sources (token ids, eos appended by the caller as the
+  // model expects). Each row stops at eos_id or after max_new_tokens; the returned rows hold the
+  // generated ids without bos and without eos.
+  std::vector<std::vector<int64_t>> greedy(const std::vector<std::vector<int64_t>>& sources,
+                                           int64_t max_new_tokens) const;
+
+  // Building blocks of greedy(), public for tests: encode a padded batch, then run decode steps.
+  struct EncoderState {
+    TensorMap memory_kv;        // "memory_kv.L": [B, S, 2E] cross-attention keys/values
+    Tensor memory_key_padding;  // [B, S] u8
+  };
+  EncoderState encode(const Tensor& src_ids, const Tensor& src_key_padding) const;
+  // Runs one step over `tgt_ids` [B, T_new] at position cache.length; returns logits
+  // [B, T_new, V] and advances the cache.
+  Tensor decode_step(const EncoderState& enc, const Tensor& tgt_ids, KVCache& cache,
+                     int64_t past_len) const;
+
+ private:
+  TransformerConfig cfg_;
+  std::shared_ptr<WeightSet> weights_;
+  std::unique_ptr<Graph> forward_, encode_, step_;
+};
+
+}  // namespace tessera::models

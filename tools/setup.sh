@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package Tessera needs to build, test and benchmark. Idempotent: only
+# missing packages are installed (and apt's lists are refreshed only then). Run as root, or as a
+# user with sudo.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake g++ git pkg-config clang-format
+  libxsimd-dev          # SIMD (xsimd 8.1)
+  libdnnl-dev           # oneDNN 2.6: second GEMM backend, benchmark baseline
+  libbenchmark-dev      # Google Benchmark
+  doctest-dev           # unit tests
+  nlohmann-json3-dev    # JSON (configs, safetensors headers)
+  libcli11-dev          # command line
+  python3 python3-numpy python3-torch   # exporters, fixtures, parity tests (never at run time)
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages are installed"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup: run as root (missing: ${missing[*]})" >&2; exit 1; }
+  SUDO=sudo
+fi
+echo "setup: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "setup: done"

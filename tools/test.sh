@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs every test: the Release build (warnings as errors) with the whole
+# suite (kernels, engine, CLI errors, PyTorch parity, demo accuracy), then an
+# AddressSanitizer + UndefinedBehaviorSanitizer build running the kernel, engine and bad-input
+# tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh
+start=$(date +%s)
+
+echo "=== Release build"
+tools/build.sh build
+echo "=== Release tests"
+(cd build && ctest --output-on-failure --timeout 1500)
+
+echo "=== ASan + UBSan build"
+tools/build.sh build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_SANITIZE=ON \
+  -DTESSERA_BUILD_BENCH=OFF
+echo "=== ASan + UBSan tests"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+(cd build-sanitize && ctest --output-on-failure --timeout 1500)
+
+echo "=== all tests passed in $(( $(date +%s) - start )) s"
