@@ -1,0 +1,35 @@
+// Shared pieces of the `tessera` command line. Each subcommand lives in its own file
+// (tools/cmd_<name>.cpp) and registers itself with add_<name>_command(): it adds its options to
+// the app and returns the function that runs it once the arguments are parsed.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "engine/model_dir.h"
+#include "models/transformer.h"
+
+namespace tessera::cli {
+
+// Exit code for bad input of any kind (a one-line message is printed on stderr).
+constexpr int kBadInput = 2;
+
+// Runs the parsed subcommand; returns the process exit code.
+using Action = std::function<int()>;
+
+bool verbose();
+void set_verbose(bool on);
+// Prints "tessera: MSG" on stderr when --verbose is on.
+void log_verbose(const std::string& msg);
+// Applies --threads (0 = all cores) and logs the ISA and thread count.
+void setup_threads(int threads);
+// Loads a model directory of a supported model_type.
+std::unique_ptr<models::TransformerModel> load_model(const ModelDir& dir);
+
+Action add_run_command(CLI::App& app);
+Action add_inspect_command(CLI::App& app);
+Action add_generate_command(CLI::App& app);
+
+}  // namespace tessera::cli
