@@ -286,7 +286,13 @@ TensorMap execute(const Graph& graph, const TensorMap& inputs, RunContext& ctx) 
     for (ValueId v : n.inputs)
       if (v != kNone && !graph.values()[v].optional && env[v].empty())
         throw Error(n.name + ": input '" + graph.values()[v].name + "' has no value");
-    run_node(n, graph.weights(), env, ctx);
+    if (ctx.observer) {
+      ctx.observer->before(graph, n, env, ctx);
+      run_node(n, graph.weights(), env, ctx);
+      ctx.observer->after(graph, n, env, ctx);
+    } else {
+      run_node(n, graph.weights(), env, ctx);
+    }
     for (ValueId v : n.inputs)
       if (v != kNone && --uses[v] == 0 && !graph.values()[v].is_input) env[v] = Tensor();
   }

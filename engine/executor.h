@@ -18,10 +18,26 @@ struct KVCache {
   void reset(int slots, int64_t batch_size, int64_t capacity_tokens, int64_t row_width);
 };
 
-// Per-call state a graph run reads: the session's KV cache and how many positions it holds.
+struct RunContext;
+
+// Watches a graph run node by node (the profiler, attention-map extraction). `env` holds every
+// value by ValueId: a node's inputs before it runs, and its outputs too after it ran. With no
+// observer set, the executor makes no extra call at all.
+class NodeObserver {
+ public:
+  virtual ~NodeObserver() = default;
+  virtual void before(const Graph& g, const Node& n, const std::vector<Tensor>& env,
+                      const RunContext& ctx) = 0;
+  virtual void after(const Graph& g, const Node& n, const std::vector<Tensor>& env,
+                     const RunContext& ctx) = 0;
+};
+
+// Per-call state a graph run reads: the session's KV cache, how many positions it holds, and an
+// optional observer.
 struct RunContext {
   KVCache* cache = nullptr;
   int64_t past_len = 0;
+  NodeObserver* observer = nullptr;
 };
 
 using TensorMap = std::map<std::string, Tensor>;

@@ -486,7 +486,7 @@ TransformerModel::TransformerModel(const ModelDir& dir)
   }
 }
 
-TensorMap TransformerModel::run(const TensorMap& inputs) const {
+TensorMap TransformerModel::run(const TensorMap& inputs, NodeObserver* observer) const {
   const auto& c = cfg_;
   std::set<std::string> allowed;
   for (ValueId v : forward_->inputs()) allowed.insert(forward_->values()[v].name);
@@ -532,13 +532,16 @@ TensorMap TransformerModel::run(const TensorMap& inputs) const {
     check_padding(inputs, "memory_key_padding_mask", batch, s_len);
   }
   RunContext ctx;
+  ctx.observer = observer;
   return execute(*forward_, inputs, ctx);
 }
 
 TransformerModel::EncoderState TransformerModel::encode(const Tensor& src_ids,
-                                                        const Tensor& src_key_padding) const {
+                                                        const Tensor& src_key_padding,
+                                                        NodeObserver* observer) const {
   if (!encode_) throw Error("this model has no encoder with token embeddings to generate from");
   RunContext ctx;
+  ctx.observer = observer;
   EncoderState st;
   st.memory_kv =
       execute(*encode_, {{"src_ids", src_ids}, {"src_key_padding_mask", src_key_padding}}, ctx);
@@ -547,16 +550,17 @@ TransformerModel::EncoderState TransformerModel::encode(const Tensor& src_ids,
 }
 
 Tensor TransformerModel::decode_step(const EncoderState& enc, const Tensor& tgt_ids, KVCache& cache,
-                                     int64_t past_len) const {
+                                     int64_t past_len, NodeObserver* observer) const {
   TensorMap in = enc.memory_kv;
   in["tgt_ids"] = tgt_ids;
   in["memory_key_padding_mask"] = enc.memory_key_padding;
-  RunContext ctx{&cache, past_len};
+  RunContext ctx{&cache, past_len, observer};
   return execute(*step_, in, ctx).at("logits");
 }
 
 std::vector<std::vector<int64_t>> TransformerModel::greedy(
-    const std::vector<std::vector<int64_t>>& sources, int64_t max_new_tokens) const {
+    const std::vector<std::vector<int64_t>>& sources, int64_t max_new_tokens,
+    NodeObserver* observer) const {
   const auto& c = cfg_;
   if (!encode_) throw Error("greedy decoding needs an encoder-decoder model with token embeddings");
   if (c.bos_id < 0 || c.bos_id >= c.tgt_vocab_size || c.eos_id < 0)
@@ -589,7 +593,7 @@ std::vector<std::vector<int64_t>> TransformerModel::greedy(
     // An empty source would leave every key masked; let it attend to its (pad) first position.
     if (sources[b].empty()) padding.data<uint8_t>()[b * s_len] = 0;
   }
-  const EncoderState enc = encode(src, padding);
+  const EncoderState enc = encode(src, padding, observer);
 
   KVCache cache;
   cache.reset(static_cast<int>(c.num_decoder_layers), batch, max_new_tokens, c.d_model);
@@ -598,7 +602,7 @@ std::vector<std::vector<int64_t>> TransformerModel::greedy(
   std::vector<bool> done(sources.size(), false);
   int64_t remaining = batch;
   for (int64_t step = 0; step < max_new_tokens && remaining > 0; ++step) {
-    Tensor logits = decode_step(enc, step_ids, cache, step);  // [B, 1, V]
+    Tensor logits = decode_step(enc, step_ids, cache, step, observer);  // [B, 1, V]
     const int64_t vocab = logits.dim(2);
     for (int64_t b = 0; b < batch; ++b) {
       const float* row = logits.data<float>() + b * vocab;

@@ -49,24 +49,27 @@ class TransformerModel {
 
   // `tessera run`: validates the named inputs (names, dtypes, ranks, shapes, token ids) against
   // the contract of DESIGN.md, then runs the forward graph. Throws Error naming the tensor.
-  TensorMap run(const TensorMap& inputs) const;
+  // `observer` (optional) watches every node (profiler, attention maps).
+  TensorMap run(const TensorMap& inputs, NodeObserver* observer = nullptr) const;
 
   // Greedy decoding of a batch of ragged sources (token ids, eos appended by the caller as the
   // model expects). Each row stops at eos_id or after max_new_tokens; the returned rows hold the
   // generated ids without bos and without eos.
   std::vector<std::vector<int64_t>> greedy(const std::vector<std::vector<int64_t>>& sources,
-                                           int64_t max_new_tokens) const;
+                                           int64_t max_new_tokens,
+                                           NodeObserver* observer = nullptr) const;
 
   // Building blocks of greedy(), public for tests: encode a padded batch, then run decode steps.
   struct EncoderState {
     TensorMap memory_kv;        // "memory_kv.L": [B, S, 2E] cross-attention keys/values
     Tensor memory_key_padding;  // [B, S] u8
   };
-  EncoderState encode(const Tensor& src_ids, const Tensor& src_key_padding) const;
-  // Runs one step over `tgt_ids` [B, T_new] at position cache.length; returns logits
-  // [B, T_new, V] and advances the cache.
+  EncoderState encode(const Tensor& src_ids, const Tensor& src_key_padding,
+                      NodeObserver* observer = nullptr) const;
+  // Runs one step over `tgt_ids` [B, T_new] at positions [past_len, past_len + T_new): appends
+  // their keys/values to `cache` and returns logits [B, T_new, V].
   Tensor decode_step(const EncoderState& enc, const Tensor& tgt_ids, KVCache& cache,
-                     int64_t past_len) const;
+                     int64_t past_len, NodeObserver* observer = nullptr) const;
 
  private:
   TransformerConfig cfg_;
