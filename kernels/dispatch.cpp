@@ -1,0 +1,267 @@
+// ISA detection and selection, thread count, PackedWeights storage, and the free functions that
+// forward to the active ISA's table. Compiled with the baseline flags only: nothing here may
+// execute an instruction the CPU might lack.
+#include <omp.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/internal.hpp"
+#include "kernels/kernels.h"
+
+namespace tessera::kernels {
+namespace {
+
+constexpr std::align_val_t kAlign{64};  // a cache line; also >= any vector width we use
+
+struct CpuFeatures {
+  bool avx2 = false;
+  bool avx512 = false;
+};
+
+CpuFeatures detect_cpu() {
+  // GCC's __builtin_cpu_supports reports AVX/AVX-512 features only when the OS saves their
+  // registers (it checks XCR0 through xgetbv), unlike xsimd 8.1's detection.
+  __builtin_cpu_init();
+  CpuFeatures f;
+  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  f.avx512 = f.avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  return f;
+}
+
+const CpuFeatures& cpu() {
+  static const CpuFeatures features = detect_cpu();
+  return features;
+}
+
+std::string supported_list() {
+  std::string s;
+  for (Isa isa : supported_isas()) {
+    if (!s.empty()) s += ", ";
+    s += isa_name(isa);
+  }
+  return s;
+}
+
+Isa choose_isa() {
+  const char* env = std::getenv("TESSERA_ISA");
+  if (env != nullptr && *env != '\0') {
+    const Isa isa = detail::isa_from_string(env);
+    std::fprintf(stderr, "tessera: kernels use ISA %s (set by TESSERA_ISA)\n", isa_name(isa));
+    return isa;
+  }
+  return supported_isas().front();
+}
+
+std::atomic<int> g_num_threads{0};  // 0: not set, use omp_get_max_threads()
+
+// Per-thread scratch of detail::thread_scratch.
+struct Scratch {
+  float* data = nullptr;
+  size_t capacity = 0;  // floats
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { ::operator delete[](data, kAlign); }
+};
+thread_local Scratch t_scratch;
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::generic:
+      return "generic";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::avx512:
+      return "avx512";
+  }
+  return "unknown";
+}
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::generic:
+      return true;  // SSE2 is part of x86-64
+    case Isa::avx2:
+      return cpu().avx2;
+    case Isa::avx512:
+      return cpu().avx512;
+  }
+  return false;
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> isas;
+  for (Isa isa : {Isa::avx512, Isa::avx2, Isa::generic}) {
+    if (isa_supported(isa)) isas.push_back(isa);
+  }
+  return isas;
+}
+
+Isa active_isa() {
+  // A throwing initializer leaves the static uninitialized: every call then throws again.
+  static const Isa isa = choose_isa();
+  return isa;
+}
+
+const KernelTable& kernel_table(Isa isa) {
+  if (!isa_supported(isa)) {
+    throw std::runtime_error(std::string("tessera: kernels for ISA '") + isa_name(isa) +
+                             "' cannot run on this CPU; supported here: " + supported_list());
+  }
+  switch (isa) {
+    case Isa::avx512:
+      return detail::kernel_table_avx512();
+    case Isa::avx2:
+      return detail::kernel_table_avx2();
+    case Isa::generic:
+      break;
+  }
+  return detail::kernel_table_generic();
+}
+
+void set_num_threads(int n) {
+  if (n < 1) {
+    throw std::invalid_argument("tessera::kernels::set_num_threads: n must be >= 1, got " +
+                                std::to_string(n));
+  }
+  g_num_threads.store(n, std::memory_order_relaxed);
+}
+
+int num_threads() {
+  const int n = g_num_threads.load(std::memory_order_relaxed);
+  return n > 0 ? n : omp_get_max_threads();
+}
+
+// ---------------------------------------------------------------------------------------------
+// PackedWeights
+// ---------------------------------------------------------------------------------------------
+PackedWeights::PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats)
+    : data_(static_cast<float*>(::operator new[](floats * sizeof(float), kAlign))),
+      n_(n),
+      k_(k),
+      nr_(nr),
+      isa_(isa),
+      bytes_(floats * sizeof(float)) {}
+
+void PackedWeights::Free::operator()(float* p) const {
+  ::operator delete[](p, kAlign);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Private helpers (kernels/internal.hpp)
+// ---------------------------------------------------------------------------------------------
+namespace detail {
+
+void allocate_packed(PackedWeights& out, int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats) {
+  out = PackedWeights(n, k, nr, isa, floats);
+}
+
+float* thread_scratch(size_t floats) {
+  Scratch& s = t_scratch;
+  if (floats > s.capacity) {
+    const size_t capacity = (floats + 15) / 16 * 16;  // whole cache lines
+    float* data = static_cast<float*>(::operator new[](capacity * sizeof(float), kAlign));
+    ::operator delete[](s.data, kAlign);
+    s.data = data;
+    s.capacity = capacity;
+  }
+  return s.data;
+}
+
+void throw_packed_isa_mismatch(Isa kernel_isa, Isa packed_isa) {
+  throw std::invalid_argument(std::string("tessera: gemm for ISA '") + isa_name(kernel_isa) +
+                              "' was given weights packed for '" + isa_name(packed_isa) +
+                              "'; pack with the same ISA (or call the free gemm(), which "
+                              "dispatches on the weights' ISA)");
+}
+
+Isa isa_from_string(const char* value) {
+  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
+    if (std::strcmp(value, isa_name(isa)) != 0) continue;
+    if (!isa_supported(isa)) {
+      throw std::runtime_error(
+          std::string("TESSERA_ISA=") + value +
+          ": this CPU cannot run that ISA; supported here: " + supported_list());
+    }
+    return isa;
+  }
+  throw std::runtime_error(std::string("TESSERA_ISA=") + value +
+                           " is not an ISA name; use one of: generic, avx2, avx512");
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// Free functions: the active ISA's table (gemm: the table of the weights' ISA)
+// ---------------------------------------------------------------------------------------------
+namespace {
+const KernelTable& active_table() {
+  static const KernelTable& table = kernel_table(active_isa());
+  return table;
+}
+}  // namespace
+
+PackedWeights pack_weights(const float* w, int64_t n, int64_t k, int64_t ldw, Isa isa) {
+  if (w == nullptr || n < 1 || k < 1 || ldw < k) {
+    throw std::invalid_argument(
+        "tessera::kernels::pack_weights: need w != null, n >= 1, k >= 1, "
+        "ldw >= k; got n=" +
+        std::to_string(n) + " k=" + std::to_string(k) + " ldw=" + std::to_string(ldw));
+  }
+  PackedWeights out;
+  kernel_table(isa).pack_weights(w, n, k, ldw, out);
+  return out;
+}
+
+void gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c, int64_t ldc,
+          const Epilogue& ep) {
+  if (m <= 0) return;
+  if (w.empty()) {
+    throw std::invalid_argument("tessera::kernels::gemm: the weights are empty; pack them first");
+  }
+  if (lda < w.k() || ldc < w.n()) {
+    throw std::invalid_argument("tessera::kernels::gemm: need lda >= k and ldc >= n; got lda=" +
+                                std::to_string(lda) + " k=" + std::to_string(w.k()) +
+                                " ldc=" + std::to_string(ldc) + " n=" + std::to_string(w.n()));
+  }
+  kernel_table(w.isa()).gemm(m, a, lda, w, c, ldc, ep);
+}
+
+void softmax_rows(int64_t rows, int64_t n, const float* x, int64_t ldx, float* y, int64_t ldy) {
+  active_table().softmax_rows(rows, n, x, ldx, y, ldy);
+}
+
+void add_layernorm_rows(int64_t rows, int64_t n, const float* x, int64_t ldx, const float* residual,
+                        int64_t ldr, const float* gamma, const float* beta, float eps, float* y,
+                        int64_t ldy, float* sum_out, int64_t ld_sum) {
+  active_table().add_layernorm_rows(rows, n, x, ldx, residual, ldr, gamma, beta, eps, y, ldy,
+                                    sum_out, ld_sum);
+}
+
+void activation(int64_t n, const float* x, float* y, Activation act) {
+  active_table().activation(n, x, y, act);
+}
+
+void add(int64_t n, const float* a, const float* b, float* y) {
+  active_table().add(n, a, b, y);
+}
+
+void embedding(int64_t rows, const int64_t* ids, const float* table, int64_t dim, float scale,
+               const int64_t* positions, const float* pos_table, float* out, int64_t ldo) {
+  active_table().embedding(rows, ids, table, dim, scale, positions, pos_table, out, ldo);
+}
+
+void attention(const AttentionArgs& args) {
+  active_table().attention(args);
+}
+
+}  // namespace tessera::kernels

@@ -1,0 +1,37 @@
+// Private helpers shared by the kernel translation units. Not part of the public interface:
+// only kernels/*.cpp and the kernel tests include this file.
+//
+// Everything declared here is DEFINED in a non-ISA file (dispatch.cpp) or in exactly one ISA
+// file, so no inline code compiled with ISA flags can be shared between translation units.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/kernels.h"
+
+namespace tessera::kernels::detail {
+
+// The tables of each ISA, defined in kernels/isa_<isa>.cpp. They do not check CPU support:
+// callers go through kernel_table(), which does.
+const KernelTable& kernel_table_avx512();
+const KernelTable& kernel_table_avx2();
+const KernelTable& kernel_table_generic();
+
+// Replaces `out` by uninitialized, 64-byte aligned storage of `floats` floats. Defined in
+// dispatch.cpp so that the ISA files never instantiate std::unique_ptr code themselves.
+void allocate_packed(PackedWeights& out, int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats);
+
+// Scratch memory private to the calling thread: 64-byte aligned, at least `floats` floats,
+// valid until the next call on the same thread. Grows (never shrinks), so a steady-state
+// forward pass does not allocate.
+float* thread_scratch(size_t floats);
+
+// Thrown (std::invalid_argument) when an ISA's gemm is handed weights packed for another ISA.
+[[noreturn]] void throw_packed_isa_mismatch(Isa kernel_isa, Isa packed_isa);
+
+// Parses a TESSERA_ISA value ("generic", "avx2", "avx512"). Throws std::runtime_error naming
+// the accepted values if `value` is unknown, or the supported ones if this CPU cannot run it.
+Isa isa_from_string(const char* value);
+
+}  // namespace tessera::kernels::detail

@@ -1,0 +1,738 @@
+// The body of every kernel, written once as a template over the xsimd architecture.
+//
+// Included ONLY by kernels/isa_<isa>.cpp, each compiled with its own -m flags (see
+// kernels/CMakeLists.txt). Everything here lives in an anonymous namespace, so each ISA file
+// gets its own internal-linkage copy: no inline function compiled with AVX-512 flags can be
+// picked by the linker for the AVX2 or SSE2 path (the ODR trap of STYLE.md; the CTest
+// `kernels_isa_symbols` checks it with nm). For the same reason this file uses no out-of-line
+// standard-library template (no std::vector, std::string, std::array, std::min): only
+// intrinsics, builtins and xsimd templates instantiated on the file's own Arch.
+#pragma once
+
+#include <xsimd/xsimd.hpp>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "kernels/internal.hpp"
+#include "kernels/kernels.h"
+#include "kernels/parallel.hpp"
+
+namespace tessera::kernels {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+constexpr int64_t min_i64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+constexpr int64_t max_i64(int64_t a, int64_t b) {
+  return a < b ? b : a;
+}
+constexpr int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// Element-wise kernels work on chunks of this many floats per parallel_for index range
+// (64 KiB per array: big enough to amortize a fork/join, small enough to balance 2..16 cores).
+constexpr int64_t kElementGrain = 16384;
+// Row kernels give each thread at least this many floats' worth of rows.
+constexpr int64_t kRowGrainFloats = 16384;
+// GEMM, packing and attention give each parallel chunk at least this much work (flops or
+// floats): an OpenMP fork/join costs ~1-5 us, ~10^5 flops. Below that a kernel runs serially,
+// which also keeps small calls fast when the cores are shared. Grains depend on the sizes only,
+// never on the thread count.
+constexpr int64_t kMinChunkWork = int64_t{1} << 17;
+
+template <class Arch, Isa kIsa>
+struct Body {
+  using B = xsimd::batch<float, Arch>;
+  static constexpr int64_t W = static_cast<int64_t>(B::size);  // floats per vector
+
+  // -------------------------------------------------------------------------------------------
+  // Loads and stores. Every tail goes through a W-float stack buffer, so a partial vector sees
+  // exactly the same arithmetic as a full one (results never depend on an element's position).
+  // -------------------------------------------------------------------------------------------
+  static B load(const float* p) { return B::load_unaligned(p); }
+  static void store(float* p, const B& v) { v.store_unaligned(p); }
+  // Lanes [0, n) from p (n < W), the other lanes `fill`. Reads only p[0, n).
+  static B load_partial(const float* p, int64_t n, float fill) {
+    alignas(64) float buf[W];
+    for (int64_t i = 0; i < W; ++i) buf[i] = i < n ? p[i] : fill;
+    return B::load_aligned(buf);
+  }
+  // Writes only p[0, n) (n < W).
+  static void store_partial(float* p, const B& v, int64_t n) {
+    alignas(64) float buf[W];
+    v.store_aligned(buf);
+    for (int64_t i = 0; i < n; ++i) p[i] = buf[i];
+  }
+  // xsimd 8.1 has no reduce_max: store the lanes and loop (lane order, so deterministic).
+  static float reduce_max(const B& v) {
+    alignas(64) float buf[W];
+    v.store_aligned(buf);
+    float m = buf[0];
+    for (int64_t i = 1; i < W; ++i) m = buf[i] > m ? buf[i] : m;
+    return m;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Activations
+  // -------------------------------------------------------------------------------------------
+  template <Activation kAct>
+  static B act(const B& x) {
+    if constexpr (kAct == Activation::relu) {
+      return xsimd::max(x, B(0.0f));
+    } else if constexpr (kAct == Activation::gelu_erf) {
+      // x/2 * (1 + erf(x/sqrt2)) == x/2 * erfc(-x/sqrt2): the erfc form keeps its relative
+      // accuracy for x << 0, where 1 + erf(.) cancels.
+      constexpr float kMinusSqrtHalf = -0.70710678118654752440f;
+      return (B(0.5f) * x) * xsimd::erfc(x * B(kMinusSqrtHalf));
+    } else if constexpr (kAct == Activation::gelu_tanh) {
+      // x/2 * (1 + tanh(u)) == x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3): no
+      // cancellation for x << 0; exp(-2u) overflowing to +inf gives the correct limit -0.
+      constexpr float kTwoC = 2.0f * 0.79788456080286535588f;  // 2 sqrt(2/pi)
+      constexpr float kTwoCA = kTwoC * 0.044715f;
+      const B two_u = x * xsimd::fma(x * x, B(kTwoCA), B(kTwoC));
+      return x / (B(1.0f) + xsimd::exp(-two_u));
+    } else {
+      return x;
+    }
+  }
+
+  template <Activation kAct>
+  static void act_range(const float* x, float* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + W <= n; i += W) store(y + i, act<kAct>(load(x + i)));
+    if (i < n) store_partial(y + i, act<kAct>(load_partial(x + i, n - i, 0.0f)), n - i);
+  }
+
+  template <Activation kAct>
+  static void activation_impl(int64_t n, const float* x, float* y) {
+    detail::parallel_for(0, n, kElementGrain,
+                         [&](int64_t lo, int64_t hi) { act_range<kAct>(x + lo, y + lo, hi - lo); });
+  }
+
+  static void activation(int64_t n, const float* x, float* y, Activation a) {
+    if (n <= 0) return;
+    switch (a) {
+      case Activation::none:
+        if (x != y) activation_impl<Activation::none>(n, x, y);
+        return;
+      case Activation::relu:
+        return activation_impl<Activation::relu>(n, x, y);
+      case Activation::gelu_erf:
+        return activation_impl<Activation::gelu_erf>(n, x, y);
+      case Activation::gelu_tanh:
+        return activation_impl<Activation::gelu_tanh>(n, x, y);
+    }
+  }
+
+  static void add(int64_t n, const float* a, const float* b, float* y) {
+    if (n <= 0) return;
+    detail::parallel_for(0, n, kElementGrain, [&](int64_t lo, int64_t hi) {
+      int64_t i = lo;
+      for (; i + W <= hi; i += W) store(y + i, load(a + i) + load(b + i));
+      if (i < hi) {
+        const int64_t r = hi - i;
+        store_partial(y + i, load_partial(a + i, r, 0.0f) + load_partial(b + i, r, 0.0f), r);
+      }
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // GEMM: C[M,N] = epilogue(A[M,K] · Wᵀ)
+  // -------------------------------------------------------------------------------------------
+  // Register tile MR x NR, NR = 2 vectors. Per k step the micro-kernel loads 2 vectors of the
+  // packed panel, broadcasts MR scalars of A and issues 2*MR independent FMAs.
+  //  * AVX-512 (32 zmm): MR = 8 -> 16 accumulators + 2 panel vectors + 1 broadcast = 19 regs.
+  //    16 independent FMA chains cover FMA latency (4 cycles) x throughput (1-2 zmm/cycle).
+  //  * AVX2 / SSE2 (16 registers): MR = 6 -> 12 accumulators + 2 + 1 = 15 regs (the classic
+  //    6x16 Haswell tile); 12 chains cover 4-5 cycles x 2 FMA/cycle.
+  static constexpr int64_t NR = 2 * W;
+  static constexpr int64_t MR = W >= 16 ? 8 : 6;
+
+  // Packed layout: panel p holds columns [p*NR, p*NR + NR) of C, K x NR, k-major:
+  //   packed[(p*K + kk)*NR + jj] = W[p*NR + jj, kk]   (0 where p*NR + jj >= N).
+  // Every panel row is NR*4 >= vector bytes from a 64-byte aligned base: aligned loads.
+  static void pack_weights(const float* w, int64_t n, int64_t k, int64_t ldw, PackedWeights& out) {
+    const int64_t panels = ceil_div(n, NR);
+    detail::allocate_packed(out, n, k, NR, kIsa, static_cast<size_t>(panels * k * NR));
+    float* dst = out.mutable_data();  // [panels, K, NR]
+    const int64_t grain = max_i64(1, kMinChunkWork / (k * NR));
+    detail::parallel_for(0, panels, grain, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        float* panel = dst + p * k * NR;  // [K, NR]
+        const int64_t j0 = p * NR;
+        const int64_t cols = min_i64(NR, n - j0);
+        for (int64_t jj = 0; jj < NR; ++jj) {
+          if (jj < cols) {
+            const float* src = w + (j0 + jj) * ldw;  // row j0+jj of W: [K]
+            for (int64_t kk = 0; kk < k; ++kk) panel[kk * NR + jj] = src[kk];
+          } else {
+            for (int64_t kk = 0; kk < k; ++kk) panel[kk * NR + jj] = 0.0f;
+          }
+        }
+      }
+    });
+  }
+
+  // tile[r, :] = sum_kk a[r*lda + kk] * panel[kk, :] for r < R, summed in k order.
+  // tile: [MR, NR] (rows >= R untouched). R is a template parameter so the accumulators are
+  // fully unrolled into registers.
+  template <int R>
+  static void micro_kernel(int64_t k, const float* a, int64_t lda, const float* panel,
+                           float* tile) {
+    B acc0[R];
+    B acc1[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      acc0[r] = B(0.0f);
+      acc1[r] = B(0.0f);
+    }
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const B b0 = B::load_aligned(panel + kk * NR);
+      const B b1 = B::load_aligned(panel + kk * NR + W);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const B av(a[r * lda + kk]);
+        acc0[r] = xsimd::fma(av, b0, acc0[r]);
+        acc1[r] = xsimd::fma(av, b1, acc1[r]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      acc0[r].store_aligned(tile + r * NR);
+      acc1[r].store_aligned(tile + r * NR + W);
+    }
+  }
+
+  // micro_kernel<rows> for a run-time rows in [1, R].
+  template <int R>
+  static void micro_kernel_rows(int64_t rows, int64_t k, const float* a, int64_t lda,
+                                const float* panel, float* tile) {
+    if constexpr (R > 0) {
+      if (rows == R) {
+        micro_kernel<R>(k, a, lda, panel, tile);
+      } else {
+        micro_kernel_rows<R - 1>(rows, k, a, lda, panel, tile);
+      }
+    }
+  }
+
+  // C[i0 + r, j0 + j] = epilogue(tile[r, j]) for r < rows, j < cols. Never touches C outside
+  // the tile; a residual aliasing C is read before the same element is written.
+  template <Activation kAct>
+  static void store_tile(const float* tile, int64_t rows, int64_t cols, int64_t i0, int64_t j0,
+                         float* c, int64_t ldc, const Epilogue& ep) {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* crow = c + (i0 + r) * ldc + j0;
+      const float* rrow = ep.residual ? ep.residual + (i0 + r) * ep.ld_residual + j0 : nullptr;
+      for (int64_t h = 0; h < cols; h += W) {
+        const int64_t nv = min_i64(W, cols - h);
+        B v = B::load_aligned(tile + r * NR + h);
+        if (nv == W) {
+          if (ep.bias) v += load(ep.bias + j0 + h);
+          v = act<kAct>(v);
+          if (rrow) v += load(rrow + h);
+          store(crow + h, v);
+        } else {
+          if (ep.bias) v += load_partial(ep.bias + j0 + h, nv, 0.0f);
+          v = act<kAct>(v);
+          if (rrow) v += load_partial(rrow + h, nv, 0.0f);
+          store_partial(crow + h, v, nv);
+        }
+      }
+    }
+  }
+
+  template <Activation kAct>
+  static void gemm_impl(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
+                        int64_t ldc, const Epilogue& ep) {
+    const int64_t n = w.n();
+    const int64_t k = w.k();
+    const float* packed = w.data();  // [panels, K, NR]
+    const int64_t panels = ceil_div(n, NR);
+    const int64_t row_blocks = ceil_div(m, MR);
+    // Tiles (row block, panel), numbered panel-major so that a thread's contiguous run of tiles
+    // reuses one panel (K*NR floats, <= 384 KiB at K = 3072 on AVX-512: L2-resident) across the
+    // row blocks. The tiling depends only on M and N; each tile sums the whole K in order.
+    const int64_t grain = max_i64(1, kMinChunkWork / (2 * min_i64(m, MR) * NR * k));
+    detail::parallel_for(0, panels * row_blocks, grain, [&](int64_t t0, int64_t t1) {
+      alignas(64) float tile[MR * NR];  // [MR, NR]
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t p = t / row_blocks;
+        const int64_t i0 = (t % row_blocks) * MR;
+        const int64_t rows = min_i64(MR, m - i0);
+        const int64_t j0 = p * NR;
+        micro_kernel_rows<MR>(rows, k, a + i0 * lda, lda, packed + p * k * NR, tile);
+        store_tile<kAct>(tile, rows, min_i64(NR, n - j0), i0, j0, c, ldc, ep);
+      }
+    });
+  }
+
+  static void gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
+                   int64_t ldc, const Epilogue& ep) {
+    if (m <= 0) return;
+    if (w.isa() != kIsa) detail::throw_packed_isa_mismatch(kIsa, w.isa());
+    switch (ep.act) {
+      case Activation::none:
+        return gemm_impl<Activation::none>(m, a, lda, w, c, ldc, ep);
+      case Activation::relu:
+        return gemm_impl<Activation::relu>(m, a, lda, w, c, ldc, ep);
+      case Activation::gelu_erf:
+        return gemm_impl<Activation::gelu_erf>(m, a, lda, w, c, ldc, ep);
+      case Activation::gelu_tanh:
+        return gemm_impl<Activation::gelu_tanh>(m, a, lda, w, c, ldc, ep);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Row kernels
+  // -------------------------------------------------------------------------------------------
+  static int64_t row_grain(int64_t n) {
+    return max_i64(1, kRowGrainFloats / max_i64(n, 1));
+  }
+
+  // y = softmax(x) over n >= 1 floats; x may equal y. Three sweeps over an L1-resident row:
+  // max, exp + sum (vector partial sums, then hadd), scale.
+  static void softmax_row(const float* x, float* y, int64_t n) {
+    B vmax(-kInf);
+    int64_t i = 0;
+    for (; i + W <= n; i += W) vmax = xsimd::max(vmax, load(x + i));
+    if (i < n) vmax = xsimd::max(vmax, load_partial(x + i, n - i, -kInf));
+    const float m = reduce_max(vmax);
+    if (m == -kInf) {  // every entry -inf: defined as a zero row
+      for (int64_t j = 0; j < n; ++j) y[j] = 0.0f;
+      return;
+    }
+    const B bm(m);
+    B vsum(0.0f);
+    for (i = 0; i + W <= n; i += W) {
+      const B e = xsimd::exp(load(x + i) - bm);
+      store(y + i, e);
+      vsum += e;
+    }
+    if (i < n) {
+      const B e = xsimd::exp(load_partial(x + i, n - i, -kInf) - bm);  // padding: exp(-inf) = 0
+      store_partial(y + i, e, n - i);
+      vsum += e;
+    }
+    const B inv(1.0f / xsimd::hadd(vsum));
+    for (i = 0; i + W <= n; i += W) store(y + i, load(y + i) * inv);
+    if (i < n) store_partial(y + i, load_partial(y + i, n - i, 0.0f) * inv, n - i);
+  }
+
+  static void softmax_rows(int64_t rows, int64_t n, const float* x, int64_t ldx, float* y,
+                           int64_t ldy) {
+    if (rows <= 0 || n <= 0) return;
+    detail::parallel_for(0, rows, row_grain(n), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) softmax_row(x + r * ldx, y + r * ldy, n);
+    });
+  }
+
+  // One row of add_layernorm_rows. Two sweeps:
+  //  1. s = x + residual, stored to `sbuf` (sum_out if requested, else y), while W per-lane
+  //     Welford accumulators (count, mean, M2) collect the statistics in one pass without the
+  //     cancellation of sum-of-squares; lanes and the tail are then merged in double (Chan).
+  //  2. y = (s - mean) * rstd * gamma + beta, reading s back from sbuf.
+  // Aliasing: x[j] and residual[j] are read before sbuf[j] is written; y[j] is written after
+  // sbuf[j] is read, so y / sum_out may alias x or residual.
+  static void layernorm_row(const float* x, const float* res, const float* gamma, const float* beta,
+                            float eps, float* sbuf, float* y, int64_t n) {
+    B mean(0.0f);
+    B m2(0.0f);
+    int64_t i = 0;
+    int64_t count = 0;  // elements per lane so far
+    for (; i + W <= n; i += W) {
+      B s = load(x + i);
+      if (res) s += load(res + i);
+      store(sbuf + i, s);
+      ++count;
+      const B d = s - mean;
+      mean += d / B(static_cast<float>(count));
+      m2 = xsimd::fma(d, s - mean, m2);
+    }
+    double tot_n = 0.0;
+    double tot_mean = 0.0;
+    double tot_m2 = 0.0;
+    if (count > 0) {
+      alignas(64) float lmean[W];
+      alignas(64) float lm2[W];
+      mean.store_aligned(lmean);
+      m2.store_aligned(lm2);
+      const double cnt = static_cast<double>(count);
+      for (int64_t l = 0; l < W; ++l) {  // Chan et al. pairwise merge, lane order
+        const double merged_n = tot_n + cnt;
+        const double delta = static_cast<double>(lmean[l]) - tot_mean;
+        tot_mean += delta * cnt / merged_n;
+        tot_m2 += static_cast<double>(lm2[l]) + delta * delta * tot_n * cnt / merged_n;
+        tot_n = merged_n;
+      }
+    }
+    if (i < n) {
+      const int64_t r = n - i;
+      B s = load_partial(x + i, r, 0.0f);
+      if (res) s += load_partial(res + i, r, 0.0f);
+      store_partial(sbuf + i, s, r);
+      alignas(64) float ls[W];
+      s.store_aligned(ls);
+      for (int64_t l = 0; l < r; ++l) {  // scalar Welford for the tail
+        tot_n += 1.0;
+        const double d = static_cast<double>(ls[l]) - tot_mean;
+        tot_mean += d / tot_n;
+        tot_m2 += d * (static_cast<double>(ls[l]) - tot_mean);
+      }
+    }
+    const double var = tot_m2 / tot_n;  // biased, as PyTorch
+    const B bmean(static_cast<float>(tot_mean));
+    const B brstd(static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps))));
+    for (i = 0; i + W <= n; i += W) {
+      B v = (load(sbuf + i) - bmean) * brstd;
+      if (gamma) v *= load(gamma + i);
+      if (beta) v += load(beta + i);
+      store(y + i, v);
+    }
+    if (i < n) {
+      const int64_t r = n - i;
+      B v = (load_partial(sbuf + i, r, 0.0f) - bmean) * brstd;
+      if (gamma) v *= load_partial(gamma + i, r, 0.0f);
+      if (beta) v += load_partial(beta + i, r, 0.0f);
+      store_partial(y + i, v, r);
+    }
+  }
+
+  static void add_layernorm_rows(int64_t rows, int64_t n, const float* x, int64_t ldx,
+                                 const float* residual, int64_t ldr, const float* gamma,
+                                 const float* beta, float eps, float* y, int64_t ldy,
+                                 float* sum_out, int64_t ld_sum) {
+    if (rows <= 0 || n <= 0) return;
+    detail::parallel_for(0, rows, row_grain(n), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* yr = y + r * ldy;
+        float* sbuf = sum_out ? sum_out + r * ld_sum : yr;
+        layernorm_row(x + r * ldx, residual ? residual + r * ldr : nullptr, gamma, beta, eps, sbuf,
+                      yr, n);
+      }
+    });
+  }
+
+  static void embedding(int64_t rows, const int64_t* ids, const float* table, int64_t dim,
+                        float scale, const int64_t* positions, const float* pos_table, float* out,
+                        int64_t ldo) {
+    if (rows <= 0 || dim <= 0) return;
+    const B bscale(scale);
+    detail::parallel_for(0, rows, row_grain(dim), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* e = table + ids[r] * dim;                                  // [dim]
+        const float* p = pos_table ? pos_table + positions[r] * dim : nullptr;  // [dim]
+        float* o = out + r * ldo;                                               // [dim]
+        int64_t i = 0;
+        for (; i + W <= dim; i += W) {
+          B v = load(e + i) * bscale;
+          if (p) v += load(p + i);
+          store(o + i, v);
+        }
+        if (i < dim) {
+          const int64_t rem = dim - i;
+          B v = load_partial(e + i, rem, 0.0f) * bscale;
+          if (p) v += load_partial(p + i, rem, 0.0f);
+          store_partial(o + i, v, rem);
+        }
+      }
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Attention (online softmax over key tiles)
+  // -------------------------------------------------------------------------------------------
+  // A task is kQueryBlock queries of one (b, h). For several queries, each key tile of K and V is
+  // first copied into contiguous, zero-padded scratch [kKeyTile, dp]: rows of K/V in a fused
+  // QKV buffer or a KV cache are 3-12 KiB apart, which maps them onto a few L1 sets (conflict
+  // misses on every re-read). 32 keys x 64 dims x 4 B x (K + V) = 16 KiB: half a 32 KiB L1.
+  static constexpr int64_t kKeyTile = 32;
+  static constexpr int64_t kQueryBlock = 16;
+  // Output accumulator vectors kept in registers while a tile's values are summed (4 vectors:
+  // 4 accumulators + 1 broadcast + 1-4 loads, well within 16 registers).
+  static constexpr int kAccVectors = 4;
+
+  // dst[0, dp) = src[0, d) followed by zeros; dp = d rounded up to W, dst aligned.
+  static void copy_padded(float* dst, const float* src, int64_t d) {
+    int64_t x = 0;
+    for (; x + W <= d; x += W) load(src + x).store_aligned(dst + x);
+    if (x < d) load_partial(src + x, d - x, 0.0f).store_aligned(dst + x);
+  }
+
+  // Lane i of the result = hadd(rows[i]), i < W: W horizontal sums in ~W shuffles and adds.
+  static B transpose_sum(const B* rows) {
+#if XSIMD_VERSION_MAJOR == 8 && XSIMD_VERSION_MINOR == 1
+    if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
+      // xsimd 8.1's AVX-512 haddp puts hadd(rows[p(i)]) in lane i, with p swapping lanes
+      // 2<->4, 3<->5, 10<->12, 11<->13 (a shuffle-order bug, caught by the kernel tests).
+      // p is an involution: feeding rows[p(i)] puts every sum in its lane.
+      constexpr int kPerm[16] = {0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15};
+      B fixed[16];
+      for (int i = 0; i < 16; ++i) fixed[i] = rows[kPerm[i]];
+      return xsimd::haddp(fixed);
+    }
+#endif
+    return xsimd::haddp(rows);
+  }
+
+  // sc[j] = qs . k_j for the nk keys k_j = kb + j*k_ss; qs is 64-byte aligned and zero-padded
+  // to a multiple of W. W keys at a time: one accumulator per key, then one transposed sum
+  // turns the W accumulators into W scores (no per-key horizontal sum).
+  static void tile_scores(const float* qs, const float* kb, int64_t k_ss, int64_t nk, int64_t d,
+                          float* sc) {
+    const int64_t d_full = d / W * W;
+    for (int64_t j0 = 0; j0 < nk; j0 += W) {
+      const int64_t g = min_i64(W, nk - j0);
+      B accs[W];
+      int64_t i = 0;
+      // Four keys at a time: four independent FMA chains hide the FMA latency.
+      for (; i + 4 <= g; i += 4) {
+        const float* k0 = kb + (j0 + i) * k_ss;  // [D] each
+        const float* k1 = k0 + k_ss;
+        const float* k2 = k1 + k_ss;
+        const float* k3 = k2 + k_ss;
+        B a0(0.0f), a1(0.0f), a2(0.0f), a3(0.0f);
+        int64_t x = 0;
+        for (; x < d_full; x += W) {
+          const B qv = B::load_aligned(qs + x);
+          a0 = xsimd::fma(qv, load(k0 + x), a0);
+          a1 = xsimd::fma(qv, load(k1 + x), a1);
+          a2 = xsimd::fma(qv, load(k2 + x), a2);
+          a3 = xsimd::fma(qv, load(k3 + x), a3);
+        }
+        if (x < d) {
+          const B qv = B::load_aligned(qs + x);
+          a0 = xsimd::fma(qv, load_partial(k0 + x, d - x, 0.0f), a0);
+          a1 = xsimd::fma(qv, load_partial(k1 + x, d - x, 0.0f), a1);
+          a2 = xsimd::fma(qv, load_partial(k2 + x, d - x, 0.0f), a2);
+          a3 = xsimd::fma(qv, load_partial(k3 + x, d - x, 0.0f), a3);
+        }
+        accs[i] = a0;
+        accs[i + 1] = a1;
+        accs[i + 2] = a2;
+        accs[i + 3] = a3;
+      }
+      for (; i < W; ++i) {
+        B acc(0.0f);
+        if (i < g) {
+          const float* kr = kb + (j0 + i) * k_ss;  // [D]
+          int64_t x = 0;
+          for (; x < d_full; x += W) acc = xsimd::fma(B::load_aligned(qs + x), load(kr + x), acc);
+          if (x < d) {
+            acc = xsimd::fma(B::load_aligned(qs + x), load_partial(kr + x, d - x, 0.0f), acc);
+          }
+        }
+        accs[i] = acc;
+      }
+      const B scores = transpose_sum(accs);
+      if (g == W) {
+        store(sc + j0, scores);
+      } else {
+        store_partial(sc + j0, scores, g);
+      }
+    }
+  }
+
+  // acc[c0, c0 + NV*W) = acc * corr + sum_j p[j] v_j[c0, ...) over the nk keys v_j = vb + j*v_ss,
+  // with the NV accumulators in registers. Columns >= d are never read from V (their
+  // accumulator lanes stay 0).
+  template <int NV>
+  static void tile_values_chunk(float* acc, float corr, const float* p, int64_t nk, const float* vb,
+                                int64_t v_ss, int64_t c0, int64_t d) {
+    B a[NV];
+    const B bc(corr);
+#pragma GCC unroll 4
+    for (int r = 0; r < NV; ++r) a[r] = B::load_aligned(acc + c0 + r * W) * bc;
+    const bool full = c0 + NV * W <= d;
+    for (int64_t j = 0; j < nk; ++j) {
+      if (p[j] == 0.0f) continue;  // masked (or underflowed) key
+      const B pj(p[j]);
+      const float* vr = vb + j * v_ss + c0;  // [D - c0]
+      if (full) {
+#pragma GCC unroll 4
+        for (int r = 0; r < NV; ++r) a[r] = xsimd::fma(pj, load(vr + r * W), a[r]);
+      } else {
+#pragma GCC unroll 4
+        for (int r = 0; r < NV; ++r) {
+          const int64_t col = c0 + r * W;
+          if (col + W <= d) {
+            a[r] = xsimd::fma(pj, load(vr + r * W), a[r]);
+          } else if (col < d) {
+            a[r] = xsimd::fma(pj, load_partial(vr + r * W, d - col, 0.0f), a[r]);
+          }
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NV; ++r) a[r].store_aligned(acc + c0 + r * W);
+  }
+
+  // acc[0, dp) = acc * corr + sum_j p[j] v_j[0, d), dp = d rounded up to W.
+  static void tile_values(float* acc, float corr, const float* p, int64_t nk, const float* vb,
+                          int64_t v_ss, int64_t d, int64_t dp) {
+    for (int64_t c0 = 0; c0 < dp; c0 += kAccVectors * W) {
+      switch (min_i64(kAccVectors, (dp - c0) / W)) {
+        case 1:
+          tile_values_chunk<1>(acc, corr, p, nk, vb, v_ss, c0, d);
+          break;
+        case 2:
+          tile_values_chunk<2>(acc, corr, p, nk, vb, v_ss, c0, d);
+          break;
+        case 3:
+          tile_values_chunk<3>(acc, corr, p, nk, vb, v_ss, c0, d);
+          break;
+        default:
+          tile_values_chunk<kAccVectors>(acc, corr, p, nk, vb, v_ss, c0, d);
+          break;
+      }
+    }
+  }
+
+  // Queries [t0, t0 + nq) of head (b, h). Scratch (64-byte aligned):
+  //   qs [kQueryBlock, dp]: scale * q, zero-padded;   acc [kQueryBlock, dp]: running sum p*v
+  //   sc [kKeyTile]: scores, then probabilities, of one query over one key tile
+  //   kt, vt [kKeyTile, dp]: the key tile of K and V, zero-padded (used when nq > 1).
+  // The packed and the direct paths compute identical bits: padding lanes add exact zeros,
+  // as the zero-filled partial loads of the direct path do.
+  static void attention_block(const AttentionArgs& g, int64_t b, int64_t h, int64_t t0, int64_t nq,
+                              int64_t dp, float* qs, float* acc, float* sc, float* kt, float* vt) {
+    const int64_t d = g.head_dim;
+    const float* kb = g.k + b * g.k_sb + h * g.k_sh;  // key s at kb + s*k_ss: [S, D]
+    const float* vb = g.v + b * g.v_sb + h * g.v_sh;  // [S, D]
+    const uint8_t* kp = g.key_padding ? g.key_padding + b * g.kp_sb : nullptr;  // [S]
+    const int64_t mask_bh = (b * g.heads + h) * g.m_sbh;
+    float run_max[kQueryBlock];
+    float run_sum[kQueryBlock];
+    for (int64_t qi = 0; qi < nq; ++qi) {
+      const float* q = g.q + b * g.q_sb + (t0 + qi) * g.q_st + h * g.q_sh;  // [D]
+      float* qrow = qs + qi * dp;
+      for (int64_t j = 0; j < dp; ++j) qrow[j] = j < d ? g.scale * q[j] : 0.0f;
+      for (int64_t j = 0; j < dp; ++j) acc[qi * dp + j] = 0.0f;
+      run_max[qi] = -kInf;
+      run_sum[qi] = 0.0f;
+    }
+    // Keys past the last query's causal limit are never visited.
+    int64_t key_end = g.kv_len;
+    if (g.causal) key_end = min_i64(key_end, t0 + nq + g.causal_offset);
+    const bool pack = nq > 1;
+    for (int64_t s0 = 0; s0 < key_end; s0 += kKeyTile) {
+      const int64_t nk = min_i64(kKeyTile, key_end - s0);
+      const float* ktile = kb + s0 * g.k_ss;  // row j at ktile + j*k_stride
+      const float* vtile = vb + s0 * g.v_ss;
+      int64_t k_stride = g.k_ss;
+      int64_t v_stride = g.v_ss;
+      if (pack) {
+        for (int64_t j = 0; j < nk; ++j) {
+          copy_padded(kt + j * dp, ktile + j * g.k_ss, d);
+          copy_padded(vt + j * dp, vtile + j * g.v_ss, d);
+        }
+        ktile = kt;
+        vtile = vt;
+        k_stride = dp;
+        v_stride = dp;
+      }
+      for (int64_t qi = 0; qi < nq; ++qi) {
+        const int64_t t = t0 + qi;
+        // Keys [s0, s0 + n_vis) are not in this query's causal future.
+        const int64_t n_vis = g.causal ? min_i64(nk, t + g.causal_offset + 1 - s0) : nk;
+        if (n_vis <= 0) continue;
+        tile_scores(qs + qi * dp, ktile, k_stride, n_vis, pack ? dp : d, sc);
+        for (int64_t j = n_vis; j < nk; ++j) sc[j] = -kInf;
+        if (kp || g.mask_bool || g.mask_add) {
+          const int64_t mrow = mask_bh + t * g.m_st + s0;
+          for (int64_t j = 0; j < n_vis; ++j) {
+            if ((kp && kp[s0 + j]) || (g.mask_bool && g.mask_bool[mrow + j])) {
+              sc[j] = -kInf;
+            } else if (g.mask_add) {
+              sc[j] += g.mask_add[mrow + j];
+            }
+          }
+        }
+        B vmax(-kInf);
+        int64_t j = 0;
+        for (; j + W <= nk; j += W) vmax = xsimd::max(vmax, load(sc + j));
+        if (j < nk) vmax = xsimd::max(vmax, load_partial(sc + j, nk - j, -kInf));
+        const float tile_max = reduce_max(vmax);
+        if (tile_max == -kInf) continue;  // nothing allowed in this tile
+        const float new_max = tile_max > run_max[qi] ? tile_max : run_max[qi];
+        // exp(-inf) = 0 on the first tile: the (zero) accumulator is simply reset.
+        const float corr = xsimd::exp(B(run_max[qi] - new_max)).get(0);
+        const B bmax(new_max);
+        B vsum(0.0f);
+        for (j = 0; j + W <= nk; j += W) {
+          const B p = xsimd::exp(load(sc + j) - bmax);
+          store(sc + j, p);
+          vsum += p;
+        }
+        if (j < nk) {
+          const B p = xsimd::exp(load_partial(sc + j, nk - j, -kInf) - bmax);
+          store_partial(sc + j, p, nk - j);
+          vsum += p;
+        }
+        run_sum[qi] = run_sum[qi] * corr + xsimd::hadd(vsum);
+        run_max[qi] = new_max;
+        tile_values(acc + qi * dp, corr, sc, nk, vtile, v_stride, pack ? dp : d, dp);
+      }
+    }
+    for (int64_t qi = 0; qi < nq; ++qi) {
+      float* o = g.out + b * g.o_sb + (t0 + qi) * g.o_st + h * g.o_sh;  // [D]
+      const float* a = acc + qi * dp;
+      // A query with no allowed key has run_sum == 0: a zero row, not 0/0.
+      const B inv(run_sum[qi] > 0.0f ? 1.0f / run_sum[qi] : 0.0f);
+      int64_t j = 0;
+      for (; j + W <= d; j += W) store(o + j, B::load_aligned(a + j) * inv);
+      if (j < d) store_partial(o + j, B::load_aligned(a + j) * inv, d - j);
+    }
+  }
+
+  static void attention(const AttentionArgs& g) {
+    if (g.batch <= 0 || g.heads <= 0 || g.q_len <= 0 || g.head_dim <= 0) return;
+    const int64_t dp = ceil_div(g.head_dim, W) * W;
+    const int64_t qblocks = ceil_div(g.q_len, kQueryBlock);
+    const int64_t tasks = g.batch * g.heads * qblocks;  // (b, h, query block)
+    const size_t scratch_floats =
+        static_cast<size_t>(2 * kQueryBlock * dp + kKeyTile + 2 * kKeyTile * dp);
+    // ~4 D flops per (query, key) pair; causal masking only makes tasks cheaper.
+    const int64_t task_work = 4 * g.head_dim * min_i64(kQueryBlock, g.q_len) * max_i64(g.kv_len, 1);
+    detail::parallel_for(
+        0, tasks, max_i64(1, kMinChunkWork / task_work), [&](int64_t lo, int64_t hi) {
+          float* qs = detail::thread_scratch(scratch_floats);  // [kQueryBlock, dp]
+          float* acc = qs + kQueryBlock * dp;                  // [kQueryBlock, dp]
+          float* sc = acc + kQueryBlock * dp;                  // [kKeyTile]
+          float* kt = sc + kKeyTile;                           // [kKeyTile, dp]
+          float* vt = kt + kKeyTile * dp;                      // [kKeyTile, dp]
+          for (int64_t task = lo; task < hi; ++task) {
+            const int64_t qb = task % qblocks;
+            const int64_t bh = task / qblocks;
+            const int64_t t0 = qb * kQueryBlock;
+            attention_block(g, bh / g.heads, bh % g.heads, t0, min_i64(kQueryBlock, g.q_len - t0),
+                            dp, qs, acc, sc, kt, vt);
+          }
+        });
+  }
+};
+
+template <class Arch, Isa kIsa>
+constexpr KernelTable make_kernel_table() {
+  using K = Body<Arch, kIsa>;
+  return KernelTable{kIsa,
+                     K::NR,
+                     &K::pack_weights,
+                     &K::gemm,
+                     &K::softmax_rows,
+                     &K::add_layernorm_rows,
+                     &K::activation,
+                     &K::add,
+                     &K::embedding,
+                     &K::attention};
+}
+
+}  // namespace
+}  // namespace tessera::kernels

@@ -1,0 +1,16 @@
+# Kernel tests, included by tests/CMakeLists.txt (include(kernels_tests.cmake)).
+#   kernels              every kernel of every ISA this CPU runs, against double references
+#   kernels_env_<isa>    the free functions with TESSERA_ISA=<isa> (the override path)
+#   kernels_isa_symbols  the ODR-trap check: no weak symbol shared by two ISA objects
+add_executable(test_kernels ${CMAKE_CURRENT_LIST_DIR}/test_kernels.cpp)
+target_link_libraries(test_kernels PRIVATE tessera_kernels doctest::doctest)
+add_test(NAME kernels COMMAND test_kernels)
+
+foreach(_isa generic avx2)
+  add_test(NAME kernels_env_${_isa} COMMAND test_kernels --test-suite=active_isa)
+  set_tests_properties(kernels_env_${_isa} PROPERTIES ENVIRONMENT "TESSERA_ISA=${_isa}")
+endforeach()
+
+add_test(NAME kernels_isa_symbols
+         COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/check_isa_symbols.sh ${CMAKE_NM}
+                 $<TARGET_OBJECTS:tessera_kernels_isa>)
