@@ -9,6 +9,7 @@
 #include <string>
 
 #include "engine/model_dir.h"
+#include "engine/profiler.h"
 #include "models/transformer.h"
 
 namespace tessera::cli {
@@ -31,5 +32,14 @@ std::unique_ptr<models::TransformerModel> load_model(const ModelDir& dir);
 Action add_run_command(CLI::App& app);
 Action add_inspect_command(CLI::App& app);
 Action add_generate_command(CLI::App& app);
+Action add_profile_command(CLI::App& app);
+Action add_bench_command(CLI::App& app);
+Action add_sysinfo_command(CLI::App& app);
+
+// TESSERA_PROFILE=path: a tracing profiler for any run/generate (null when the variable is not
+// set), and writing its Chrome trace to that path at the end (nothing when p is null).
+std::unique_ptr<Profiler> env_profiler();
+void write_env_trace(const Profiler* p);
+Action add_attention_command(CLI::App& app);
 
 }  // namespace tessera::cli

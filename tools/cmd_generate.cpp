@@ -42,6 +42,7 @@ Action add_generate_command(CLI::App& app) {
       while (std::getline(std::cin, line)) texts.push_back(line);
     }
     const size_t step = static_cast<size_t>(o->batch_size);
+    auto profiler = env_profiler();  // TESSERA_PROFILE=path: trace every node
     for (size_t begin = 0; begin < texts.size(); begin += step) {
       const size_t end = std::min(texts.size(), begin + step);
       std::vector<std::vector<int64_t>> sources;
@@ -50,9 +51,11 @@ Action add_generate_command(CLI::App& app) {
         ids.push_back(c.eos_id);
         sources.push_back(std::move(ids));
       }
-      for (const auto& out : model->greedy(sources, max_new)) std::cout << tok.decode(out) << '\n';
+      for (const auto& out : model->greedy(sources, max_new, profiler.get()))
+        std::cout << tok.decode(out) << '\n';
       std::cout.flush();
     }
+    write_env_trace(profiler.get());
     return 0;
   };
 }

@@ -28,7 +28,9 @@ Action add_run_command(CLI::App& app) {
     SafetensorsFile in_file(o->inputs);
     TensorMap inputs;
     for (const auto& name : in_file.names()) inputs[name] = in_file.get(name);
-    TensorMap outputs = model->run(inputs);
+    auto profiler = env_profiler();  // TESSERA_PROFILE=path: trace every node
+    TensorMap outputs = model->run(inputs, profiler.get());
+    write_env_trace(profiler.get());
     std::vector<std::pair<std::string, Tensor>> list(outputs.begin(), outputs.end());
     write_safetensors(o->outputs, list);
     for (const auto& [name, t] : list)

@@ -13,6 +13,7 @@ PACKAGES=(
   nlohmann-json3-dev    # JSON (configs, safetensors headers)
   libcli11-dev          # command line
   python3 python3-numpy python3-torch   # exporters, fixtures, parity tests (never at run time)
+  python3-matplotlib    # tools/plot_profile.py (roofline charts)
 )
 
 missing=()

@@ -66,6 +66,10 @@ int main(int argc, char** argv) {
   add(cli::add_run_command);
   add(cli::add_inspect_command);
   add(cli::add_generate_command);
+  add(cli::add_profile_command);
+  add(cli::add_bench_command);
+  add(cli::add_sysinfo_command);
+  add(cli::add_attention_command);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,41 @@
+// Peak fp32 probe, AVX2: 12 independent ymm FMA chains (compiled with -mavx2 -mfma only;
+// called only when the CPU runs AVX2 and FMA). No standard headers: nothing inline to share.
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace tessera::detail {
+
+float probe_fma_avx2(int64_t iters, float seed) {
+  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+  __m256 c0 = _mm256_set1_ps(seed), c1 = _mm256_set1_ps(seed + 1), c2 = _mm256_set1_ps(seed + 2),
+         c3 = _mm256_set1_ps(seed + 3), c4 = _mm256_set1_ps(seed + 4),
+         c5 = _mm256_set1_ps(seed + 5), c6 = _mm256_set1_ps(seed + 6),
+         c7 = _mm256_set1_ps(seed + 7), c8 = _mm256_set1_ps(seed + 8),
+         c9 = _mm256_set1_ps(seed + 9), c10 = _mm256_set1_ps(seed + 10),
+         c11 = _mm256_set1_ps(seed + 11);
+  for (int64_t i = 0; i < iters; ++i) {
+    c0 = _mm256_fmadd_ps(c0, a, b);
+    c1 = _mm256_fmadd_ps(c1, a, b);
+    c2 = _mm256_fmadd_ps(c2, a, b);
+    c3 = _mm256_fmadd_ps(c3, a, b);
+    c4 = _mm256_fmadd_ps(c4, a, b);
+    c5 = _mm256_fmadd_ps(c5, a, b);
+    c6 = _mm256_fmadd_ps(c6, a, b);
+    c7 = _mm256_fmadd_ps(c7, a, b);
+    c8 = _mm256_fmadd_ps(c8, a, b);
+    c9 = _mm256_fmadd_ps(c9, a, b);
+    c10 = _mm256_fmadd_ps(c10, a, b);
+    c11 = _mm256_fmadd_ps(c11, a, b);
+  }
+  __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)),
+                           _mm256_add_ps(_mm256_add_ps(c4, c5), _mm256_add_ps(c6, c7)));
+  s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(c8, c9), _mm256_add_ps(c10, c11)));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, s);
+  float r = 0;
+  for (float v : lanes) r += v;
+  return r;
+}
+
+}  // namespace tessera::detail

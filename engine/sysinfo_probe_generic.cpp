@@ -1,0 +1,23 @@
+// Peak fp32 probe, baseline x86-64 (SSE2, no FMA): 12 independent chains of multiply then add.
+#include <emmintrin.h>
+
+#include <cstdint>
+
+namespace tessera::detail {
+
+float probe_fma_generic(int64_t iters, float seed) {
+  const __m128 a = _mm_set1_ps(0.999999f), b = _mm_set1_ps(1e-7f);
+  __m128 c[12];
+  for (int j = 0; j < 12; ++j) c[j] = _mm_set1_ps(seed + static_cast<float>(j));
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) c[j] = _mm_add_ps(_mm_mul_ps(c[j], a), b);
+  }
+  __m128 s = c[0];
+  for (int j = 1; j < 12; ++j) s = _mm_add_ps(s, c[j]);
+  alignas(16) float lanes[4];
+  _mm_store_ps(lanes, s);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
+}  // namespace tessera::detail

@@ -1,0 +1,215 @@
+#!/usr/bin/python3
+"""`tessera profile`, `tessera bench`, `tessera sysinfo` and TESSERA_PROFILE, end to end.
+
+On the demo model (models/demo-dates):
+  * `profile --json --trace` for a forward pass and for encode + N decode steps: the trace is valid
+    Trace Event Format (every event has name, cat, ph "X", ts, dur, pid, tid and args with shapes,
+    flops, bytes; ts non-decreasing per tid; events = nodes per rep x reps, as the graphs say),
+    the JSON has its keys, the per-node rows add up to the per-op rows, and no node is faster than
+    the machine's roofs allow (GFLOP/s <= peak x threads; GB/s <= 110 GB/s x threads, the L2 rate);
+  * `bench --json` (forward and --generate) has its keys and positive numbers;
+  * `sysinfo --json` has its keys; the overrides are taken as given;
+  * TESSERA_PROFILE=path on `tessera generate` writes a valid trace;
+  * bad arguments exit 2 with one line on stderr.
+Runs in a few seconds.
+
+    profile_cli.py --tessera build/tools/tessera --model models/demo-dates
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+FAILURES: list[str] = []
+
+
+def check(cond: bool, what: str) -> None:
+    print(("PASS " if cond else "FAIL ") + what)
+    if not cond:
+        FAILURES.append(what)
+
+
+def run(cmd: list[str], env: dict | None = None, expect: int = 0) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    if p.returncode != expect:
+        print(f"command {' '.join(cmd)} exited {p.returncode} (expected {expect})\n"
+              f"stdout: {p.stdout[-2000:]}\nstderr: {p.stderr[-2000:]}")
+    return p
+
+
+def validate_trace(path: str, expected_events: int, label: str) -> None:
+    with open(path) as f:
+        trace = json.load(f)
+    check(trace.get("displayTimeUnit") == "ms", f"{label}: displayTimeUnit ms")
+    events = trace.get("traceEvents")
+    check(isinstance(events, list), f"{label}: traceEvents is a list")
+    if not isinstance(events, list):
+        return
+    check(len(events) == expected_events,
+          f"{label}: {len(events)} events == nodes x reps = {expected_events}")
+    ok_keys = ok_types = ok_args = True
+    last_ts: dict = {}
+    monotone = True
+    for e in events:
+        if not all(k in e for k in ("name", "cat", "ph", "ts", "dur", "pid", "tid", "args")):
+            ok_keys = False
+            continue
+        if e["ph"] != "X" or not isinstance(e["ts"], (int, float)) or not isinstance(
+                e["dur"], (int, float)) or e["dur"] < 0 or not e["name"]:
+            ok_types = False
+        a = e["args"]
+        if not (isinstance(a.get("shapes"), str) and "->" in a["shapes"]
+                and a.get("flops", -1) >= 0 and a.get("bytes", 0) > 0):
+            ok_args = False
+        key = (e["pid"], e["tid"])
+        if key in last_ts and e["ts"] < last_ts[key]:
+            monotone = False
+        last_ts[key] = e["ts"]
+    check(ok_keys, f"{label}: every event has name/cat/ph/ts/dur/pid/tid/args")
+    check(ok_types, f"{label}: every event is a complete event (ph X) with ts and dur >= 0")
+    check(ok_args, f"{label}: every event's args have shapes, flops, bytes")
+    check(monotone, f"{label}: ts non-decreasing per tid")
+
+
+def validate_profile(j: dict, label: str, reps: int, threads: int) -> None:
+    for k in ("model", "batch", "seq", "generate", "threads", "isa", "reps", "warmup", "machine",
+              "end_to_end_ms", "overhead_pct", "events_per_rep", "graph_nodes_per_rep",
+              "node_ms_per_rep", "ops", "nodes"):
+        check(k in j, f"{label}: JSON has '{k}'")
+    m = j["machine"]
+    for k in ("isa", "cores", "threads", "peak_gflops_per_core", "peak_gflops", "bandwidth_gbs",
+              "peak_method", "bandwidth_method", "flags", "cache_bytes"):
+        check(k in m, f"{label}: machine has '{k}'")
+    check(j["reps"] == reps and j["threads"] == threads, f"{label}: reps and threads as asked")
+    check(j["events_per_rep"] == j["graph_nodes_per_rep"],
+          f"{label}: recorded nodes per rep {j['events_per_rep']} == graph nodes "
+          f"{j['graph_nodes_per_rep']}")
+    for side in ("off", "on"):
+        e2e = j["end_to_end_ms"][side]
+        check(0 < e2e["min"] <= e2e["median"] <= e2e["max"], f"{label}: end-to-end {side} stats")
+    row_keys = ("name", "op", "calls", "total_ms", "median_us", "share", "flops", "bytes", "gflops",
+                "gbs", "intensity", "bound_gflops", "fraction_of_bound")
+    check(all(all(k in r for k in row_keys) for r in j["ops"] + j["nodes"]),
+          f"{label}: every row has {', '.join(row_keys)}")
+    calls_nodes = sum(r["calls"] for r in j["nodes"])
+    calls_ops = sum(r["calls"] for r in j["ops"])
+    check(calls_nodes == calls_ops == j["events_per_rep"] * reps,
+          f"{label}: calls add up ({calls_nodes} nodes, {calls_ops} ops)")
+    tn = sum(r["total_ms"] for r in j["nodes"])
+    to = sum(r["total_ms"] for r in j["ops"])
+    check(abs(tn - to) <= 1e-6 * max(tn, 1), f"{label}: node and op times add up")
+    fn = sum(r["flops"] for r in j["nodes"])
+    fo = sum(r["flops"] for r in j["ops"])
+    check(abs(fn - fo) <= 1e-9 * max(fn, 1), f"{label}: node and op flops add up")
+    check(abs(sum(r["share"] for r in j["nodes"]) - 1) < 1e-6, f"{label}: shares sum to 1")
+    ops = {r["name"] for r in j["ops"]}
+    check({"linear", "attention", "layernorm", "embedding"} <= ops,
+          f"{label}: linear, attention, layernorm, embedding all profiled")
+    # Sanity of the counting: nothing may beat the roofs (allow 10% of timer noise).
+    peak = m["peak_gflops"]
+    l2 = 110.0 * j["threads"]
+    worst_f = max(r["gflops"] for r in j["nodes"])
+    worst_b = max(r["gbs"] for r in j["nodes"])
+    check(worst_f <= 1.1 * peak, f"{label}: max node GFLOP/s {worst_f:.1f} <= peak {peak:.1f}")
+    check(worst_b <= 1.1 * l2, f"{label}: max node GB/s {worst_b:.1f} <= L2 {l2:.0f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tessera", required=True)
+    ap.add_argument("--model", required=True)
+    args = ap.parse_args()
+    exe, model = args.tessera, args.model
+    limits = ["--peak-gflops", "115", "--bandwidth-gbs", "27"]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # Forward pass.
+        trace = os.path.join(tmp, "fwd.json")
+        p = run([exe, "profile", "--model", model, "--batch", "2", "--seq", "12", "--threads", "2",
+                 "--reps", "3", "--warmup", "1", "--json", "--trace", trace] + limits)
+        check(p.returncode == 0, "profile forward exits 0")
+        if p.returncode == 0:
+            j = json.loads(p.stdout)
+            validate_profile(j, "profile forward", 3, 2)
+            check(j["generate"] == 0 and j["batch"] == 2 and j["seq"] == 12, "forward: B, S")
+            check(j["machine"]["peak_gflops_per_core"] == 115 and
+                  j["machine"]["bandwidth_gbs"] == 27, "forward: overrides taken as given")
+            validate_trace(trace, j["graph_nodes_per_rep"] * 3, "trace forward")
+
+        # Encode + decode steps.
+        trace = os.path.join(tmp, "gen.json")
+        p = run([exe, "profile", "--model", model, "--batch", "4", "--seq", "16", "--generate", "5",
+                 "--threads", "1", "--reps", "2", "--json", "--trace", trace] + limits)
+        check(p.returncode == 0, "profile --generate exits 0")
+        if p.returncode == 0:
+            j = json.loads(p.stdout)
+            validate_profile(j, "profile generate", 2, 1)
+            check(j["generate"] == 5, "generate: N")
+            validate_trace(trace, j["graph_nodes_per_rep"] * 2, "trace generate")
+
+        # Human-readable tables.
+        p = run([exe, "profile", "--model", model, "--batch", "1", "--seq", "8", "--reps", "1"] +
+                limits)
+        check(p.returncode == 0 and "operator" in p.stdout and "%bound" in p.stdout and
+              "overhead" in p.stdout, "profile prints the tables and the overhead")
+
+        # bench.
+        for extra, label in (([], "bench forward"), (["--generate", "4"], "bench generate")):
+            p = run([exe, "bench", "--model", model, "--batch", "2", "--seq", "10", "--reps", "3",
+                     "--json"] + extra)
+            check(p.returncode == 0, f"{label} exits 0")
+            if p.returncode != 0:
+                continue
+            b = json.loads(p.stdout)
+            keys = ["latency_ms", "tokens_per_s", "peak_rss_mb", "threads", "isa"]
+            if extra:
+                keys += ["prefill_ms", "decode_tokens_per_s"]
+            check(all(k in b for k in keys), f"{label}: keys {', '.join(keys)}")
+            lat = b.get("latency_ms", {})
+            check(all(lat.get(k, 0) > 0 for k in ("median", "min", "max")) and
+                  lat["min"] <= lat["median"] <= lat["max"], f"{label}: latency stats positive")
+            check(all(b.get(k, 0) > 0 for k in keys[1:4]) and
+                  (not extra or (b["prefill_ms"] > 0 and b["decode_tokens_per_s"] > 0)),
+                  f"{label}: numbers positive")
+
+        # sysinfo.
+        p = run([exe, "sysinfo", "--json", "--threads", "1"])
+        check(p.returncode == 0, "sysinfo exits 0")
+        if p.returncode == 0:
+            s = json.loads(p.stdout)
+            check(s["peak_gflops_per_core"] > 0 and s["bandwidth_gbs_1t"] > 0 and s["cores"] >= 1
+                  and s["threads"] == 1 and s["isa"] in ("avx512", "avx2", "generic"),
+                  "sysinfo: measured limits positive")
+            check(all(k in s["flags"] for k in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni")),
+                  "sysinfo: feature flags")
+
+        # TESSERA_PROFILE on generate.
+        trace = os.path.join(tmp, "env.json")
+        env = dict(os.environ, TESSERA_PROFILE=trace)
+        p = run([exe, "generate", "--model", model, "--max-new-tokens", "12",
+                 "Nov 26, 2026", "26/11/2026"], env=env)
+        check(p.returncode == 0 and os.path.exists(trace), "TESSERA_PROFILE writes a trace")
+        if os.path.exists(trace):
+            with open(trace) as f:
+                n = len(json.load(f)["traceEvents"])
+            validate_trace(trace, n, "trace TESSERA_PROFILE")
+            check(n > 0, f"TESSERA_PROFILE: {n} events")
+
+        # Bad arguments: exit 2, one line naming the problem.
+        for bad, word in ((["--reps", "0"], "--reps"), (["--generate", "1000"], "max_position"),
+                          (["--seq", "0"], "--seq"), (["--peak-gflops", "-1"], "peak")):
+            p = run([exe, "profile", "--model", model] + bad, expect=2)
+            lines = p.stderr.strip().splitlines()
+            check(p.returncode == 2 and len(lines) == 1 and word in lines[0],
+                  f"profile {' '.join(bad)}: exit 2, one line naming '{word}'")
+
+    print(f"{len(FAILURES)} failures" if FAILURES else "all passed")
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
