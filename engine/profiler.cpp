@@ -1,6 +1,7 @@
 #include "engine/profiler.h"
 
 #include <unistd.h>
+#include <x86intrin.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -124,22 +125,42 @@ NodeCost node_cost(const Graph& g, const Node& n, const std::vector<Tensor>& env
   return c;
 }
 
-Profiler::Profiler(bool trace) : trace_(trace), origin_(Clock::now()) {
+uint64_t Profiler::ticks() {
+  return __rdtsc();
+}
+
+double Profiler::ticks_per_us() {
+  // Spin 2 ms on steady_clock and count the ticks: the rate is exact to ~0.1 %.
+  static const double rate = [] {
+    using Clock = std::chrono::steady_clock;
+    const auto t0 = Clock::now();
+    const uint64_t c0 = ticks();
+    auto t1 = t0;
+    while (t1 - t0 < std::chrono::milliseconds(2)) t1 = Clock::now();
+    const uint64_t c1 = ticks();
+    const double us = std::chrono::duration<double, std::micro>(t1 - t0).count();
+    return static_cast<double>(c1 - c0) / us;
+  }();
+  return rate;
+}
+
+Profiler::Profiler(bool trace)
+    : trace_(trace), us_per_tick_(1.0 / ticks_per_us()), origin_(ticks()) {
   records_.reserve(1 << 14);
 }
 
 void Profiler::before(const Graph&, const Node&, const std::vector<Tensor>&, const RunContext&) {
-  if (enabled_) start_ = Clock::now();
+  if (enabled_) start_ = ticks();
 }
 
 void Profiler::after(const Graph& g, const Node& n, const std::vector<Tensor>& env,
                      const RunContext& ctx) {
   if (!enabled_) return;
-  const auto end = Clock::now();
+  const uint64_t end = ticks();
   Record& r = records_.emplace_back();
   r.node = &n;
-  r.start_us = std::chrono::duration<double, std::micro>(start_ - origin_).count();
-  r.dur_us = std::chrono::duration<double, std::micro>(end - start_).count();
+  r.start_us = static_cast<double>(start_ - origin_) * us_per_tick_;
+  r.dur_us = static_cast<double>(end - start_) * us_per_tick_;
   r.cost = node_cost(g, n, env, ctx);
   if (trace_) {
     Shapes sh;

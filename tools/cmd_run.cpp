@@ -40,11 +40,16 @@ Action add_run_command(CLI::App& app) {
 }
 
 Action add_inspect_command(CLI::App& app) {
-  auto model = std::make_shared<std::string>();
+  struct Options {
+    std::string model;
+    bool graph = false;
+  };
+  auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("inspect", "Print a model directory's config and tensors");
-  cmd->add_option("--model", *model, "Model directory")->required();
-  return [model] {
-    ModelDir dir(*model);
+  cmd->add_option("--model", o->model, "Model directory")->required();
+  cmd->add_flag("--graph", o->graph, "Also print the forward graph, one node per line");
+  return [o] {
+    ModelDir dir(o->model);
     std::cout << "model directory: " << dir.dir() << "\n";
     std::cout << "config.json:\n" << dir.config().dump(2) << "\n";
     std::cout << "tensors:\n";
@@ -65,6 +70,11 @@ Action add_inspect_command(CLI::App& app) {
     std::cout << "tensor bytes: " << bytes << " (" << std::fixed << std::setprecision(2)
               << static_cast<double>(bytes) / (1 << 20) << " MiB)\n";
     std::cout << "file bytes: " << dir.weight_file_bytes() << "\n";
+    if (o->graph) {
+      auto m = load_model(dir);
+      const Graph& g = m->forward_graph();
+      std::cout << "forward graph: " << g.nodes().size() << " nodes\n" << g.to_string();
+    }
     return 0;
   };
 }
