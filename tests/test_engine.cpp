@@ -251,7 +251,7 @@ TEST_CASE("transformer: decoding with the KV cache equals recomputing the whole 
           max_err =
               std::max<double>(max_err, std::fabs(step_logits[(s * 2 + b) * vocab + v] -
                                                   full.data<float>()[(b * steps + s) * vocab + v]));
-    INFO("norm_first=" << norm_first << " max |step - full| = " << max_err);
+    MESSAGE("norm_first=" << norm_first << ": max |logits(step) - logits(full)| = " << max_err);
     CHECK(max_err <= 1e-5);
     // And the argmax of the full pass reproduces the tokens.
     for (int b = 0; b < 2; ++b)
