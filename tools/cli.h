@@ -10,6 +10,7 @@
 
 #include "engine/model_dir.h"
 #include "engine/profiler.h"
+#include "engine/tokenizer.h"
 #include "models/transformer.h"
 
 namespace tessera::cli {
@@ -28,6 +29,10 @@ void log_verbose(const std::string& msg);
 void setup_threads(int threads);
 // Loads a model directory of a supported model_type.
 std::unique_ptr<models::TransformerModel> load_model(const ModelDir& dir);
+// The tokenizer.json of a model directory that maps text to an encoder-decoder token model;
+// throws Error naming `command` if the model or its directory cannot take text.
+CharTokenizer load_text_tokenizer(const std::string& model_dir,
+                                  const models::TransformerModel& model, const char* command);
 
 Action add_run_command(CLI::App& app);
 Action add_inspect_command(CLI::App& app);

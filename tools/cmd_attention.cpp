@@ -174,13 +174,8 @@ Action add_attention_command(CLI::App& app) {
     setup_threads(o->threads);
     ModelDir dir(o->model);
     auto model = load_model(dir);
-    const std::string tok_path = o->model + "/tokenizer.json";
-    if (!std::filesystem::exists(tok_path))
-      throw Error("model directory '" + o->model + "' has no tokenizer.json to read text with");
-    CharTokenizer tok(tok_path);
+    const CharTokenizer tok = load_text_tokenizer(o->model, *model, "attention");
     const auto& c = model->config();
-    if (!c.embeddings || !c.has_encoder() || !c.has_decoder())
-      throw Error("attention needs an encoder-decoder transformer with token embeddings");
 
     const bool decoder = o->tgt || o->cross;
     const int64_t layers = decoder ? c.num_decoder_layers : c.num_encoder_layers;

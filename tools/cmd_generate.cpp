@@ -26,13 +26,8 @@ Action add_generate_command(CLI::App& app) {
     setup_threads(o->threads);
     ModelDir dir(o->model);
     auto model = load_model(dir);
-    const std::string tok_path = o->model + "/tokenizer.json";
-    if (!std::filesystem::exists(tok_path))
-      throw Error("model directory '" + o->model + "' has no tokenizer.json to read text with");
-    CharTokenizer tok(tok_path);
+    const CharTokenizer tok = load_text_tokenizer(o->model, *model, "generate");
     const auto& c = model->config();
-    if (!c.embeddings || !c.has_encoder() || !c.has_decoder())
-      throw Error("generate needs an encoder-decoder transformer with token embeddings");
     int64_t max_new = o->max_new_tokens;
     if (max_new <= 0) max_new = std::min<int64_t>(64, c.max_position);
     if (o->batch_size < 1) throw Error("--batch-size must be at least 1");

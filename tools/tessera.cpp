@@ -1,6 +1,7 @@
 // `tessera`: the command line. Each subcommand is in tools/cmd_<name>.cpp.
 // Bad input of any kind prints one line on stderr and exits with code 2.
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <utility>
@@ -39,6 +40,18 @@ std::unique_ptr<models::TransformerModel> load_model(const ModelDir& dir) {
     throw Error("'" + dir.config_path() + "': model_type '" + type +
                 "' is not supported (supported: transformer)");
   return std::make_unique<models::TransformerModel>(dir);
+}
+
+CharTokenizer load_text_tokenizer(const std::string& model_dir,
+                                  const models::TransformerModel& model, const char* command) {
+  const std::string path = model_dir + "/tokenizer.json";
+  if (!std::filesystem::exists(path))
+    throw Error("model directory '" + model_dir + "' has no tokenizer.json to read text with");
+  const auto& c = model.config();
+  if (!c.embeddings || !c.has_encoder() || !c.has_decoder())
+    throw Error(std::string(command) +
+                " needs an encoder-decoder transformer with token embeddings");
+  return CharTokenizer(path);
 }
 
 }  // namespace tessera::cli
