@@ -4,7 +4,6 @@
 #include <omp.h>
 
 #include <atomic>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -52,9 +51,7 @@ std::string supported_list() {
 Isa choose_isa() {
   const char* env = std::getenv("TESSERA_ISA");
   if (env != nullptr && *env != '\0') {
-    const Isa isa = detail::isa_from_string(env);
-    std::fprintf(stderr, "tessera: kernels use ISA %s (set by TESSERA_ISA)\n", isa_name(isa));
-    return isa;
+    return detail::isa_from_string(env);
   }
   return supported_isas().front();
 }
@@ -104,6 +101,11 @@ std::vector<Isa> supported_isas() {
     if (isa_supported(isa)) isas.push_back(isa);
   }
   return isas;
+}
+
+bool isa_from_environment() {
+  const char* env = std::getenv("TESSERA_ISA");
+  return env != nullptr && *env != '\0';
 }
 
 Isa active_isa() {

@@ -28,6 +28,8 @@ bool isa_supported(Isa isa);
 // environment variable TESSERA_ISA (generic|avx2|avx512) names another. Chosen once, cached.
 // Throws std::runtime_error if TESSERA_ISA names an unknown or unsupported ISA.
 Isa active_isa();
+// True when TESSERA_ISA chose active_isa() (for logging; the kernels print nothing).
+bool isa_from_environment();
 // All ISAs this CPU can run, best first (tests iterate over them).
 std::vector<Isa> supported_isas();
 
@@ -84,7 +86,7 @@ inline PackedWeights pack_weights(const float* w, int64_t n, int64_t k, int64_t 
 // Applied to each element of the tile before it is stored, in this order:
 //   v = acc + bias[j];  v = act(v);  v = v + residual[i * ld_residual + j];  C[i, j] = v.
 struct Epilogue {
-  const float* bias = nullptr;      // [N] or null
+  const float* bias = nullptr;  // [N] or null
   Activation act = Activation::none;
   const float* residual = nullptr;  // [M, N] with row stride ld_residual, or null. May alias C
                                     // exactly (same pointer and stride): each element is read
@@ -105,14 +107,13 @@ void gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float*
 // y[r, :] = softmax(x[r, :]) over n >= 1 columns. A row whose entries are all -inf gives zeros.
 void softmax_rows(int64_t rows, int64_t n, const float* x, int64_t ldx, float* y, int64_t ldy);
 
-// s = x + residual (residual may be null: s = x);  y = (s - mean(s)) / sqrt(var(s) + eps) * gamma + beta
-// (biased variance, as PyTorch). gamma/beta [n], may be null (1 and 0). If sum_out is not null,
-// s is also stored there (row stride ld_sum): the pre-LN residual stream. y may alias x or
+// s = x + residual (residual may be null: s = x);  y = (s - mean(s)) / sqrt(var(s) + eps) * gamma +
+// beta (biased variance, as PyTorch). gamma/beta [n], may be null (1 and 0). If sum_out is not
+// null, s is also stored there (row stride ld_sum): the pre-LN residual stream. y may alias x or
 // residual (same stride); sum_out may alias x or residual.
-void add_layernorm_rows(int64_t rows, int64_t n, const float* x, int64_t ldx,
-                        const float* residual, int64_t ldr, const float* gamma,
-                        const float* beta, float eps, float* y, int64_t ldy,
-                        float* sum_out = nullptr, int64_t ld_sum = 0);
+void add_layernorm_rows(int64_t rows, int64_t n, const float* x, int64_t ldx, const float* residual,
+                        int64_t ldr, const float* gamma, const float* beta, float eps, float* y,
+                        int64_t ldy, float* sum_out = nullptr, int64_t ld_sum = 0);
 
 // y[i] = act(x[i]), i < n. In place allowed.
 void activation(int64_t n, const float* x, float* y, Activation act);
@@ -178,17 +179,15 @@ struct KernelTable {
   void (*pack_weights)(const float* w, int64_t n, int64_t k, int64_t ldw, PackedWeights& out);
   void (*gemm)(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
                int64_t ldc, const Epilogue& ep);
-  void (*softmax_rows)(int64_t rows, int64_t n, const float* x, int64_t ldx, float* y,
-                       int64_t ldy);
+  void (*softmax_rows)(int64_t rows, int64_t n, const float* x, int64_t ldx, float* y, int64_t ldy);
   void (*add_layernorm_rows)(int64_t rows, int64_t n, const float* x, int64_t ldx,
                              const float* residual, int64_t ldr, const float* gamma,
-                             const float* beta, float eps, float* y, int64_t ldy,
-                             float* sum_out, int64_t ld_sum);
+                             const float* beta, float eps, float* y, int64_t ldy, float* sum_out,
+                             int64_t ld_sum);
   void (*activation)(int64_t n, const float* x, float* y, Activation act);
   void (*add)(int64_t n, const float* a, const float* b, float* y);
-  void (*embedding)(int64_t rows, const int64_t* ids, const float* table, int64_t dim,
-                    float scale, const int64_t* positions, const float* pos_table, float* out,
-                    int64_t ldo);
+  void (*embedding)(int64_t rows, const int64_t* ids, const float* table, int64_t dim, float scale,
+                    const int64_t* positions, const float* pos_table, float* out, int64_t ldo);
   void (*attention)(const AttentionArgs& args);
 };
 // The table of one ISA. Throws std::runtime_error if the CPU cannot run it.

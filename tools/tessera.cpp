@@ -30,7 +30,8 @@ void log_verbose(const std::string& msg) {
 void setup_threads(int threads) {
   if (threads < 0) throw Error("--threads must be at least 1");
   if (threads > 0) kernels::set_num_threads(threads);
-  log_verbose(std::string("ISA ") + kernels::isa_name(kernels::active_isa()) + ", " +
+  log_verbose(std::string("ISA ") + kernels::isa_name(kernels::active_isa()) +
+              (kernels::isa_from_environment() ? " (set by TESSERA_ISA)" : "") + ", " +
               std::to_string(kernels::num_threads()) + " threads");
 }
 
