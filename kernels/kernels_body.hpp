@@ -297,21 +297,22 @@ struct Body {
     return max_i64(1, kRowGrainFloats / max_i64(n, 1));
   }
 
-  // y = softmax(x) over n >= 1 floats; x may equal y. Three sweeps over an L1-resident row:
-  // max, exp + sum (vector partial sums, then hadd), scale.
-  static void softmax_row(const float* x, float* y, int64_t n) {
+  // max(x[0..n)); -inf for n = 0 or an all -inf row.
+  static float row_max(const float* x, int64_t n) {
     B vmax(-kInf);
     int64_t i = 0;
     for (; i + W <= n; i += W) vmax = xsimd::max(vmax, load(x + i));
     if (i < n) vmax = xsimd::max(vmax, load_partial(x + i, n - i, -kInf));
-    const float m = reduce_max(vmax);
-    if (m == -kInf) {  // every entry -inf: defined as a zero row
-      for (int64_t j = 0; j < n; ++j) y[j] = 0.0f;
-      return;
-    }
+    return reduce_max(vmax);
+  }
+
+  // y[i] = exp(x[i] - m) for i < n (x may equal y); returns the sum (vector partial sums, then
+  // hadd). Shared by softmax and the attention tiles' online softmax.
+  static float exp_shifted(const float* x, float* y, int64_t n, float m) {
     const B bm(m);
     B vsum(0.0f);
-    for (i = 0; i + W <= n; i += W) {
+    int64_t i = 0;
+    for (; i + W <= n; i += W) {
       const B e = xsimd::exp(load(x + i) - bm);
       store(y + i, e);
       vsum += e;
@@ -321,8 +322,20 @@ struct Body {
       store_partial(y + i, e, n - i);
       vsum += e;
     }
-    const B inv(1.0f / xsimd::hadd(vsum));
-    for (i = 0; i + W <= n; i += W) store(y + i, load(y + i) * inv);
+    return xsimd::hadd(vsum);
+  }
+
+  // y = softmax(x) over n >= 1 floats; x may equal y. Three sweeps over an L1-resident row:
+  // max, exp + sum, scale.
+  static void softmax_row(const float* x, float* y, int64_t n) {
+    const float m = row_max(x, n);
+    if (m == -kInf) {  // every entry -inf: defined as a zero row
+      for (int64_t j = 0; j < n; ++j) y[j] = 0.0f;
+      return;
+    }
+    const B inv(1.0f / exp_shifted(x, y, n, m));
+    int64_t i = 0;
+    for (; i + W <= n; i += W) store(y + i, load(y + i) * inv);
     if (i < n) store_partial(y + i, load_partial(y + i, n - i, 0.0f) * inv, n - i);
   }
 
@@ -655,28 +668,12 @@ struct Body {
             }
           }
         }
-        B vmax(-kInf);
-        int64_t j = 0;
-        for (; j + W <= nk; j += W) vmax = xsimd::max(vmax, load(sc + j));
-        if (j < nk) vmax = xsimd::max(vmax, load_partial(sc + j, nk - j, -kInf));
-        const float tile_max = reduce_max(vmax);
+        const float tile_max = row_max(sc, nk);
         if (tile_max == -kInf) continue;  // nothing allowed in this tile
         const float new_max = tile_max > run_max[qi] ? tile_max : run_max[qi];
         // exp(-inf) = 0 on the first tile: the (zero) accumulator is simply reset.
         const float corr = xsimd::exp(B(run_max[qi] - new_max)).get(0);
-        const B bmax(new_max);
-        B vsum(0.0f);
-        for (j = 0; j + W <= nk; j += W) {
-          const B p = xsimd::exp(load(sc + j) - bmax);
-          store(sc + j, p);
-          vsum += p;
-        }
-        if (j < nk) {
-          const B p = xsimd::exp(load_partial(sc + j, nk - j, -kInf) - bmax);
-          store_partial(sc + j, p, nk - j);
-          vsum += p;
-        }
-        run_sum[qi] = run_sum[qi] * corr + xsimd::hadd(vsum);
+        run_sum[qi] = run_sum[qi] * corr + exp_shifted(sc, sc, nk, new_max);
         run_max[qi] = new_max;
         tile_values(acc + qi * dp, corr, sc, nk, vtile, v_stride, pack ? dp : d, dp);
       }
