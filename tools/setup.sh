@@ -12,6 +12,8 @@ PACKAGES=(
   doctest-dev           # unit tests
   nlohmann-json3-dev    # JSON (configs, safetensors headers)
   libcli11-dev          # command line
+  libpcre2-dev          # GPT-2 pre-tokenization regex (Unicode classes)
+  libutf8proc-dev       # BERT basic tokenizer: Unicode normalization, categories
   python3 python3-numpy python3-torch   # exporters, fixtures, parity tests (never at run time)
   python3-matplotlib    # tools/plot_profile.py (roofline charts)
 )
