@@ -1,6 +1,7 @@
 #include "models/model.h"
 
 #include <cmath>
+#include <sstream>
 
 #include "models/bert.h"
 #include "models/gpt2.h"
@@ -118,6 +119,14 @@ std::string describe(const Tensor& t) {
   return std::string(dtype_name(t.dtype())) + " " + shape_str(t.shape());
 }
 
+namespace {
+std::string format_value(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+}  // namespace
+
 Tensor key_padding_from_attention_mask(const Tensor& m, const std::string& name, int64_t batch,
                                        int64_t len) {
   const DType dt = m.dtype();
@@ -146,7 +155,7 @@ Tensor key_padding_from_attention_mask(const Tensor& m, const std::string& name,
         break;
     }
     if (v != 0 && v != 1)
-      throw Error("input '" + name + "': value " + std::to_string(v) + " at [" +
+      throw Error("input '" + name + "': value " + format_value(v) + " at [" +
                   std::to_string(i / len) + ", " + std::to_string(i % len) +
                   "] is neither 0 (padding) nor 1 (token)");
     out[i] = v == 0 ? 1 : 0;
