@@ -205,7 +205,10 @@ BertModel::BertModel(const ModelDir& dir)
   c.pooler = R.has("pooler.dense.weight");
   if (c.pooler) dense("pooler.dense", h, h, w.pooler, w.pooler_b);
   R.check_all_used([](const std::string& name) {
-    return name == "embeddings.position_ids" || name.rfind("cls.", 0) == 0;
+    // A buffer, and the task heads of BertFor* checkpoints (what BertModel drops too).
+    for (const char* head : {"cls.", "classifier.", "qa_outputs."})
+      if (name.rfind(head, 0) == 0) return true;
+    return name == "embeddings.position_ids";
   });
 
   forward_ = std::make_unique<Graph>(weights_);

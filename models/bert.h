@@ -12,7 +12,8 @@
 //   encoder.layer.N.attention.output.{dense, LayerNorm}
 //   encoder.layer.N.intermediate.dense [I, H]   encoder.layer.N.output.{dense [H, I], LayerNorm}
 //   pooler.dense [H, H] (optional: no pooler_output without it)
-// Ignored: embeddings.position_ids (a buffer) and the pre-training heads (cls.*).
+// Ignored: embeddings.position_ids (a buffer) and the task heads of BertFor* checkpoints (cls.*,
+// classifier.*, qa_outputs.*).
 //
 // Block (post-LN):  x = LN(x + attn_out(attn(x)));  x = LN(x + out(act(intermediate(x))))
 // Pooler: pooler_output = tanh(dense(x[:, 0])).

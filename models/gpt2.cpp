@@ -221,6 +221,9 @@ class Gpt2Session final : public CausalLM {
       if (r < 0 || r >= batch_)
         throw Error("select_rows(): row " + std::to_string(r) + " is out of range for a batch of " +
                     std::to_string(batch_));
+    bool identity = nb == batch_;
+    for (int64_t i = 0; i < nb && identity; ++i) identity = rows[i] == i;
+    if (identity) return;
     KVCache next;
     next.reset(static_cast<int>(cache_.k.size()), nb, capacity_, cache_.width);
     const size_t row_floats = static_cast<size_t>(len_ * cache_.width);
