@@ -30,7 +30,9 @@
 #include "engine/model_dir.h"
 #include "models/model.h"
 
-#if __has_include("engine/generation.h")
+// models/CMakeLists.txt defines TESSERA_HAS_GENERATION_H when engine/generation.h (which owns
+// CausalLM) is in the tree; until then this header carries a copy of the interface.
+#if TESSERA_HAS_GENERATION_H
 #include "engine/generation.h"
 #else
 namespace tessera {

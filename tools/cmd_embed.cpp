@@ -5,8 +5,9 @@
 // Pooling (--pooling): cls (default: last_hidden_state of the first token, [CLS]), mean (average
 // of last_hidden_state over the real tokens) or pooler (pooler_output: tanh(dense(CLS)), needs
 // the checkpoint's pooler). --normalize divides each vector by its L2 norm.
-// Inputs are texts, or with --ids strings of token ids ("101 7592 102", special tokens
-// included); with none given, one input per line of stdin. Inputs are batched (--batch-size)
+// Inputs are texts (tokenized by the model directory's tokenizer, [CLS] and [SEP] added), or with
+// --ids strings of token ids ("101 7592 102", special tokens included); with none given, one
+// input per line of stdin. Inputs are batched (--batch-size)
 // with padding, which the model removes before the dense layers. At the end one line on stderr:
 // inputs, tokens, milliseconds.
 #include <chrono>
@@ -17,6 +18,9 @@
 
 #include "models/bert.h"
 #include "tools/cli.h"
+#if TESSERA_HAS_TEXT_TOKENIZERS
+#include "engine/tokenizers.h"
+#endif
 
 namespace tessera::cli {
 
@@ -43,14 +47,21 @@ std::vector<int64_t> parse_ids(const std::string& s, size_t index) {
   return ids;
 }
 
-// Text -> token ids with the model directory's WordPiece tokenizer.
-// HOOK: the BERT WordPiece tokenizer (engine/tokenizers.h, load_tokenizer(dir)) is being written
-// separately; until it is merged, text input is refused and --ids must be used.
+// Text -> token ids with the model directory's tokenizer (WordPiece for BERT: [CLS] ... [SEP]
+// added). tools/CMakeLists.txt defines TESSERA_HAS_TEXT_TOKENIZERS when engine/tokenizers.h is
+// in the tree; without it text input is refused and --ids must be used.
 std::vector<std::vector<int64_t>> tokenize_texts(const std::string& model_dir,
                                                  const std::vector<std::string>& texts) {
+#if TESSERA_HAS_TEXT_TOKENIZERS
+  const auto tok = load_tokenizer(model_dir);
+  std::vector<std::vector<int64_t>> out;
+  for (const auto& t : texts) out.push_back(tok->encode(t, /*add_special=*/true));
+  return out;
+#else
   (void)texts;
-  throw Error("embed: reading text needs the WordPiece tokenizer of '" + model_dir +
-              "', which this build does not have yet; pass token ids with --ids");
+  throw Error("embed: reading text needs the tokenizer of '" + model_dir +
+              "', which this build does not have; pass token ids with --ids");
+#endif
 }
 
 std::string format_float(float v) {
