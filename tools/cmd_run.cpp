@@ -24,7 +24,7 @@ Action add_run_command(CLI::App& app) {
   return [o] {
     setup_threads(o->threads);
     ModelDir dir(o->model);
-    auto model = load_model(dir);
+    auto model = load_any_model(dir);
     SafetensorsFile in_file(o->inputs);
     TensorMap inputs;
     for (const auto& name : in_file.names()) inputs[name] = in_file.get(name);

@@ -37,10 +37,17 @@ void setup_threads(int threads) {
 
 std::unique_ptr<models::TransformerModel> load_model(const ModelDir& dir) {
   const std::string type = dir.get_string("model_type", "");
+  if (type == "gpt2" || type == "bert")
+    throw Error("'" + dir.config_path() + "': model_type '" + type +
+                "' is not supported by this command (it takes transformer models)");
   if (type != "transformer")
     throw Error("'" + dir.config_path() + "': model_type '" + type +
                 "' is not supported (supported: transformer)");
   return std::make_unique<models::TransformerModel>(dir);
+}
+
+std::unique_ptr<models::Model> load_any_model(const ModelDir& dir) {
+  return models::load_model(dir);
 }
 
 CharTokenizer load_text_tokenizer(const std::string& model_dir,
@@ -84,6 +91,7 @@ int main(int argc, char** argv) {
   add(cli::add_bench_command);
   add(cli::add_sysinfo_command);
   add(cli::add_attention_command);
+  add(cli::add_embed_command);
 
   try {
     app.parse(argc, argv);
