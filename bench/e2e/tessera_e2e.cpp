@@ -1,0 +1,239 @@
+// tessera_e2e: the Tessera side of the end-to-end comparisons in bench/e2e (see README.md there).
+//
+// A long-lived worker driven by the Python coordinator (bench/e2e/e2e_common.py) over a line
+// protocol, like its PyTorch and ONNX Runtime peers (torch_worker.py, ort_worker.js), so that the
+// coordinator can interleave the engines' repetitions one by one:
+//
+//   tessera_e2e --spec SPEC.json --threads N
+//   stdout, once loaded:  {"ready": true, "load_s": ..., "threads": N, "isa": "..."}
+//   stdin:  {"cmd": "run", "case": I [, "out": PATH]}   ->  stdout: one JSON line
+//           {"cmd": "quit"}
+//
+// SPEC.json (written by the coordinator): {"kind": K, "model_dir": DIR, "cases": [...]}, each
+// case {"name": ..., "inputs": {NAME: {"path": raw file, "dtype": "f32"|"i64", "shape": [...]}},
+// "steps": N (generation)}. Kinds:
+//   encoder    transformer family without embeddings, input `src` [B,S,E]; one forward pass;
+//              reply {"total_s"}; with "out", `output` is written there as raw f32.
+//   seq2seq    transformer family with embeddings, input `src_ids` [1,S]; encode, then exactly
+//              `steps` greedy decode steps from bos (no eos stop); reply {"total_s", "prefill_s",
+//              "decode_s", "tokens"}.
+//   causal_lm  gpt2 family: prefill `input_ids` [1,P], then `steps` greedy steps (not wired yet).
+//   bert       bert family: `input_ids` [B,S] forward (not wired yet).
+// A failure is answered {"error": "..."} (the coordinator then reports Tessera as n/a).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/executor.h"
+#include "engine/model_dir.h"
+#include "kernels/kernels.h"
+#include "models/transformer.h"
+
+namespace {
+
+using tessera::DType;
+using tessera::Error;
+using tessera::Tensor;
+using tessera::TensorMap;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// A raw little-endian tensor file written by the coordinator (numpy tofile()).
+Tensor read_raw(const json& desc) {
+  const std::string path = desc.at("path").get<std::string>();
+  const std::string dt = desc.at("dtype").get<std::string>();
+  DType dtype;
+  if (dt == "f32")
+    dtype = DType::f32;
+  else if (dt == "i64")
+    dtype = DType::i64;
+  else
+    throw Error("input '" + path + "': dtype '" + dt + "' is not supported (f32, i64)");
+  Tensor t(dtype, desc.at("shape").get<tessera::Shape>(), false);
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot open input '" + path + "'");
+  f.read(static_cast<char*>(t.raw()), static_cast<std::streamsize>(t.nbytes()));
+  if (static_cast<size_t>(f.gcount()) != t.nbytes())
+    throw Error("input '" + path + "': expected " + std::to_string(t.nbytes()) + " bytes for " +
+                tessera::shape_str(t.shape()));
+  return t;
+}
+
+void write_raw(const Tensor& t, const std::string& path) {
+  const Tensor f = t.dtype() == DType::f32 ? t : t.to_f32();
+  std::ofstream out(path, std::ios::binary);
+  out.write(static_cast<const char*>(f.raw()), static_cast<std::streamsize>(f.nbytes()));
+  if (!out) throw Error("cannot write output '" + path + "'");
+}
+
+int64_t argmax_row(const float* row, int64_t n) {
+  return std::max_element(row, row + n) - row;
+}
+
+struct Case {
+  std::string name;
+  TensorMap inputs;
+  int64_t steps = 0;
+};
+
+// One comparison's Tessera side. Each kind is one function; the gpt2 and bert families are not in
+// this build yet, so their functions answer with an error the coordinator reports as n/a.
+class Driver {
+ public:
+  explicit Driver(const json& spec) : kind_(spec.at("kind").get<std::string>()) {
+    for (const auto& c : spec.at("cases")) {
+      Case k;
+      k.name = c.at("name").get<std::string>();
+      for (const auto& [name, desc] : c.at("inputs").items()) k.inputs[name] = read_raw(desc);
+      k.steps = c.value("steps", int64_t{0});
+      cases_.push_back(std::move(k));
+    }
+    const std::string dir = spec.at("model_dir").get<std::string>();
+    if (kind_ == "encoder" || kind_ == "seq2seq") {
+      dir_ = std::make_unique<tessera::ModelDir>(dir);
+      transformer_ = std::make_unique<tessera::models::TransformerModel>(*dir_);
+    } else if (kind_ == "causal_lm" || kind_ == "bert") {
+      dir_ = std::make_unique<tessera::ModelDir>(dir);
+      load_hf_family();
+    } else {
+      throw Error("spec: unknown kind '" + kind_ + "' (encoder, seq2seq, causal_lm, bert)");
+    }
+  }
+
+  json run(size_t index, const std::string& out) const {
+    if (index >= cases_.size())
+      throw Error("case " + std::to_string(index) + " out of range (" +
+                  std::to_string(cases_.size()) + " cases)");
+    const Case& c = cases_[index];
+    if (kind_ == "encoder") return run_encoder(c, out);
+    if (kind_ == "seq2seq") return run_seq2seq(c);
+    if (kind_ == "causal_lm") return run_causal_lm(c);
+    return run_bert(c, out);
+  }
+
+ private:
+  // nn.TransformerEncoder stack: one forward pass through `tessera run`'s entry point.
+  json run_encoder(const Case& c, const std::string& out) const {
+    const auto t0 = Clock::now();
+    const TensorMap result = transformer_->run(c.inputs);
+    const double total = since(t0);
+    if (!out.empty()) write_raw(result.at("output"), out);
+    return {{"total_s", total}};
+  }
+
+  // Encoder once, then exactly `steps` greedy decode steps over the KV cache, starting from bos;
+  // eos is not checked, so every engine generates the same number of tokens.
+  json run_seq2seq(const Case& c) const {
+    const auto& cfg = transformer_->config();
+    const Tensor& src = c.inputs.at("src_ids");
+    const int64_t batch = src.dim(0), s_len = src.dim(1);
+    if (batch != 1) throw Error("seq2seq: batch must be 1");
+    const auto t0 = Clock::now();
+    Tensor padding(DType::u8, {batch, s_len});  // no padding
+    const auto enc = transformer_->encode(src, padding);
+    const double prefill = since(t0);
+    tessera::KVCache cache;
+    cache.reset(static_cast<int>(cfg.num_decoder_layers), batch, c.steps, cfg.d_model);
+    Tensor ids(DType::i64, {batch, 1});
+    ids.data<int64_t>()[0] = cfg.bos_id;
+    std::vector<int64_t> tokens;
+    tokens.reserve(static_cast<size_t>(c.steps));
+    for (int64_t step = 0; step < c.steps; ++step) {
+      const Tensor logits = transformer_->decode_step(enc, ids, cache, step);  // [1, 1, V]
+      const int64_t next = argmax_row(logits.data<float>(), logits.dim(2));
+      tokens.push_back(next);
+      ids.data<int64_t>()[0] = next;
+    }
+    const double total = since(t0);
+    return {{"total_s", total},
+            {"prefill_s", prefill},
+            {"decode_s", total - prefill},
+            {"tokens", tokens}};
+  }
+
+  // ---- Families from the `models` branch (gpt2, bert): wire them here when they land. -------
+  // Load the model of dir_ (model_type gpt2 or bert) into a member.
+  void load_hf_family() {
+    throw Error("model_type '" + dir_->get_string("model_type", "") +
+                "' is not in this build of Tessera (the gpt2/bert families are not merged yet)");
+  }
+  // gpt2: prefill `input_ids` [1,P] (time: prefill_s, ending with the argmax of the last
+  // position's logits), then `steps` greedy steps feeding one token each (decode_s); reply
+  // {"prefill_s", "decode_s", "total_s", "tokens" (steps + 1 ids), and with "out" the last
+  // prefill logits as raw f32}.
+  json run_causal_lm(const Case&) const { throw Error("gpt2 family not wired"); }
+  // bert: one forward pass of `input_ids` [B,S] (attention_mask all ones, token_type_ids 0);
+  // reply {"total_s"}, with "out" `last_hidden_state` as raw f32.
+  json run_bert(const Case&, const std::string&) const { throw Error("bert family not wired"); }
+
+  std::string kind_;
+  std::vector<Case> cases_;
+  std::unique_ptr<tessera::ModelDir> dir_;
+  std::unique_ptr<tessera::models::TransformerModel> transformer_;
+};
+
+int usage() {
+  std::cerr << "usage: tessera_e2e --spec SPEC.json --threads N  (driven by bench/e2e/*.py)\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string spec_path;
+  int threads = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--spec" && i + 1 < argc)
+      spec_path = argv[++i];
+    else if (a == "--threads" && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else
+      return usage();
+  }
+  if (spec_path.empty() || threads < 1) return usage();
+  std::unique_ptr<Driver> driver;
+  try {
+    tessera::kernels::set_num_threads(threads);
+    std::ifstream f(spec_path);
+    if (!f) throw Error("cannot open spec '" + spec_path + "'");
+    const json spec = json::parse(f);
+    const auto t0 = Clock::now();
+    driver = std::make_unique<Driver>(spec);
+    std::cout << json{{"ready", true},
+                      {"load_s", since(t0)},
+                      {"threads", tessera::kernels::num_threads()},
+                      {"isa", tessera::kernels::isa_name(tessera::kernels::active_isa())}}
+                     .dump()
+              << std::endl;
+  } catch (const std::exception& e) {
+    std::cout << json{{"ready", false}, {"error", e.what()}}.dump() << std::endl;
+    return 2;
+  }
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    json reply;
+    try {
+      const json cmd = json::parse(line);
+      const std::string what = cmd.at("cmd").get<std::string>();
+      if (what == "quit") break;
+      if (what != "run") throw Error("unknown command '" + what + "' (run, quit)");
+      reply = driver->run(cmd.at("case").get<size_t>(), cmd.value("out", std::string()));
+    } catch (const std::exception& e) {
+      reply = {{"error", e.what()}};
+    }
+    std::cout << reply.dump() << std::endl;
+  }
+  return 0;
+}
