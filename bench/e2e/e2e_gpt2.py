@@ -51,8 +51,9 @@ def main() -> int:
     C.run_comparison("gpt2", "C. GPT-2-small-shaped decoder (12 x 768/12 heads, vocab 50257), batch 1, "
                      "KV cache", spec, metrics, args, C.tokens_check,
                      ["Prefill: one pass over the prompt producing the K/V cache and the last "
-                      "position's logits (+ argmax). Decode: steps feeding one token each, "
-                      "context 128 -> 256; tokens/s = steps / decode time (prefill excluded)."])
+                      f"position's logits (+ argmax). Decode: {steps} steps feeding one token each, "
+                      f"context {args.prompt} -> {args.prompt + steps}; tokens/s = {steps} / decode "
+                      "time (prefill excluded); tokens compared = the prefill's + every step's."])
     return 0
 
 
