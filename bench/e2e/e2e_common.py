@@ -291,7 +291,9 @@ def run_comparison(name: str, title: str, spec: dict, metrics: List[Metric], arg
                     os.remove(p)
             for wi in range(args.warmup):
                 for e in engines:
-                    r = workers[e].request({"cmd": "run", "case": ci, **({"out": outs[e]} if wi == 0 else {})})
+                    with bench_lock(args):
+                        r = workers[e].request({"cmd": "run", "case": ci,
+                                                **({"out": outs[e]} if wi == 0 else {})})
                     if wi == 0:
                         replies[e] = r
             for e in engines:

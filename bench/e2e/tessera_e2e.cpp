@@ -17,8 +17,12 @@
 //   seq2seq    transformer family with embeddings, input `src_ids` [1,S]; encode, then exactly
 //              `steps` greedy decode steps from bos (no eos stop); reply {"total_s", "prefill_s",
 //              "decode_s", "tokens"}.
-//   causal_lm  gpt2 family: prefill `input_ids` [1,P], then `steps` greedy steps (not wired yet).
-//   bert       bert family: `input_ids` [B,S] forward (not wired yet).
+//   causal_lm  gpt2 family: a CausalLM session; start() on `input_ids` [1,P] + argmax (prefill_s),
+//              then `steps` greedy step() calls (decode_s); reply {"prefill_s", "decode_s",
+//              "total_s", "tokens" (steps + 1)}; with "out", the prefill's last logits as raw f32.
+//   bert       bert family: one forward pass of `input_ids`, `attention_mask`, `token_type_ids`
+//              [B,S]; reply {"total_s"}; with "out", `last_hidden_state` as raw f32.
+// (causal_lm and bert need the gpt2/bert families; without them the worker answers an error.)
 // A failure is answered {"error": "..."} (the coordinator then reports Tessera as n/a).
 #include <algorithm>
 #include <chrono>
@@ -35,6 +39,18 @@
 #include "engine/model_dir.h"
 #include "kernels/kernels.h"
 #include "models/transformer.h"
+
+// The gpt2 and bert families (branch `models`): CMakeLists.txt defines TESSERA_E2E_HF_FAMILIES=1
+// when their headers exist, so this file builds both before and after that branch is merged (a
+// compile definition rather than __has_include, which ccache's direct mode cannot see change).
+#ifndef TESSERA_E2E_HF_FAMILIES
+#define TESSERA_E2E_HF_FAMILIES 0
+#endif
+#if TESSERA_E2E_HF_FAMILIES
+#include "models/bert.h"
+#include "models/gpt2.h"
+#include "models/model.h"
+#endif
 
 namespace {
 
@@ -118,7 +134,7 @@ class Driver {
     const Case& c = cases_[index];
     if (kind_ == "encoder") return run_encoder(c, out);
     if (kind_ == "seq2seq") return run_seq2seq(c);
-    if (kind_ == "causal_lm") return run_causal_lm(c);
+    if (kind_ == "causal_lm") return run_causal_lm(c, out);
     return run_bert(c, out);
   }
 
@@ -162,20 +178,67 @@ class Driver {
             {"tokens", tokens}};
   }
 
-  // ---- Families from the `models` branch (gpt2, bert): wire them here when they land. -------
-  // Load the model of dir_ (model_type gpt2 or bert) into a member.
+  // ---- The Hugging Face families (gpt2, bert) -----------------------------------------------
+#if TESSERA_E2E_HF_FAMILIES
+  void load_hf_family() {
+    hf_ = tessera::models::load_model(*dir_);
+    if (kind_ == "causal_lm" && hf_->gpt2() == nullptr)
+      throw Error("spec kind causal_lm needs a gpt2 model, '" + dir_->config_path() + "' is " +
+                  hf_->family());
+    if (kind_ == "bert" && hf_->bert() == nullptr)
+      throw Error("spec kind bert needs a bert model, '" + dir_->config_path() + "' is " +
+                  hf_->family());
+  }
+
+  // Prefill through a CausalLM session (its KV cache sized for prompt + steps, allocated inside
+  // the timed prefill as the peers allocate theirs), then `steps` greedy steps of one token.
+  json run_causal_lm(const Case& c, const std::string& out) const {
+    const Tensor& ids = c.inputs.at("input_ids");  // [1, P]
+    if (ids.dim(0) != 1) throw Error("causal_lm: batch must be 1");
+    const std::vector<std::vector<int64_t>> prompt{
+        std::vector<int64_t>(ids.data<int64_t>(), ids.data<int64_t>() + ids.dim(1))};
+    const auto t0 = Clock::now();
+    auto session = hf_->gpt2()->new_session(c.steps);
+    const Tensor first = session->start(prompt);  // [1, V]
+    const int64_t vocab = first.dim(1);
+    int64_t next = argmax_row(first.data<float>(), vocab);
+    const double prefill = since(t0);
+    std::vector<int64_t> tokens{next};
+    tokens.reserve(static_cast<size_t>(c.steps) + 1);
+    for (int64_t step = 0; step < c.steps; ++step) {
+      const Tensor logits = session->step({next});  // [1, V]
+      next = argmax_row(logits.data<float>(), vocab);
+      tokens.push_back(next);
+    }
+    const double total = since(t0);
+    if (!out.empty()) write_raw(first, out);
+    return {{"total_s", total},
+            {"prefill_s", prefill},
+            {"decode_s", total - prefill},
+            {"tokens", tokens}};
+  }
+
+  json run_bert(const Case& c, const std::string& out) const {
+    const auto t0 = Clock::now();
+    const TensorMap result = hf_->run(c.inputs);
+    const double total = since(t0);
+    if (!out.empty()) write_raw(result.at("last_hidden_state"), out);
+    return {{"total_s", total}};
+  }
+
+  std::unique_ptr<tessera::models::Model> hf_;
+#else
   void load_hf_family() {
     throw Error("model_type '" + dir_->get_string("model_type", "") +
                 "' is not in this build of Tessera (the gpt2/bert families are not merged yet)");
   }
-  // gpt2: prefill `input_ids` [1,P] (time: prefill_s, ending with the argmax of the last
-  // position's logits), then `steps` greedy steps feeding one token each (decode_s); reply
-  // {"prefill_s", "decode_s", "total_s", "tokens" (steps + 1 ids), and with "out" the last
-  // prefill logits as raw f32}.
-  json run_causal_lm(const Case&) const { throw Error("gpt2 family not wired"); }
-  // bert: one forward pass of `input_ids` [B,S] (attention_mask all ones, token_type_ids 0);
-  // reply {"total_s"}, with "out" `last_hidden_state` as raw f32.
-  json run_bert(const Case&, const std::string&) const { throw Error("bert family not wired"); }
+  json run_causal_lm(const Case&, const std::string&) const {
+    throw Error("gpt2 family not in this build");
+  }
+  json run_bert(const Case&, const std::string&) const {
+    throw Error("bert family not in this build");
+  }
+#endif
 
   std::string kind_;
   std::vector<Case> cases_;
