@@ -68,12 +68,14 @@ def workdir(args, name: str) -> str:
     return d
 
 
-def prepared(d: str, args, build: Callable[[], None], what: str) -> None:
-    """Runs build() unless d/prepared.json says it already ran with this seed."""
+def prepared(d: str, args, build: Callable[[], None], what: str, recipe: int = 1) -> None:
+    """Runs build() unless d/prepared.json says it already ran with this seed and recipe (bump
+    `recipe` when what build() writes changes)."""
     stamp = os.path.join(d, "prepared.json")
     if not args.regen and os.path.exists(stamp):
         with open(stamp, encoding="utf-8") as f:
-            if json.load(f).get("seed") == args.seed:
+            stamp_data = json.load(f)
+            if stamp_data.get("seed") == args.seed and stamp_data.get("recipe", 1) == recipe:
                 log(f"reusing {what} in {d} (--regen to rebuild)")
                 return
     if os.path.exists(stamp):
@@ -82,7 +84,7 @@ def prepared(d: str, args, build: Callable[[], None], what: str) -> None:
     log(f"building {what} in {d} ...")
     build()
     with open(stamp, "w", encoding="utf-8") as f:
-        json.dump({"seed": args.seed, "built_s": time.time() - t0}, f)
+        json.dump({"seed": args.seed, "recipe": recipe, "built_s": time.time() - t0}, f)
     log(f"built {what} in {time.time() - t0:.0f} s")
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """A. BERT-base-shaped nn.TransformerEncoder (12 layers, d_model 768, 12 heads, ff 3072, GELU,
 post-LN, random weights), fp32, one forward pass of a [B, 128, 768] input at B = 1 and B = 8:
-Tessera's `transformer` family (model dir from tools/make_bert_base.py), PyTorch 1.13 (eval +
+Tessera's `transformer` family (model dir: tools/make_bert_base.py's module, each layer's weights
+drawn anew, written by tools/export_torch.py), PyTorch 1.13 (eval +
 inference_mode: its fused fast path) and ONNX Runtime (ONNX export of the same module).
 
     /usr/bin/python3 bench/e2e/e2e_encoder.py [--threads 1,2] [--reps 5] [--scratch DIR]
@@ -32,7 +33,7 @@ def main() -> int:
         M.make_encoder_dir(model_dir, args.seed)
         M.export_encoder_onnx(model_dir, onnx)
 
-    C.prepared(d, args, build, "the BERT-base-shaped encoder (model dir + ONNX)")
+    C.prepared(d, args, build, "the BERT-base-shaped encoder (model dir + ONNX)", recipe=2)
     import e2e_models as M
     rng = np.random.default_rng(args.seed + 1)
     cases = []

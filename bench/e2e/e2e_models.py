@@ -16,7 +16,6 @@ import copy
 import json
 import math
 import os
-import subprocess
 import sys
 from typing import List, Optional, Sequence, Tuple
 
@@ -99,8 +98,17 @@ def build_encoder() -> nn.TransformerEncoder:
 
 
 def make_encoder_dir(model_dir: str, seed: int) -> None:
-    subprocess.run([sys.executable, os.path.join(TOOLS, "make_bert_base.py"), model_dir,
-                    "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
+    """tools/make_bert_base.py's module with every layer's weights drawn anew: nn.TransformerEncoder
+    deep-copies its layer, so make_bert_base.py's 12 layers are identical, and torch.onnx.export
+    then stores one layer's weights for all twelve (28 MB instead of 340 MB: ONNX Runtime would
+    run from cache-resident weights the others cannot share)."""
+    torch.manual_seed(seed)
+    model = build_encoder()
+    for layer in model.layers:
+        layer.self_attn._reset_parameters()
+        layer.linear1.reset_parameters()
+        layer.linear2.reset_parameters()
+    export_model(model, model_dir, dtype="f32")
 
 
 def load_encoder(model_dir: str) -> nn.TransformerEncoder:
