@@ -33,7 +33,7 @@ def main() -> int:
         M.make_encoder_dir(model_dir, args.seed)
         M.export_encoder_onnx(model_dir, onnx)
 
-    C.prepared(d, args, build, "the BERT-base-shaped encoder (model dir + ONNX)", recipe=2)
+    C.prepared(d, args, build, "the BERT-base-shaped encoder (model dir + ONNX)", recipe=3)
     import e2e_models as M
     rng = np.random.default_rng(args.seed + 1)
     cases = []

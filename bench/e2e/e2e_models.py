@@ -105,7 +105,8 @@ def make_encoder_dir(model_dir: str, seed: int) -> None:
     torch.manual_seed(seed)
     model = build_encoder()
     for layer in model.layers:
-        layer.self_attn._reset_parameters()
+        layer.self_attn._reset_parameters()  # in_proj (and zero biases)
+        layer.self_attn.out_proj.reset_parameters()  # not reset by the line above
         layer.linear1.reset_parameters()
         layer.linear2.reset_parameters()
     export_model(model, model_dir, dtype="f32")
