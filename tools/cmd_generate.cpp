@@ -9,6 +9,7 @@
 //   tokens N, prefill X ms, decode Y tokens/s
 // (N: generated tokens, eos included; prefill: encoding the prompts; decode: rows fed through
 // decode steps per second of decoding, a batch of B rows counting B per step).
+#include <cmath>
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
@@ -234,6 +235,13 @@ Action add_generate_command(CLI::App& app) {
       throw Error("--n-best " + std::to_string(o->n_best) + " is more than --num-beams " +
                   std::to_string(o->num_beams));
     if (o->batch_size < 1) throw Error("--batch-size must be at least 1");
+    if (!(o->temperature > 0) || !std::isfinite(o->temperature))
+      throw Error("--temperature must be a number > 0");
+    if (o->top_k < 0) throw Error("--top-k must be >= 0 (0 = off)");
+    if (!(o->top_p > 0 && o->top_p <= 1)) throw Error("--top-p must be in (0, 1] (1 = off)");
+    if (!(o->repetition_penalty > 0) || !std::isfinite(o->repetition_penalty))
+      throw Error("--repetition-penalty must be a number > 0 (1 = off)");
+    if (!std::isfinite(o->length_penalty)) throw Error("--length-penalty must be a finite number");
     if (o->ids && !o->stops.empty()) throw Error("--stop needs text output, not --ids");
     if (max_new->count() > 0 && o->max_new_tokens < 1)
       throw Error("--max-new-tokens must be at least 1");
