@@ -25,6 +25,7 @@ bool is_white_space(char32_t c) {
 // Control characters BERT's cleanup drops: the "Other" categories, but not \t \n \r.
 bool is_control(char32_t c) {
   if (c == '\t' || c == '\n' || c == '\r') return false;
+  if (c < 0x80) return c < 0x20 || c == 0x7F;  // ASCII: no table lookup
   switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
     case UTF8PROC_CATEGORY_CC:
     case UTF8PROC_CATEGORY_CF:
@@ -43,6 +44,7 @@ bool is_punctuation(char32_t c) {
   if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
       (c >= 123 && c <= 126))
     return true;
+  if (c < 0x80) return false;
   switch (utf8proc_category(static_cast<utf8proc_int32_t>(c))) {
     case UTF8PROC_CATEGORY_PC:
     case UTF8PROC_CATEGORY_PD:
@@ -93,7 +95,9 @@ std::u32string lowercase(const std::u32string& s) {
   std::u32string out;
   out.reserve(s.size());
   for (char32_t c : s) {
-    if (c == 0x130) {  // İ: the one code point whose full lower case is two (i + U+0307)
+    if (c < 0x80) {
+      out += (c >= 'A' && c <= 'Z') ? c + 32 : c;
+    } else if (c == 0x130) {  // İ: the one code point whose full lower case is two (i + U+0307)
       out += U'i';
       out += char32_t{0x307};
     } else {
@@ -156,6 +160,7 @@ WordPieceTokenizer::WordPieceTokenizer(const std::vector<std::pair<std::string, 
     present_[i] = 1;
     tokens_[i] = tok;
     ids_[tok] = id;  // a token listed twice: the last id wins, as in the reference
+    max_token_bytes_ = std::max(max_token_bytes_, tok.size());
   }
   for (const auto& a : added_) {
     const auto i = static_cast<size_t>(a.id);
@@ -399,7 +404,9 @@ void WordPieceTokenizer::wordpiece(const std::string& word, size_t n_chars,
   while (start < n_chars) {
     size_t end = n_chars;
     int64_t found = -1;
+    const size_t prefix_bytes = start > 0 ? options_.prefix.size() : 0;
     for (; end > start; --end) {
+      if (prefix_bytes + at[end] - at[start] > max_token_bytes_) continue;
       candidate.assign(start > 0 ? options_.prefix : std::string());
       candidate.append(word, at[start], at[end] - at[start]);
       auto it = ids_.find(candidate);

@@ -90,6 +90,7 @@ class WordPieceTokenizer final : public TextTokenizer {
   std::unordered_map<std::string, int64_t> ids_;
   std::vector<AddedToken> added_;
   int64_t unk_id_ = -1;
+  size_t max_token_bytes_ = 0;  // the longest vocabulary entry: longer candidates cannot match
 };
 
 }  // namespace tessera
