@@ -26,33 +26,10 @@
 #include <vector>
 
 #include "engine/executor.h"
+#include "engine/generation.h"
 #include "engine/graph.h"
 #include "engine/model_dir.h"
 #include "models/model.h"
-
-// models/CMakeLists.txt defines TESSERA_HAS_GENERATION_H when engine/generation.h (which owns
-// CausalLM) is in the tree; until then this header carries a copy of the interface.
-#if TESSERA_HAS_GENERATION_H
-#include "engine/generation.h"
-#else
-namespace tessera {
-// Temporary copy of engine/generation.h's interface (owned by the generation code): one
-// generation session over a batch; owns its KV cache.
-class CausalLM {
- public:
-  virtual ~CausalLM() = default;
-  virtual int64_t vocab_size() const = 0;
-  virtual int64_t max_positions() const = 0;  // longest prompt + generated length
-  // Starts the batch (prompts ragged, each non-empty); returns [B, V] logits of each row's last
-  // prompt token.
-  virtual Tensor start(const std::vector<std::vector<int64_t> >& prompts) = 0;
-  // Appends one token per row; returns [B, V] logits of it.
-  virtual Tensor step(const std::vector<int64_t>& tokens) = 0;
-  // Keeps/reorders/duplicates rows (beam search): row i of the new batch is old row rows[i].
-  virtual void select_rows(const std::vector<int64_t>& rows) = 0;
-};
-}  // namespace tessera
-#endif
 
 namespace tessera::models {
 

@@ -6,10 +6,12 @@
 // decodes N tokens for all prompts together (ragged: left-padded in one batch); for every row
 // and step, the same sequence is recomputed from scratch by run() (batch 1, no cache) and the
 // last position's logits must agree within 1e-5 and pick the same token. A second session checks
-// select_rows (rows reversed and row 0 duplicated after two steps) the same way, and a third one
-// the errors at n_positions and at a full cache. --outputs writes the first session's "tokens"
-// I64 [B, N] and "logits" F32 [B, N, V] (logits[:, k] chose tokens[:, k]) for comparison with
-// the PyTorch reference (tests/hf_parity.py). Exit code 0 when every check passes.
+// select_rows (rows reversed and row 0 duplicated after two steps) the same way. Then
+// engine/generation.h's generate() on a session: greedy must reproduce those tokens, and beam
+// search (select_rows every step) must report the log-probability recomputation gives its best
+// sequences. Last, the errors at n_positions and at a full cache. --outputs writes the first
+// session's "tokens" I64 [B, N] and "logits" F32 [B, N, V] (logits[:, k] chose tokens[:, k]) for
+// comparison with the PyTorch reference (tests/hf_parity.py). Exit code 0 when every check passes.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -19,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/generation.h"
 #include "engine/model_dir.h"
 #include "engine/safetensors.h"
 #include "kernels/kernels.h"
@@ -177,7 +180,51 @@ int main(int argc, char** argv) {
                 static_cast<long long>(beams.checked));
     ok = ok && beams.max_diff <= 1e-5 && beams.token_mismatches == 0;
 
-    // 3. Limits.
+    // 3. The generation algorithms of engine/generation.h on this session: greedy must give the
+    // tokens above; beam search (select_rows every step) must report the log-probability that
+    // recomputation gives its best sequence.
+    {
+      GenerationOptions opt;
+      opt.max_new_tokens = steps;
+      opt.method = DecodingMethod::greedy;
+      auto lm = m.new_session(steps);
+      const auto res = generate(*lm, prompts, opt);
+      int64_t differ = 0;
+      for (int64_t b = 0; b < batch; ++b) {
+        const auto& ids = res[b].sequences.at(0).ids;
+        for (int64_t k = 0; k < steps; ++k)
+          differ += k >= static_cast<int64_t>(ids.size()) ||
+                    ids[k] != tokens.data<int64_t>()[b * steps + k];
+      }
+      std::printf("generate(greedy): %lld tokens differ from the session's greedy\n",
+                  static_cast<long long>(differ));
+      ok = ok && differ == 0;
+
+      opt.method = DecodingMethod::beam;
+      opt.num_beams = 3;
+      auto beam_lm = m.new_session(steps);
+      const auto beams_res = generate(*beam_lm, prompts, opt);
+      double worst = 0;
+      for (int64_t b = 0; b < batch; ++b) {
+        const auto& best = beams_res[b].sequences.at(0);
+        std::vector<int64_t> seq = prompts[b];
+        double logprob = 0;
+        for (int64_t id : best.ids) {
+          const std::vector<float> full = recompute(m, seq);
+          double mx = full[0], sum = 0;
+          for (float x : full) mx = std::max(mx, static_cast<double>(x));
+          for (float x : full) sum += std::exp(static_cast<double>(x) - mx);
+          logprob += full[id] - mx - std::log(sum);
+          seq.push_back(id);
+        }
+        worst = std::max(worst, std::fabs(logprob - best.logprob));
+      }
+      std::printf("generate(beam 3): best sequences' log-probability vs recomputation: %.3g\n",
+                  worst);
+      ok = ok && worst <= 1e-4;
+    }
+
+    // 4. Limits.
     const int64_t limit = m.config().n_positions;
     ok = expect_error("prompt + new tokens past n_positions", std::to_string(limit),
                       [&] {

@@ -270,6 +270,35 @@ def check_embed(args, workdir):
                 worst = max(worst, float(np.abs(got - want).max()))
     if worst > 1e-4:
         problems.append(f"embed max error {worst:.3g}")
+
+    # Text input: the model directory's vocab.txt (bert-base-uncased's) tokenizes the reference
+    # cases of tests/data/tokenizers; each vector must equal the reference's for [CLS] ids [SEP].
+    data = os.path.join(_ROOT, "tests", "data", "tokenizers", "bert")
+    text_dir = os.path.join(workdir, "embed_text_model")
+    make_hf_checkpoint.write(ckpt_args("bert", text_dir, dict(layers=1, hidden=24, heads=3, vocab=30522,
+                                                              positions=64), 78))
+    shutil.copy(os.path.join(data, "vocab.txt"), text_dir)
+    with open(os.path.join(data, "cases.jsonl")) as f:
+        cases = [json.loads(x) for x in f if x.strip()]
+    cases = [c for c in cases if c["ids"] and "\n" not in c["text"] and len(c["ids"]) < 60][:6]
+    p = subprocess.run([args.tessera, "embed", "--model", text_dir, "--pooling", "mean", "--threads",
+                        str(args.threads)] + [c["text"] for c in cases],
+                       capture_output=True, text=True, timeout=args.timeout)
+    if p.returncode != 0:
+        problems.append(f"embed text: exit {p.returncode}: {p.stderr.strip()[:150]}")
+    else:
+        ref = hf_reference.load(text_dir)
+        lines = [json.loads(x) for x in p.stdout.splitlines()]
+        for c, line in zip(cases, lines):
+            ids = [101] + c["ids"] + [102]
+            want = ref(np.array([ids]))[0][0].mean(0).numpy()
+            err = float(np.abs(np.array(line["embedding"]) - want).max())
+            worst = max(worst, err)
+            if line["tokens"] != len(ids) or err > 1e-4:
+                problems.append(f"embed text {c['text']!r}: {line['tokens']} tokens (want {len(ids)}), "
+                                f"error {err:.3g}")
+        if len(lines) != len(cases):
+            problems.append(f"embed text: {len(lines)} lines for {len(cases)} texts")
     return problems, worst
 
 
@@ -448,7 +477,7 @@ def main(argv=None) -> int:
             total += 1
             problems, err = check_embed(args, workdir)
             failed += bool(problems)
-            print(f"{'embed':42s} {'bert':6s} {'tessera embed --ids, cls/mean/pooler, with/without --normalize':84s} "
+            print(f"{'embed':42s} {'bert':6s} {'tessera embed --ids, cls/mean/pooler, with/without --normalize; text':84s} "
                   f"{err:9.2e} {1e-4:7.0e}  {'FAIL  ' + '; '.join(problems) if problems else 'PASS'}", flush=True)
         if want("errors"):
             total += 1

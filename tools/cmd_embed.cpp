@@ -16,11 +16,9 @@
 #include <iostream>
 #include <sstream>
 
+#include "engine/tokenizers.h"
 #include "models/bert.h"
 #include "tools/cli.h"
-#if TESSERA_HAS_TEXT_TOKENIZERS
-#include "engine/tokenizers.h"
-#endif
 
 namespace tessera::cli {
 
@@ -48,20 +46,13 @@ std::vector<int64_t> parse_ids(const std::string& s, size_t index) {
 }
 
 // Text -> token ids with the model directory's tokenizer (WordPiece for BERT: [CLS] ... [SEP]
-// added). tools/CMakeLists.txt defines TESSERA_HAS_TEXT_TOKENIZERS when engine/tokenizers.h is
-// in the tree; without it text input is refused and --ids must be used.
+// added).
 std::vector<std::vector<int64_t>> tokenize_texts(const std::string& model_dir,
                                                  const std::vector<std::string>& texts) {
-#if TESSERA_HAS_TEXT_TOKENIZERS
   const auto tok = load_tokenizer(model_dir);
   std::vector<std::vector<int64_t>> out;
   for (const auto& t : texts) out.push_back(tok->encode(t, /*add_special=*/true));
   return out;
-#else
-  (void)texts;
-  throw Error("embed: reading text needs the tokenizer of '" + model_dir +
-              "', which this build does not have; pass token ids with --ids");
-#endif
 }
 
 std::string format_float(float v) {

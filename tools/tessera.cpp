@@ -92,6 +92,7 @@ int main(int argc, char** argv) {
   add(cli::add_sysinfo_command);
   add(cli::add_attention_command);
   add(cli::add_embed_command);
+  add(cli::add_tokenize_command);
 
   try {
     app.parse(argc, argv);

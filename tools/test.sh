@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs every test: the Release build (warnings as errors) with the whole
-# suite (kernels, engine, CLI errors, PyTorch parity, demo accuracy), then an
+# suite (kernels, engine, CLI errors, PyTorch parity, demo accuracy) once per ISA the CPU can
+# run (AVX-512, AVX2+FMA, generic), then an
 # AddressSanitizer + UndefinedBehaviorSanitizer build running the kernel, engine and bad-input
 # tests.
 set -euo pipefail
@@ -10,8 +11,20 @@ start=$(date +%s)
 
 echo "=== Release build"
 tools/build.sh build
-echo "=== Release tests"
+best=$(env -u TESSERA_ISA build/tools/tessera sysinfo --json | sed -n 's/.*"isa": "\(.*\)".*/\1/p')
+echo "=== Release tests (ISA $best, the best this CPU has)"
 (cd build && ctest --output-on-failure --timeout 1500)
+
+# The whole suite again on every other ISA this CPU can run (TESSERA_ISA picks the kernels).
+others=()
+case "$best" in
+  avx512) others=(avx2 generic) ;;
+  avx2) others=(generic) ;;
+esac
+for isa in "${others[@]}"; do
+  echo "=== Release tests with TESSERA_ISA=$isa"
+  (cd build && TESSERA_ISA=$isa ctest --output-on-failure --timeout 1500)
+done
 
 echo "=== ASan + UBSan build"
 tools/build.sh build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_SANITIZE=ON \

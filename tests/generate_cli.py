@@ -1,0 +1,207 @@
+#!/usr/bin/python3
+"""`tessera generate` on the demo model: every decoding method, its flags, and bad flags.
+
+Runs the binary on models/demo-dates (a date normaliser: "Nov 26, 2026" -> "2026-11-26") and
+checks:
+
+* greedy: one prompt, several prompts (in order), prompts from stdin, --max-new-tokens,
+  --batch-size not changing the results, the stderr line "tokens N, prefill X ms, decode Y
+  tokens/s" (N = the tokens printed plus one eos per sequence);
+* sample: the same --seed gives the same output, another seed changes some output over many
+  prompts at a high temperature, --top-k 1 equals greedy, --n-best N prints N lines per prompt,
+  --batch-size does not change the samples;
+* beam: --n-best lines per prompt with --scores (non-increasing), one beam equals greedy;
+* --stop (the stop string ends the output and is kept), --repetition-penalty, --ids (ids in, ids
+  out: the same result as text), --jsonl;
+* bad flags and inputs: exit code 2, one line on stderr naming the flag or the limit, nothing
+  on stdout.
+
+    generate_cli.py --tessera build/tools/tessera [--model models/demo-dates]
+
+Prints one line per check; exit code 1 if any fails.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STATS = re.compile(r"^tokens (\d+), prefill [0-9.]+ ms, decode [0-9.]+ tokens/s$")
+DATES = ["the 26th of November 2026", "Nov 26, 2026", "26/11/2026", "Thursday, November 26, 2026",
+         "3 Jan 1999", "march 4th, 2001", "12.10.2010"]
+WANT = ["2026-11-26", "2026-11-26", "2026-11-26", "2026-11-26", "1999-01-03", "2001-03-04",
+        "2010-10-12"]
+
+failures: list[str] = []
+
+
+def check(name: str, ok: bool, detail: str = "") -> None:
+    print(f"{'PASS' if ok else 'FAIL'}: {name}" + (f" ({detail})" if detail and not ok else ""))
+    if not ok:
+        failures.append(name)
+
+
+class Run:
+    def __init__(self, args, flags, prompts=None, stdin=None, model=None):
+        cmd = [args.tessera, "generate", "--model", model or args.model, "--threads", "1"] + flags
+        cmd += list(prompts or [])
+        p = subprocess.run(cmd, input=stdin if stdin is not None else "", capture_output=True,
+                           text=True, encoding="utf-8", timeout=300)
+        self.rc, self.out, self.err = p.returncode, p.stdout, p.stderr
+        self.lines = self.out.split("\n")
+        if self.lines and self.lines[-1] == "":
+            self.lines.pop()
+        self.cmd = " ".join(cmd[1:])
+
+    def ok(self) -> bool:
+        err = self.err.strip().split("\n")
+        return self.rc == 0 and len(err) == 1 and STATS.match(err[0]) is not None
+
+    def why(self) -> str:
+        return f"`{self.cmd}` exited {self.rc}, stdout {self.out[:200]!r}, stderr {self.err[:300]!r}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tessera", required=True)
+    ap.add_argument("--model", default=os.path.join(_ROOT, "models", "demo-dates"))
+    args = ap.parse_args(argv)
+    with open(os.path.join(args.model, "tokenizer.json"), encoding="utf-8") as f:
+        tokens = json.load(f)["tokens"]
+    tok_id = {t: i for i, t in enumerate(tokens)}
+    eos = 2
+
+    # --- greedy ---------------------------------------------------------------------------
+    r = Run(args, [], [DATES[0]])
+    check("greedy, one prompt", r.ok() and r.out == WANT[0] + "\n", r.why())
+    m = STATS.match(r.err.strip())
+    check("stats line counts the tokens printed plus the eos", m is not None and int(m.group(1)) == len(WANT[0]) + 1,
+          r.why())
+    r = Run(args, [], DATES)
+    check("greedy, several prompts in input order", r.ok() and r.lines == WANT, r.why())
+    m = STATS.match(r.err.strip())
+    check("stats line over a batch", m is not None and int(m.group(1)) == sum(len(w) + 1 for w in WANT), r.why())
+    r = Run(args, [], stdin="".join(d + "\n" for d in DATES))
+    check("greedy, prompts from stdin", r.ok() and r.lines == WANT, r.why())
+    r = Run(args, ["--batch-size", "2"], DATES)
+    check("greedy, --batch-size 2 gives the same results", r.ok() and r.lines == WANT, r.why())
+    r = Run(args, ["--max-new-tokens", "4", "--scores"], DATES[:2])
+    check("--max-new-tokens 4 ends with finish reason 'length'",
+          r.ok() and [line.split("\t")[0] for line in r.lines] == ["2026", "2026"]
+          and all(line.endswith("\tlength") for line in r.lines), r.why())
+    r = Run(args, ["--scores"], DATES[:2])
+    check("--scores: text, score, 'eos'", r.ok() and all(re.fullmatch(r"[0-9-]+\t-?[0-9.]+\teos", x) for x in r.lines),
+          r.why())
+
+    # --- sample ---------------------------------------------------------------------------
+    hot = ["--method", "sample", "--temperature", "2.5", "--seed", "11"]
+    a = Run(args, hot, DATES)
+    b = Run(args, hot, DATES)
+    check("sample: same seed, same output", a.ok() and b.ok() and a.lines == b.lines and len(a.lines) == len(DATES),
+          a.why())
+    c = Run(args, ["--method", "sample", "--temperature", "2.5", "--seed", "12"], DATES)
+    check("sample: another seed, another output (temperature 2.5)", c.ok() and c.lines != a.lines, c.why())
+    d = Run(args, hot + ["--batch-size", "3"], DATES)
+    check("sample: --batch-size does not change the samples", d.ok() and d.lines == a.lines, d.why())
+    r = Run(args, ["--method", "sample", "--top-k", "1", "--temperature", "3", "--seed", "5"], DATES)
+    check("sample: --top-k 1 equals greedy", r.ok() and r.lines == WANT, r.why())
+    r = Run(args, ["--method", "sample", "--top-p", "0.9", "--top-k", "10", "--seed", "1", "--n-best", "3"],
+            DATES[:2])
+    check("sample: --n-best 3 prints 3 lines per prompt", r.ok() and len(r.lines) == 6, r.why())
+    one = Run(args, hot, [DATES[0]])  # streamed: one prompt, the same random stream as row 0
+    check("sample: a streamed single prompt equals its row in the batch", one.ok() and one.lines == a.lines[:1],
+          one.why())
+
+    # --- beam -----------------------------------------------------------------------------
+    r = Run(args, ["--method", "beam", "--num-beams", "4", "--n-best", "3", "--scores"], DATES[:3])
+    ok = r.ok() and len(r.lines) == 9
+    if ok:
+        for p in range(3):
+            rows = [line.split("\t") for line in r.lines[3 * p:3 * p + 3]]
+            scores = [float(x[1]) for x in rows]
+            ok = ok and rows[0][0] == WANT[p] and scores == sorted(scores, reverse=True) and len(set(x[0] for x in rows)) == 3
+    check("beam: 3-best per prompt, best first, the best is the greedy answer", ok, r.why())
+    r = Run(args, ["--method", "beam", "--num-beams", "1", "--length-penalty", "0"], DATES)
+    check("beam: one beam equals greedy", r.ok() and r.lines == WANT, r.why())
+    r = Run(args, ["--method", "beam", "--early-stopping", "never", "--length-penalty", "2"], DATES)
+    check("beam: --early-stopping never, --length-penalty 2", r.ok() and len(r.lines) == len(DATES), r.why())
+
+    # --- stop strings, repetition penalty, ids, jsonl -------------------------------------
+    r = Run(args, ["--stop", "-", "--stop", "zz", "--scores"], DATES[:2])
+    check("--stop '-': output ends at the stop string, kept, reason 'stop'",
+          r.ok() and len(r.lines) == 2 and all(x.startswith("2026-\t") and x.endswith("\tstop") for x in r.lines),
+          r.why())
+    r = Run(args, ["--stop", "11"], [DATES[0]])
+    check("--stop streamed: '2026-11'", r.ok() and r.out == "2026-11\n", r.why())
+    r = Run(args, ["--repetition-penalty", "1.5"], DATES)
+    check("--repetition-penalty 1.5 runs, one line per prompt", r.ok() and len(r.lines) == len(DATES), r.why())
+    src = [" ".join(str(tok_id[ch]) for ch in d) + f" {eos}" for d in DATES[:3]]
+    r = Run(args, ["--ids"], src)
+    want_ids = [" ".join(str(tok_id[ch]) for ch in w) for w in WANT[:3]]
+    check("--ids: ids in, ids out, the same result as text", r.ok() and r.lines == want_ids, r.why())
+    r = Run(args, ["--ids"], stdin=src[0] + "\n")
+    check("--ids from stdin (streamed)", r.ok() and r.lines == want_ids[:1], r.why())
+    r = Run(args, ["--jsonl", "--method", "beam", "--n-best", "2"], DATES[:2])
+    ok = r.ok() and len(r.lines) == 4
+    if ok:
+        objs = [json.loads(x) for x in r.lines]
+        ok = [(o["prompt"], o["rank"]) for o in objs] == [(0, 0), (0, 1), (1, 0), (1, 1)] and \
+            objs[0]["text"] == WANT[0] and objs[0]["finish"] == "eos" and \
+            objs[0]["ids"] == [tok_id[ch] for ch in WANT[0]] and objs[0]["score"] >= objs[1]["score"]
+    check("--jsonl: prompt, rank, text, ids, score, finish", ok, r.why())
+
+    # --- bad flags ------------------------------------------------------------------------
+    tmp = tempfile.mkdtemp(prefix="tessera_generate_cli_")
+    try:
+        no_tok = os.path.join(tmp, "no-tokenizer")
+        os.makedirs(no_tok)
+        for f in ("config.json", "model.safetensors"):
+            shutil.copy(os.path.join(args.model, f), no_tok)
+        bad = [
+            (["--method", "topk"], [DATES[0]], None, "--method 'topk'"),
+            (["--temperature", "0.5"], [DATES[0]], None, "--temperature applies to --method sample"),
+            (["--top-k", "3", "--method", "beam"], [DATES[0]], None, "--top-k applies to --method sample"),
+            (["--num-beams", "2", "--method", "sample"], [DATES[0]], None, "--num-beams applies to --method beam"),
+            (["--n-best", "2"], [DATES[0]], None, "--n-best 2 needs --method sample or beam"),
+            (["--n-best", "5", "--method", "beam", "--num-beams", "4"], [DATES[0]], None, "more than --num-beams 4"),
+            (["--n-best", "0"], [DATES[0]], None, "--n-best"),
+            (["--method", "sample", "--temperature", "0"], [DATES[0]], None, "--temperature must be a number > 0"),
+            (["--method", "sample", "--top-p", "0"], [DATES[0]], None, "--top-p must be in (0, 1]"),
+            (["--method", "sample", "--top-p", "1.5"], [DATES[0]], None, "--top-p must be in (0, 1]"),
+            (["--method", "sample", "--top-k", "-1"], [DATES[0]], None, "--top-k must be >= 0"),
+            (["--repetition-penalty", "0"], [DATES[0]], None, "--repetition-penalty must be a number > 0"),
+            (["--method", "beam", "--early-stopping", "sometimes"], [DATES[0]], None, "--early-stopping"),
+            (["--max-new-tokens", "0"], [DATES[0]], None, "--max-new-tokens"),
+            (["--max-new-tokens", "65"], [DATES[0]], None, "maximum of 64 positions"),
+            (["--batch-size", "0"], [DATES[0]], None, "--batch-size"),
+            (["--threads", "-1"], [DATES[0]], None, "--threads"),
+            (["--temperature", "hot", "--method", "sample"], [DATES[0]], None, "--temperature"),
+            (["--ids", "--stop", "x"], ["5 6 2"], None, "--stop"),
+            (["--ids"], ["5 x 2"], None, "'x' in prompt 0 is not a token id"),
+            (["--ids"], ["5 99 2"], None, "token id 99 is out of range"),
+            (["--ids"], ["5 6 2", ""], None, "prompt 1 is empty"),
+            ([], [DATES[0] * 3], None, "more than the model's max_position 64"),
+            ([], [DATES[0]], no_tok, "--ids"),
+            ([], [DATES[0]], os.path.join(tmp, "missing"), "missing"),
+        ]
+        for flags, prompts, model, word in bad:
+            r = Run(args, flags, prompts, model=model)
+            err = r.err.strip().split("\n")
+            ok = (r.rc == 2 and r.out == "" and len(err) == 1 and err[0].startswith("tessera: error: ")
+                  and word in err[0])
+            check(f"bad: {' '.join(flags) or '(none)'} -> exit 2 naming {word!r}", ok, r.why())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print("PASS" if not failures else f"FAIL: {len(failures)} check(s): " + "; ".join(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
