@@ -55,7 +55,9 @@ std::vector<Shape> infer_shapes(const Graph& graph, const TensorMap& inputs, int
 // (which inputs are present, their dtypes and shapes, and past_len where a shape depends on it).
 // The arena only grows; a run with a signature seen before reuses its plan and allocates
 // nothing per node (only the returned outputs are allocated: they are copied out of the arena,
-// so they stay valid after later runs). Runs of one session are serialized by a mutex.
+// so they stay valid after later runs). Runs of one session are serialized by a mutex. The
+// session keeps a reference to the last run's input tensors until the next run (reassigning
+// them then reuses their shape storage).
 class Session {
  public:
   explicit Session(const Graph& graph);

@@ -86,19 +86,6 @@ ValueId Graph::add_value(const std::string& name) {
   return static_cast<ValueId>(values_.size()) - 1;
 }
 
-void Graph::replace_uses(ValueId from, ValueId to) {
-  for (auto& n : nodes_)
-    for (auto& v : n.inputs)
-      if (v == from) v = to;
-  for (auto& v : outputs_)
-    if (v == from) {
-      v = to;
-      values_.at(static_cast<size_t>(to)).name = values_.at(static_cast<size_t>(from)).name;
-      values_.at(static_cast<size_t>(to)).is_output = true;
-      values_.at(static_cast<size_t>(from)).is_output = false;
-    }
-}
-
 std::vector<std::vector<std::pair<int, int>>> Graph::consumers() const {
   std::vector<std::vector<std::pair<int, int>>> c(values_.size());
   for (size_t i = 0; i < nodes_.size(); ++i)
