@@ -6,13 +6,19 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 
+#include <unistd.h>
+
+#include <filesystem>
+
 #include "engine/executor.h"
 #include "engine/passes/passes.h"
 #include "engine/planner.h"
+#include "engine/safetensors.h"
 
 using namespace tessera;
 using kernels::Activation;
@@ -350,6 +356,80 @@ TEST_CASE("passes: prepack packs GEMM weights, drops their f32 copy, keeps table
   CHECK(!ws->at(emb.table).tensor.empty());
   CHECK(ws->at(unused).tensor.empty());
   CHECK(max_diff(before, execute(g, {{"ids", idt}}, ctx).at("y")) == 0);
+}
+
+namespace {
+
+// How many of the whole pages inside [p, p + bytes) are mapped into this process (present in
+// its page tables: /proc/self/pagemap bit 63). mincore() would not do: for a file mapping it
+// reports the page cache, not this process's resident set.
+size_t resident_pages(const void* p, size_t bytes) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) / page * page;
+  if (end <= begin) return 0;
+  FILE* f = std::fopen("/proc/self/pagemap", "rb");
+  REQUIRE(f != nullptr);
+  size_t n = 0;
+  for (uintptr_t a = begin; a < end; a += page) {
+    uint64_t entry = 0;
+    REQUIRE(std::fseek(f, static_cast<long>(a / page * 8), SEEK_SET) == 0);
+    REQUIRE(std::fread(&entry, 8, 1, f) == 1);
+    n += (entry >> 63) & 1;
+  }
+  std::fclose(f);
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("passes: prepack releases the mapped pages of the weights it packed") {
+  namespace fs = std::filesystem;
+  std::mt19937 rng(11);
+  const fs::path path =
+      fs::temp_directory_path() / ("tessera_prepack_" + std::to_string(::getpid()) + ".st");
+  write_safetensors(path.string(), {{"w", random_tensor({256, 512}, rng)},
+                                    {"table", random_tensor({64, 512}, rng)}});
+  auto ws = std::make_shared<WeightSet>();
+  const void* w_data = nullptr;
+  const void* t_data = nullptr;
+  size_t w_bytes = 0, t_bytes = 0;
+  {
+    SafetensorsFile f(path.string());
+    Tensor w = f.get("w"), t = f.get("table");
+    // Touch every page so both are resident before packing.
+    double sum = 0;
+    for (int64_t i = 0; i < w.numel(); ++i) sum += w.data<float>()[i];
+    for (int64_t i = 0; i < t.numel(); ++i) sum += t.data<float>()[i];
+    CHECK(std::isfinite(sum));
+    w_data = w.raw();
+    w_bytes = w.nbytes();
+    t_data = t.raw();
+    t_bytes = t.nbytes();
+    ws->add_mapped("w", w);
+    ws->add_mapped("table", t);
+  }
+  const size_t w_pages = resident_pages(w_data, w_bytes);
+  CHECK(w_pages >= 100);  // 512 KiB of weights
+  Graph g(ws);
+  NodeAttrs emb;
+  emb.table = 1;
+  ValueId ids = g.add_input("ids");
+  ValueId e = g.add_node(Op::embedding, "emb", {ids}, emb);
+  g.mark_output(g.add_node(Op::linear, "lin", {e}, with_weight(0)), "y");
+  Tensor idt(DType::i64, {1, 2});
+  idt.data<int64_t>()[1] = 63;
+  RunContext ctx;
+  Tensor before = execute(g, {{"ids", idt}}, ctx).at("y");
+  CHECK(passes::prepack({&g}) == 1);
+  // The file stays mapped (the table's view keeps it); the packed matrix's pages are gone, the
+  // table's (read by the gather) are not.
+  MESSAGE("resident pages of the packed weight: " << w_pages << " before prepack, "
+                                                  << resident_pages(w_data, w_bytes) << " after");
+  CHECK(resident_pages(w_data, w_bytes) == 0);
+  CHECK(resident_pages(t_data, t_bytes) > 0);
+  CHECK(max_diff(before, execute(g, {{"ids", idt}}, ctx).at("y")) == 0);
+  fs::remove(path);
 }
 
 // ---------------------------------------------------------------------------------------------
