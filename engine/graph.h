@@ -142,6 +142,7 @@ class Graph {
   // For passes: direct access to the nodes and values, and the shared weights (null when the
   // graph was built over a const set).
   std::vector<Node>& mutable_nodes() { return nodes_; }
+  Value& value(ValueId v) { return values_.at(static_cast<size_t>(v)); }
   ValueId add_value(const std::string& name);
   WeightSet* mutable_weights() const { return mutable_weights_.get(); }
   // Consumers of each value: (node index, input slot) pairs, in node order.

@@ -66,6 +66,61 @@ std::string dot_escape(const std::string& s) {
   return o;
 }
 
+const char* act_name(kernels::Activation a) {
+  switch (a) {
+    case kernels::Activation::none:
+      return "none";
+    case kernels::Activation::relu:
+      return "relu";
+    case kernels::Activation::gelu_erf:
+      return "gelu_erf";
+    case kernels::Activation::gelu_tanh:
+      return "gelu_tanh";
+  }
+  return "?";
+}
+
+// What a node's attributes fuse: "(bias, gelu_erf, residual)", "(12 heads x 64, q@0 k@768 ...)".
+std::string details(const Graph& g, const Node& n) {
+  std::vector<std::string> d;
+  const auto& a = n.attrs;
+  switch (n.op) {
+    case Op::linear: {
+      const auto& w = g.weights().at(a.weight);
+      d.push_back(w.packed.empty() ? "f32 weight" : "packed");
+      if (a.bias >= 0) d.push_back("bias");
+      if (a.act != kernels::Activation::none) d.push_back(act_name(a.act));
+      if (n.inputs.size() > 1) d.push_back("residual");
+      break;
+    }
+    case Op::attention:
+    case Op::attention_scores:
+    case Op::attention_context:
+      d.push_back(std::to_string(a.heads) + " heads x " + std::to_string(a.head_dim));
+      d.push_back("q@" + std::to_string(a.q_col) + " k@" + std::to_string(a.k_col) + " v@" +
+                  std::to_string(a.v_col));
+      if (a.causal) d.push_back("causal");
+      if (a.cache_slot >= 0) d.push_back("kv cache " + std::to_string(a.cache_slot));
+      break;
+    case Op::layernorm:
+      if (n.inputs.size() > 1) d.push_back("+ residual");
+      if (n.outputs.size() > 1) d.push_back("stores the sum");
+      break;
+    case Op::embedding:
+      if (a.scale != 1.0f) d.push_back("scale " + std::to_string(a.scale));
+      if (a.pos_table >= 0) d.push_back("+ positions");
+      break;
+    case Op::activation:
+      d.push_back(act_name(a.act));
+      break;
+    default:
+      break;
+  }
+  std::string s;
+  for (const auto& x : d) s += (s.empty() ? "  (" : ", ") + x;
+  return s.empty() ? s : s + ")";
+}
+
 void print_graph(const models::TransformerModel& m, int64_t batch, int64_t seq,
                  const std::string& dot_path) {
   const Graph& g = m.forward_graph();
@@ -85,7 +140,8 @@ void print_graph(const models::TransformerModel& m, int64_t batch, int64_t seq,
             << " nodes\n";
   for (size_t i = 0; i < g.nodes().size(); ++i) {
     const Node& n = g.nodes()[i];
-    std::cout << "  #" << i << "  " << n.name << "  " << op_name(n.op) << "\n      in:  ";
+    std::cout << "  #" << i << "  " << n.name << "  " << op_name(n.op) << details(g, n)
+              << "\n      in:  ";
     for (size_t j = 0; j < n.inputs.size(); ++j) std::cout << (j ? ", " : "") << desc(n.inputs[j]);
     std::cout << "\n      out: ";
     for (size_t j = 0; j < n.outputs.size(); ++j) {

@@ -30,6 +30,7 @@ bool apply_one(Graph& g) {
     dead[ln] = true;
     // At the add's place: the sum's other readers may come before the layernorm.
     nodes[i] = std::move(fused);
+    detail::name_outputs(g, nodes[i]);
     detail::erase_nodes(g, dead);
     return true;
   }

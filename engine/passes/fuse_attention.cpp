@@ -45,6 +45,7 @@ bool apply_one(Graph& g) {
     std::vector<bool> dead(nodes.size(), false);
     dead[i] = dead[p] = true;
     nodes[c] = std::move(fused);
+    detail::name_outputs(g, nodes[c]);
     detail::erase_nodes(g, dead);
     return true;
   }

@@ -40,6 +40,7 @@ bool apply_one(Graph& g) {
     }
     fused.outputs = nodes[at].outputs;
     nodes[at] = std::move(fused);
+    detail::name_outputs(g, nodes[at]);
     detail::erase_nodes(g, dead);
     return true;
   }

@@ -39,6 +39,7 @@ bool apply_one(Graph& g) {
     std::vector<bool> dead(nodes.size(), false);
     dead[i] = true;
     nodes[r] = std::move(fused);
+    detail::name_outputs(g, nodes[r]);
     detail::erase_nodes(g, dead);
     return true;
   }

@@ -206,6 +206,7 @@ bool apply_one(Graph& g) {
     std::vector<bool> dead(nodes.size(), false);
     for (int p : parts) dead[p] = p != first;
     nodes[first] = std::move(fused);
+    detail::name_outputs(g, nodes[first]);
     detail::erase_nodes(g, dead);
     return true;
   }

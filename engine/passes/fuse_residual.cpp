@@ -30,6 +30,7 @@ bool apply_one(Graph& g) {
     std::vector<bool> dead(nodes.size(), false);
     dead[best] = true;
     nodes[i] = std::move(fused);
+    detail::name_outputs(g, nodes[i]);
     detail::erase_nodes(g, dead);
     return true;
   }

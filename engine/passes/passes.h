@@ -82,6 +82,9 @@ int use_count(const Graph& g, ValueId v);
 bool is_output(const Graph& g, ValueId v);
 // Index of the node writing v, or -1.
 int producer(const Graph& g, ValueId v);
+// Names the outputs of a fused node after it ("<node>:out", a second one "<node>:sum"), except
+// graph outputs, whose names are public.
+void name_outputs(Graph& g, const Node& n);
 }  // namespace detail
 
 }  // namespace tessera::passes

@@ -35,4 +35,12 @@ int producer(const Graph& g, ValueId v) {
   return -1;
 }
 
+void name_outputs(Graph& g, const Node& n) {
+  for (size_t i = 0; i < n.outputs.size(); ++i) {
+    const ValueId v = n.outputs[i];
+    if (v == kNone || g.values()[v].is_output || g.values()[v].is_input) continue;
+    g.value(v).name = n.name + (i == 0 ? ":out" : ":sum");
+  }
+}
+
 }  // namespace tessera::passes::detail
