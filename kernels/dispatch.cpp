@@ -224,6 +224,46 @@ PackedWeights pack_weights(const float* w, int64_t n, int64_t k, int64_t ldw, Is
   return out;
 }
 
+PackedWeights pack_weights_kn(const float* w, int64_t k, int64_t n, int64_t ldw, Isa isa) {
+  if (w == nullptr || n < 1 || k < 1 || ldw < n) {
+    throw std::invalid_argument(
+        "tessera::kernels::pack_weights_kn: need w != null, k >= 1, n >= 1, "
+        "ldw >= n; got k=" +
+        std::to_string(k) + " n=" + std::to_string(n) + " ldw=" + std::to_string(ldw));
+  }
+  PackedWeights out;
+  kernel_table(isa).pack_weights_kn(w, k, n, ldw, out);
+  return out;
+}
+
+// Every ISA packs W [N, K] as panels of NR = panel_width() columns of C, each [K, NR] k-major:
+//   packed[(p*K + kk)*NR + jj] = W[p*NR + jj, kk].
+// Row n of W is therefore column n % NR of panel n / NR: K floats NR apart.
+void packed_rows(const PackedWeights& w, const int64_t* rows, int64_t count, float* out,
+                 int64_t ldo) {
+  if (count <= 0) return;
+  if (w.empty() || rows == nullptr || out == nullptr || ldo < w.k()) {
+    throw std::invalid_argument(
+        "tessera::kernels::packed_rows: need packed weights, rows and out != null, ldo >= k; "
+        "got k=" +
+        std::to_string(w.k()) + " ldo=" + std::to_string(ldo));
+  }
+  const int64_t k = w.k();
+  const int64_t nr = w.panel_width();
+  for (int64_t r = 0; r < count; ++r) {
+    if (rows[r] < 0 || rows[r] >= w.n()) {
+      throw std::invalid_argument("tessera::kernels::packed_rows: row " + std::to_string(rows[r]) +
+                                  " (index " + std::to_string(r) + ") is outside [0, " +
+                                  std::to_string(w.n()) + ")");
+    }
+  }
+  for (int64_t r = 0; r < count; ++r) {
+    const float* src = w.data() + (rows[r] / nr) * k * nr + rows[r] % nr;  // stride nr
+    float* dst = out + r * ldo;                                            // [K]
+    for (int64_t kk = 0; kk < k; ++kk) dst[kk] = src[kk * nr];
+  }
+}
+
 void gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c, int64_t ldc,
           const Epilogue& ep) {
   if (m <= 0) return;

@@ -83,6 +83,21 @@ inline PackedWeights pack_weights(const float* w, int64_t n, int64_t k, int64_t 
   return pack_weights(w, n, k, ldw, active_isa());
 }
 
+// Packs a weight stored TRANSPOSED, as [k, n] row-major (row stride ldw >= n): Hugging Face
+// GPT-2's Conv1D layout, y = x · w. The result is identical (bit for bit, same layout) to
+// pack_weights() of its transpose [n, k]. n, k >= 1.
+PackedWeights pack_weights_kn(const float* w, int64_t k, int64_t n, int64_t ldw, Isa isa);
+inline PackedWeights pack_weights_kn(const float* w, int64_t k, int64_t n, int64_t ldw) {
+  return pack_weights_kn(w, k, n, ldw, active_isa());
+}
+
+// out[r, :] = W[rows[r], :] for r < count: rows of the ORIGINAL W [n, k], copied out of the
+// packed layout (k floats each, row stride ldo >= k). Lets a model gather tied embeddings from
+// its packed LM head instead of keeping a second copy of the table. Throws
+// std::invalid_argument if w is empty, ldo < k, or some rows[r] is outside [0, n).
+void packed_rows(const PackedWeights& w, const int64_t* rows, int64_t count, float* out,
+                 int64_t ldo);
+
 // Applied to each element of the tile before it is stored, in this order:
 //   v = acc + bias[j];  v = act(v);  v = v + residual[i * ld_residual + j];  C[i, j] = v.
 struct Epilogue {
@@ -189,6 +204,8 @@ struct KernelTable {
   void (*embedding)(int64_t rows, const int64_t* ids, const float* table, int64_t dim, float scale,
                     const int64_t* positions, const float* pos_table, float* out, int64_t ldo);
   void (*attention)(const AttentionArgs& args);
+  // pack_weights for W given as [k, n] row-major (see pack_weights_kn()).
+  void (*pack_weights_kn)(const float* w, int64_t k, int64_t n, int64_t ldw, PackedWeights& out);
 };
 // The table of one ISA. Throws std::runtime_error if the CPU cannot run it.
 const KernelTable& kernel_table(Isa isa);

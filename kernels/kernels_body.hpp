@@ -180,6 +180,29 @@ struct Body {
     });
   }
 
+  // The same layout from W stored transposed, wt [K, N] row-major (row stride ldw >= N): each
+  // panel row is a contiguous run of a row of wt.
+  static void pack_weights_kn(const float* wt, int64_t k, int64_t n, int64_t ldw,
+                              PackedWeights& out) {
+    const int64_t panels = ceil_div(n, NR);
+    detail::allocate_packed(out, n, k, NR, kIsa, static_cast<size_t>(panels * k * NR));
+    float* dst = out.mutable_data();  // [panels, K, NR]
+    const int64_t grain = max_i64(1, kMinChunkWork / (k * NR));
+    detail::parallel_for(0, panels, grain, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        float* panel = dst + p * k * NR;  // [K, NR]
+        const int64_t j0 = p * NR;
+        const int64_t cols = min_i64(NR, n - j0);
+        for (int64_t kk = 0; kk < k; ++kk) {
+          const float* src = wt + kk * ldw + j0;  // row kk of wt, columns [j0, j0 + cols)
+          float* d = panel + kk * NR;
+          for (int64_t jj = 0; jj < cols; ++jj) d[jj] = src[jj];
+          for (int64_t jj = cols; jj < NR; ++jj) d[jj] = 0.0f;
+        }
+      }
+    });
+  }
+
   // tile[r, :] = sum_kk a[r*lda + kk] * panel[kk, :] for r < R, summed in k order.
   // tile: [MR, NR] (rows >= R untouched). R is a template parameter so the accumulators are
   // fully unrolled into registers.
@@ -728,7 +751,8 @@ constexpr KernelTable make_kernel_table() {
                      &K::activation,
                      &K::add,
                      &K::embedding,
-                     &K::attention};
+                     &K::attention,
+                     &K::pack_weights_kn};
 }
 
 }  // namespace

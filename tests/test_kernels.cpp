@@ -750,6 +750,66 @@ TEST_CASE("gemm: packing, M = 0, ISA mismatch, free function") {
   CHECK_THROWS_AS(tk::pack_weights(d.w.data(), 37, 17, 16, Isa::generic), std::invalid_argument);
 }
 
+TEST_CASE("pack_weights_kn equals pack_weights of the transpose; packed_rows gathers W's rows") {
+  Rng rng;
+  for (Isa isa : tk::supported_isas()) {
+    const tk::KernelTable& kt = tk::kernel_table(isa);
+    const int64_t nr = kt.gemm_panel_width;
+    for (int64_t n : {int64_t{1}, int64_t{3}, int64_t{17}, nr - 1, nr, nr + 1, int64_t{127}})
+      for (int64_t k : {1, 3, 17, 127})
+        for (int64_t pad : {0, 5}) {
+          const int64_t ldw = k + pad;  // W [n, k]
+          const int64_t ldt = n + pad;  // Wt [k, n]
+          std::vector<float> w(static_cast<size_t>(n * ldw), kNaN);
+          std::vector<float> wt(static_cast<size_t>(k * ldt), kNaN);
+          for (int64_t j = 0; j < n; ++j)
+            for (int64_t kk = 0; kk < k; ++kk) {
+              const float v = rng.uniform(-1.0f, 1.0f);
+              w[static_cast<size_t>(j * ldw + kk)] = v;
+              wt[static_cast<size_t>(kk * ldt + j)] = v;
+            }
+          const tk::PackedWeights a = tk::pack_weights(w.data(), n, k, ldw, isa);
+          const tk::PackedWeights b = tk::pack_weights_kn(wt.data(), k, n, ldt, isa);
+          CHECK(b.n() == n);
+          CHECK(b.k() == k);
+          CHECK(b.isa() == isa);
+          CHECK(b.panel_width() == a.panel_width());
+          REQUIRE(a.bytes() == b.bytes());
+          CHECK_MESSAGE(std::memcmp(a.data(), b.data(), a.bytes()) == 0,
+                        isa_str(isa) << " pack_weights_kn n=" << n << " k=" << k << " pad=" << pad);
+          // packed_rows: every row, in a scrambled order with repeats, into a padded output.
+          std::vector<int64_t> rows;
+          for (int64_t j = n - 1; j >= 0; --j) rows.push_back(j);
+          rows.push_back(0);
+          rows.push_back(n - 1);
+          const int64_t ldo = k + 2;
+          std::vector<float> out(rows.size() * static_cast<size_t>(ldo), kNaN);
+          tk::packed_rows(b, rows.data(), static_cast<int64_t>(rows.size()), out.data(), ldo);
+          int64_t wrong = 0, touched = 0;
+          for (size_t r = 0; r < rows.size(); ++r) {
+            for (int64_t kk = 0; kk < k; ++kk)
+              wrong += out[r * ldo + kk] != w[static_cast<size_t>(rows[r] * ldw + kk)];
+            for (int64_t kk = k; kk < ldo; ++kk) touched += !std::isnan(out[r * ldo + kk]);
+          }
+          CHECK_MESSAGE(wrong == 0, isa_str(isa) << " packed_rows n=" << n << " k=" << k);
+          CHECK(touched == 0);
+        }
+    // Bad input.
+    std::vector<float> w(12, 1.0f);
+    const tk::PackedWeights p = tk::pack_weights(w.data(), 3, 4, 4, isa);
+    std::vector<float> out(8);
+    const int64_t bad_hi[] = {3};
+    const int64_t bad_lo[] = {-1};
+    CHECK_THROWS_AS(tk::packed_rows(p, bad_hi, 1, out.data(), 4), std::invalid_argument);
+    CHECK_THROWS_AS(tk::packed_rows(p, bad_lo, 1, out.data(), 4), std::invalid_argument);
+    const int64_t ok[] = {2};
+    CHECK_THROWS_AS(tk::packed_rows(p, ok, 1, out.data(), 3), std::invalid_argument);
+    CHECK_THROWS_AS(tk::pack_weights_kn(w.data(), 4, 3, 2, isa), std::invalid_argument);
+    CHECK_THROWS_AS(tk::packed_rows(tk::PackedWeights(), ok, 1, out.data(), 4),
+                    std::invalid_argument);
+  }
+}
+
 // =============================================================================================
 // Attention
 // =============================================================================================
