@@ -67,7 +67,7 @@ struct Scratch {
   Scratch& operator=(const Scratch&) = delete;
   ~Scratch() { ::operator delete[](data, kAlign); }
 };
-thread_local Scratch t_scratch;
+thread_local Scratch t_scratch[detail::kScratchSlots];
 
 }  // namespace
 
@@ -167,8 +167,8 @@ void allocate_packed(PackedWeights& out, int64_t n, int64_t k, int64_t nr, Isa i
   out = PackedWeights(n, k, nr, isa, floats);
 }
 
-float* thread_scratch(size_t floats) {
-  Scratch& s = t_scratch;
+float* thread_scratch(size_t floats, int slot) {
+  Scratch& s = t_scratch[slot];
   if (floats > s.capacity) {
     const size_t capacity = (floats + 15) / 16 * 16;  // whole cache lines
     float* data = static_cast<float*>(::operator new[](capacity * sizeof(float), kAlign));

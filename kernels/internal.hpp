@@ -23,9 +23,11 @@ const KernelTable& kernel_table_generic();
 void allocate_packed(PackedWeights& out, int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats);
 
 // Scratch memory private to the calling thread: 64-byte aligned, at least `floats` floats,
-// valid until the next call on the same thread. Grows (never shrinks), so a steady-state
-// forward pass does not allocate.
-float* thread_scratch(size_t floats);
+// valid until the next call on the same thread with the same slot. Grows (never shrinks), so a
+// steady-state forward pass does not allocate. Slots 0 and 1 are independent buffers (GEMM keeps
+// its packed A in slot 1 on the calling thread while every thread of its team uses slot 0).
+constexpr int kScratchSlots = 2;
+float* thread_scratch(size_t floats, int slot = 0);
 
 // Thrown (std::invalid_argument) when an ISA's gemm is handed weights packed for another ISA.
 [[noreturn]] void throw_packed_isa_mismatch(Isa kernel_isa, Isa packed_isa);

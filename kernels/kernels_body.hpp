@@ -203,6 +203,10 @@ struct Body {
     });
   }
 
+  // Software prefetch distance of the streaming micro-kernel: 4 KiB ahead at NR = 32 (about
+  // DRAM latency x one core's share of the bandwidth: ~100 ns x 27 GB/s = 2.7 KB in flight).
+  static constexpr int64_t kPrefetchSteps = 4096 / (NR * 4);
+
   // tile[r, :] = sum_kk a[r*lda + kk] * panel[kk, :] for r < R, summed in k order.
   // tile: [MR, NR] (rows >= R untouched). R is a template parameter so the accumulators are
   // fully unrolled into registers.
@@ -217,6 +221,10 @@ struct Body {
       acc1[r] = B(0.0f);
     }
     for (int64_t kk = 0; kk < k; ++kk) {
+      // Prefetch the panel kPrefetchSteps k steps ahead (past its end: harmless, a prefetch
+      // never faults).
+      __builtin_prefetch(panel + (kk + kPrefetchSteps) * NR, 0, 0);
+      if constexpr (NR * 4 > 64) __builtin_prefetch(panel + (kk + kPrefetchSteps) * NR + 16, 0, 0);
       const B b0 = B::load_aligned(panel + kk * NR);
       const B b1 = B::load_aligned(panel + kk * NR + W);
 #pragma GCC unroll 8
@@ -272,29 +280,179 @@ struct Body {
     }
   }
 
+  // ---- Blocked path (M > kFewRows): the GotoBLAS / BLIS loop nest ----------------------------
+  // The roles map onto BLIS's with A and B swapped: our vector operand is the packed weight
+  // panel (BLIS's A micro-panel, streamed from L2), our broadcast operand is A (BLIS's B
+  // micro-panel, resident in L1). Per call:
+  //   1. A is packed once into MR-row micro-panels Ap [row_blocks, K, MR] (rows past M zero),
+  //      so the MR broadcasts of one k step read 4*MR contiguous bytes.
+  //   2. C is cut into items of up to MC rows x NC columns (item = unit of OpenMP work).
+  //   3. Per item: for each KC block of K: for each MR row block: for each NR panel: the
+  //      micro-kernel accumulates an MR x NR tile over the KC block.
+  // Cache reasoning (Zen 4: 32 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3):
+  //   * KC = 256: the A micro-panel of one KC block, KC x MR x 4 B (8 KiB at MR = 8), stays in
+  //     L1 while the item's panels stream past it; a quarter of L1, so the streamed W lines
+  //     and the C tile do not evict it. Long enough that loading/storing the MR x NR
+  //     accumulators between K blocks (2 x 16 vectors) costs < 1 % of the KC x 2MR FMAs.
+  //   * NC = 256 columns: the item's W block, KC x NC x 4 B = 256 KiB, stays in L2 while the
+  //     item's MC / MR row blocks each sweep it.
+  //   * MC = 128 rows: the item's A block (MC x KC x 4 B = 128 KiB) and its accumulators
+  //     (MC x NC x 4 B = 128 KiB) also fit in L2 next to the W block (512 KiB in all, half of
+  //     L2). The whole packed W (e.g. 9 MiB for 768 x 3072) is L3-resident and read once per
+  //     row item: at MC = 128, 1/64 byte per flop, ~2 GB/s at peak.
+  // Items are smaller than MC x NC when needed to give every thread several of them. Each
+  // C element is accumulated by one thread, in k order, in one register chain (reloading
+  // the accumulator between K blocks is exact), so the result is independent of the thread
+  // count and of the blocking. The epilogue is applied to a tile right after its last K block,
+  // while it is in L1.
+  static constexpr int64_t kKC = 256;
+  static constexpr int64_t kMC = 128;
+  static constexpr int64_t kNC = 256;
+  // M up to this many rows takes the few-row (streaming) path.
+  static constexpr int64_t kFewRows = MR;
+
+  // ap [K, MR] = rows [i0, i0 + rows) of A, k-major, rows past `rows` zero.
+  static void pack_a_block(const float* a, int64_t lda, int64_t rows, int64_t k, float* ap) {
+    for (int64_t r = 0; r < MR; ++r) {
+      float* d = ap + r;
+      if (r < rows) {
+        const float* src = a + r * lda;  // [K]
+        for (int64_t kk = 0; kk < k; ++kk) d[kk * MR] = src[kk];
+      } else {
+        for (int64_t kk = 0; kk < k; ++kk) d[kk * MR] = 0.0f;
+      }
+    }
+  }
+
+  // tile [MR, NR] = (load ? tile : 0) + sum over kc steps of ap[kk, :]ᵀ · bp[kk, :], one FMA
+  // chain per accumulator. ap: [kc, MR] (L1), bp: [kc, NR] (a KC block of a weight panel).
+  static void micro_kernel_packed(int64_t kc, const float* ap, const float* bp, float* tile,
+                                  bool load) {
+    B acc0[MR];
+    B acc1[MR];
+    if (load) {
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        acc0[r] = B::load_aligned(tile + r * NR);
+        acc1[r] = B::load_aligned(tile + r * NR + W);
+      }
+    } else {
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        acc0[r] = B(0.0f);
+        acc1[r] = B(0.0f);
+      }
+    }
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      const B b0 = B::load_aligned(bp + kk * NR);
+      const B b1 = B::load_aligned(bp + kk * NR + W);
+      const float* av = ap + kk * MR;
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const B x(av[r]);
+        acc0[r] = xsimd::fma(x, b0, acc0[r]);
+        acc1[r] = xsimd::fma(x, b1, acc1[r]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      acc0[r].store_aligned(tile + r * NR);
+      acc1[r].store_aligned(tile + r * NR + W);
+    }
+  }
+
   template <Activation kAct>
-  static void gemm_impl(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
-                        int64_t ldc, const Epilogue& ep) {
+  static void gemm_blocked(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
+                           int64_t ldc, const Epilogue& ep) {
     const int64_t n = w.n();
     const int64_t k = w.k();
     const float* packed = w.data();  // [panels, K, NR]
     const int64_t panels = ceil_div(n, NR);
     const int64_t row_blocks = ceil_div(m, MR);
-    // Tiles (row block, panel), numbered panel-major so that a thread's contiguous run of tiles
-    // reuses one panel (K*NR floats, <= 384 KiB at K = 3072 on AVX-512: L2-resident) across the
-    // row blocks. The tiling depends only on M and N; each tile sums the whole K in order.
-    const int64_t grain = max_i64(1, kMinChunkWork / (2 * min_i64(m, MR) * NR * k));
-    detail::parallel_for(0, panels * row_blocks, grain, [&](int64_t t0, int64_t t1) {
-      alignas(64) float tile[MR * NR];  // [MR, NR]
+
+    // 1. Pack A: [row_blocks, K, MR], on the calling thread's slot-1 scratch (the workers'
+    //    slot 0 holds their accumulators).
+    float* ap = detail::thread_scratch(static_cast<size_t>(row_blocks * k * MR), 1);
+    detail::parallel_for(
+        0, row_blocks, max_i64(1, kMinChunkWork / (MR * k * 8)), [&](int64_t b0, int64_t b1) {
+          for (int64_t rb = b0; rb < b1; ++rb) {
+            pack_a_block(a + rb * MR * lda, lda, min_i64(MR, m - rb * MR), k, ap + rb * k * MR);
+          }
+        });
+
+    // 2. Items: row_items x col_items, each up to MC rows (whole row blocks) x NC columns (whole
+    //    panels). With several threads, items shrink (down to one panel wide) until there are
+    //    about 8 per thread, so a static split is balanced within ~10 %.
+    const int64_t row_items = ceil_div(row_blocks, kMC / MR);
+    int64_t item_panels = kNC / NR;
+    const int64_t threads = num_threads();
+    if (threads > 1) {
+      const int64_t want_col_items = ceil_div(8 * threads, row_items);
+      item_panels = min_i64(item_panels, max_i64(1, ceil_div(panels, want_col_items)));
+    }
+    const int64_t col_items = ceil_div(panels, item_panels);
+    const int64_t max_item_blocks = ceil_div(row_blocks, row_items);
+    const size_t acc_floats = static_cast<size_t>(max_item_blocks * item_panels * MR * NR);
+
+    detail::parallel_for(0, row_items * col_items, 1, [&](int64_t t0, int64_t t1) {
+      float* acc = detail::thread_scratch(acc_floats, 0);  // [item blocks, item panels, MR, NR]
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t p = t / row_blocks;
-        const int64_t i0 = (t % row_blocks) * MR;
-        const int64_t rows = min_i64(MR, m - i0);
-        const int64_t j0 = p * NR;
-        micro_kernel_rows<MR>(rows, k, a + i0 * lda, lda, packed + p * k * NR, tile);
-        store_tile<kAct>(tile, rows, min_i64(NR, n - j0), i0, j0, c, ldc, ep);
+        const int64_t ri = t / col_items;
+        const int64_t ci = t % col_items;
+        const int64_t rb0 = ri * row_blocks / row_items;  // row blocks [rb0, rb1)
+        const int64_t rb1 = (ri + 1) * row_blocks / row_items;
+        const int64_t p0 = ci * item_panels;  // panels [p0, p1)
+        const int64_t p1 = min_i64(panels, p0 + item_panels);
+        const int64_t np = p1 - p0;
+        for (int64_t k0 = 0; k0 < k; k0 += kKC) {
+          const int64_t kc = min_i64(kKC, k - k0);
+          const bool last = k0 + kc == k;
+          for (int64_t rb = rb0; rb < rb1; ++rb) {
+            const float* apb = ap + (rb * k + k0) * MR;  // [kc, MR]
+            const int64_t i0 = rb * MR;
+            for (int64_t p = p0; p < p1; ++p) {
+              float* tile = acc + ((rb - rb0) * np + (p - p0)) * MR * NR;  // [MR, NR]
+              micro_kernel_packed(kc, apb, packed + (p * k + k0) * NR, tile, k0 > 0);
+              if (last) {
+                store_tile<kAct>(tile, min_i64(MR, m - i0), min_i64(NR, n - p * NR), i0, p * NR, c,
+                                 ldc, ep);
+              }
+            }
+          }
+        }
       }
     });
+  }
+
+  // ---- Few-row path (M <= kFewRows: a decode step) -------------------------------------------
+  // Bandwidth-bound: every weight byte is used M times, so the kernel streams each packed panel
+  // once (whole K, A's M rows read straight from L1) and prefetches kPrefetchSteps k steps
+  // ahead; the threads split the panels (the N range).
+  template <Activation kAct>
+  static void gemm_few_rows(int64_t m, const float* a, int64_t lda, const PackedWeights& w,
+                            float* c, int64_t ldc, const Epilogue& ep) {
+    const int64_t n = w.n();
+    const int64_t k = w.k();
+    const float* packed = w.data();  // [panels, K, NR]
+    const int64_t panels = ceil_div(n, NR);
+    const int64_t grain = max_i64(1, kMinChunkWork / (2 * m * NR * k));
+    detail::parallel_for(0, panels, grain, [&](int64_t q0, int64_t q1) {
+      alignas(64) float tile[MR * NR];  // [MR, NR]
+      for (int64_t p = q0; p < q1; ++p) {
+        micro_kernel_rows<MR>(m, k, a, lda, packed + p * k * NR, tile);
+        store_tile<kAct>(tile, m, min_i64(NR, n - p * NR), 0, p * NR, c, ldc, ep);
+      }
+    });
+  }
+
+  template <Activation kAct>
+  static void gemm_impl(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
+                        int64_t ldc, const Epilogue& ep) {
+    if (m <= kFewRows) {
+      gemm_few_rows<kAct>(m, a, lda, w, c, ldc, ep);
+    } else {
+      gemm_blocked<kAct>(m, a, lda, w, c, ldc, ep);
+    }
   }
 
   static void gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,

@@ -698,6 +698,8 @@ TEST_CASE("gemm: every N to 2*NR+1, every M to 17, K in {1, 3, 17, 127, 768}") {
     run_gemm_case(kt, next(17, 768, 1000), rng);
     run_gemm_case(kt, next(3, 127, 1000), rng);
     run_gemm_case(kt, next(33, 17, 1000), rng);
+    // Blocked path: several MC row items (with a tail), K blocks with a tail, NC tails.
+    run_gemm_case(kt, next(300, 600, 530), rng);
   }
 }
 
@@ -830,7 +832,8 @@ TEST_CASE("threads: gemm and attention are bit-identical for 1, 2 and 3 threads"
     const tk::KernelTable& kt = tk::kernel_table(isa);
     const GemmCase shapes[] = {{1, 768, 768, Activation::gelu_erf, true},
                                {37, 127, 1000, Activation::none, true, true},
-                               {130, 256, 200, Activation::gelu_tanh, false, true, true, 1}};
+                               {130, 256, 200, Activation::gelu_tanh, false, true, true, 1},
+                               {300, 600, 530, Activation::relu, true, true, false, 3}};
     for (const GemmCase& g : shapes) {
       GemmData d(g, rng);
       tk::PackedWeights pw;
