@@ -293,6 +293,10 @@ void activation(int64_t n, const float* x, float* y, Activation act) {
   active_table().activation(n, x, y, act);
 }
 
+void vector_math(MathFunction f, int64_t n, const float* x, float* y) {
+  active_table().vector_math(f, n, x, y);
+}
+
 void add(int64_t n, const float* a, const float* b, float* y) {
   active_table().add(n, a, b, y);
 }

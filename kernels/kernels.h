@@ -133,6 +133,12 @@ void add_layernorm_rows(int64_t rows, int64_t n, const float* x, int64_t ldx, co
 // y[i] = act(x[i]), i < n. In place allowed.
 void activation(int64_t n, const float* x, float* y, Activation act);
 
+// The kernels' own polynomial approximations (used by softmax, attention and GELU), exposed
+// for tests and for models: y[i] = f(x[i]), i < n. In place allowed. Their maximum errors are
+// stated in kernels/kernels_body.hpp and checked by the tests; NaN maps to NaN.
+enum class MathFunction : uint8_t { exp, erf, erfc, tanh };
+void vector_math(MathFunction f, int64_t n, const float* x, float* y);
+
 // y[i] = a[i] + b[i]. In place allowed (y == a or y == b).
 void add(int64_t n, const float* a, const float* b, float* y);
 
@@ -206,6 +212,7 @@ struct KernelTable {
   void (*attention)(const AttentionArgs& args);
   // pack_weights for W given as [k, n] row-major (see pack_weights_kn()).
   void (*pack_weights_kn)(const float* w, int64_t k, int64_t n, int64_t ldw, PackedWeights& out);
+  void (*vector_math)(MathFunction f, int64_t n, const float* x, float* y);
 };
 // The table of one ISA. Throws std::runtime_error if the CPU cannot run it.
 const KernelTable& kernel_table(Isa isa);
