@@ -520,7 +520,7 @@ struct Body {
     //    slot 0 holds their accumulators).
     float* ap = detail::thread_scratch(static_cast<size_t>(row_blocks * k * MR), 1);
     detail::parallel_for(
-        0, row_blocks, max_i64(1, kMinChunkWork / (MR * k * 8)), [&](int64_t b0, int64_t b1) {
+        0, row_blocks, max_i64(1, kMinChunkWork / (MR * k)), [&](int64_t b0, int64_t b1) {
           for (int64_t rb = b0; rb < b1; ++rb) {
             pack_a_block(a + rb * MR * lda, lda, min_i64(MR, m - rb * MR), k, ap + rb * k * MR);
           }
@@ -531,7 +531,10 @@ struct Body {
     //    about 8 per thread, so a static split is balanced within ~10 %.
     const int64_t row_items = ceil_div(row_blocks, kMC / MR);
     int64_t item_panels = kNC / NR;
-    const int64_t threads = num_threads();
+    // Threads worth using: each should get at least 4 kMinChunkWork flops (a small GEMM stays
+    // on one thread, where a fork/join would cost more than it saves).
+    const int64_t threads =
+        min_i64(num_threads(), max_i64(1, 2 * m * panels * NR * k / (4 * kMinChunkWork)));
     if (threads > 1) {
       const int64_t want_col_items = ceil_div(8 * threads, row_items);
       item_panels = min_i64(item_panels, max_i64(1, ceil_div(panels, want_col_items)));
@@ -540,7 +543,9 @@ struct Body {
     const int64_t max_item_blocks = ceil_div(row_blocks, row_items);
     const size_t acc_floats = static_cast<size_t>(max_item_blocks * item_panels * MR * NR);
 
-    detail::parallel_for(0, row_items * col_items, 1, [&](int64_t t0, int64_t t1) {
+    // One thread: a single chunk (parallel_for then runs it on the calling thread).
+    const int64_t item_grain = threads > 1 ? 1 : row_items * col_items;
+    detail::parallel_for(0, row_items * col_items, item_grain, [&](int64_t t0, int64_t t1) {
       float* acc = detail::thread_scratch(acc_floats, 0);  // [item blocks, item panels, MR, NR]
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t ri = t / col_items;
@@ -787,162 +792,85 @@ struct Body {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Attention (online softmax over key tiles)
+  // Attention, flash style: per (b, h, block of queries), tiles of keys with a running max and
+  // sum (online softmax); Q·Kᵀ and P·V run as register-tiled products.
   // -------------------------------------------------------------------------------------------
-  // A task is kQueryBlock queries of one (b, h). For several queries, each key tile of K and V is
-  // first copied into contiguous, zero-padded scratch [kKeyTile, dp]: rows of K/V in a fused
-  // QKV buffer or a KV cache are 3-12 KiB apart, which maps them onto a few L1 sets (conflict
-  // misses on every re-read). 32 keys x 64 dims x 4 B x (K + V) = 16 KiB: half a 32 KiB L1.
-  static constexpr int64_t kKeyTile = 32;
-  static constexpr int64_t kQueryBlock = 16;
-  // Output accumulator vectors kept in registers while a tile's values are summed (4 vectors:
-  // 4 accumulators + 1 broadcast + 1-4 loads, well within 16 registers).
-  static constexpr int kAccVectors = 4;
+  // A task is kQueryBlock queries of one (b, h), processed as sub-blocks of MR query rows. For
+  // each tile of kKeyTile = NR keys (the GEMM micro-kernel's register tile: MR x NR):
+  //   1. the tile of K is copied transposed, Kt [D, NR] (keys past the tile's end zero), and
+  //      the tile of V copied, Vt [NR, dp2] (dp2 = D rounded up to NR). Rows of K/V in a fused
+  //      QKV buffer or a KV cache are 3-12 KiB apart; the copies are contiguous, L1-resident
+  //      (AVX-512, D = 64: 8 + 8 KiB) and shared by the kQueryBlock queries (copy cost: 1/(2
+  //      kQueryBlock) of the flops);
+  //   2. scores S [MR, NR] = (scale q) · Kt: MR broadcasts x 2 vectors per head-dim step, the
+  //      GEMM register tile;
+  //   3. masks applied to S in the tile (causal, key padding, bool, additive);
+  //   4. online softmax per row over the NR scores (2 vectors): new max, correction
+  //      exp(old max - new max), P = exp(S - max), running sum;
+  //   5. acc [MR, dp2] = acc * corr + P · Vt, NR columns of the head at a time (the same
+  //      register tile, K = keys of the tile).
+  // Workspace per thread: (2 kQueryBlock + NR) dp2 + D NR + MR NR floats, independent of S.
+  static constexpr int64_t kKeyTile = NR;
+  static constexpr int64_t kQueryBlock = 4 * MR;
 
-  // dst[0, dp) = src[0, d) followed by zeros; dp = d rounded up to W, dst aligned.
-  static void copy_padded(float* dst, const float* src, int64_t d) {
-    int64_t x = 0;
-    for (; x + W <= d; x += W) load(src + x).store_aligned(dst + x);
-    if (x < d) load_partial(src + x, d - x, 0.0f).store_aligned(dst + x);
-  }
-
-  // Lane i of the result = hadd(rows[i]), i < W: W horizontal sums in ~W shuffles and adds.
-  static B transpose_sum(const B* rows) {
-#if XSIMD_VERSION_MAJOR == 8 && XSIMD_VERSION_MINOR == 1
-    if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
-      // xsimd 8.1's AVX-512 haddp puts hadd(rows[p(i)]) in lane i, with p swapping lanes
-      // 2<->4, 3<->5, 10<->12, 11<->13 (a shuffle-order bug, caught by the kernel tests).
-      // p is an involution: feeding rows[p(i)] puts every sum in its lane.
-      constexpr int kPerm[16] = {0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15};
-      B fixed[16];
-      for (int i = 0; i < 16; ++i) fixed[i] = rows[kPerm[i]];
-      return xsimd::haddp(fixed);
-    }
-#endif
-    return xsimd::haddp(rows);
-  }
-
-  // sc[j] = qs . k_j for the nk keys k_j = kb + j*k_ss; qs is 64-byte aligned and zero-padded
-  // to a multiple of W. W keys at a time: one accumulator per key, then one transposed sum
-  // turns the W accumulators into W scores (no per-key horizontal sum).
-  static void tile_scores(const float* qs, const float* kb, int64_t k_ss, int64_t nk, int64_t d,
-                          float* sc) {
-    const int64_t d_full = d / W * W;
-    for (int64_t j0 = 0; j0 < nk; j0 += W) {
-      const int64_t g = min_i64(W, nk - j0);
-      B accs[W];
-      int64_t i = 0;
-      // Four keys at a time: four independent FMA chains hide the FMA latency.
-      for (; i + 4 <= g; i += 4) {
-        const float* k0 = kb + (j0 + i) * k_ss;  // [D] each
-        const float* k1 = k0 + k_ss;
-        const float* k2 = k1 + k_ss;
-        const float* k3 = k2 + k_ss;
-        B a0(0.0f), a1(0.0f), a2(0.0f), a3(0.0f);
-        int64_t x = 0;
-        for (; x < d_full; x += W) {
-          const B qv = B::load_aligned(qs + x);
-          a0 = xsimd::fma(qv, load(k0 + x), a0);
-          a1 = xsimd::fma(qv, load(k1 + x), a1);
-          a2 = xsimd::fma(qv, load(k2 + x), a2);
-          a3 = xsimd::fma(qv, load(k3 + x), a3);
-        }
-        if (x < d) {
-          const B qv = B::load_aligned(qs + x);
-          a0 = xsimd::fma(qv, load_partial(k0 + x, d - x, 0.0f), a0);
-          a1 = xsimd::fma(qv, load_partial(k1 + x, d - x, 0.0f), a1);
-          a2 = xsimd::fma(qv, load_partial(k2 + x, d - x, 0.0f), a2);
-          a3 = xsimd::fma(qv, load_partial(k3 + x, d - x, 0.0f), a3);
-        }
-        accs[i] = a0;
-        accs[i + 1] = a1;
-        accs[i + 2] = a2;
-        accs[i + 3] = a3;
-      }
-      for (; i < W; ++i) {
-        B acc(0.0f);
-        if (i < g) {
-          const float* kr = kb + (j0 + i) * k_ss;  // [D]
-          int64_t x = 0;
-          for (; x < d_full; x += W) acc = xsimd::fma(B::load_aligned(qs + x), load(kr + x), acc);
-          if (x < d) {
-            acc = xsimd::fma(B::load_aligned(qs + x), load_partial(kr + x, d - x, 0.0f), acc);
-          }
-        }
-        accs[i] = acc;
-      }
-      const B scores = transpose_sum(accs);
-      if (g == W) {
-        store(sc + j0, scores);
+  // c[r*ldc + 0:NR] = (row_scale ? c * row_scale[r] : 0) + sum_{kk < kd} a[r*lda + kk] b[kk*ldb
+  // + 0:NR] for r < R. b and c 64-byte aligned, ldb and ldc multiples of W.
+  template <int R>
+  static void tile_product(int64_t kd, const float* a, int64_t lda, const float* b, int64_t ldb,
+                           float* c, int64_t ldc, const float* row_scale) {
+    B acc0[R];
+    B acc1[R];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      if (row_scale) {
+        const B sc(row_scale[r]);
+        acc0[r] = B::load_aligned(c + r * ldc) * sc;
+        acc1[r] = B::load_aligned(c + r * ldc + W) * sc;
       } else {
-        store_partial(sc + j0, scores, g);
+        acc0[r] = B(0.0f);
+        acc1[r] = B(0.0f);
       }
     }
+    for (int64_t kk = 0; kk < kd; ++kk) {
+      const B b0 = B::load_aligned(b + kk * ldb);
+      const B b1 = B::load_aligned(b + kk * ldb + W);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const B x(a[r * lda + kk]);
+        acc0[r] = xsimd::fma(x, b0, acc0[r]);
+        acc1[r] = xsimd::fma(x, b1, acc1[r]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      acc0[r].store_aligned(c + r * ldc);
+      acc1[r].store_aligned(c + r * ldc + W);
+    }
   }
-
-  // acc[c0, c0 + NV*W) = acc * corr + sum_j p[j] v_j[c0, ...) over the nk keys v_j = vb + j*v_ss,
-  // with the NV accumulators in registers. Columns >= d are never read from V (their
-  // accumulator lanes stay 0).
-  template <int NV>
-  static void tile_values_chunk(float* acc, float corr, const float* p, int64_t nk, const float* vb,
-                                int64_t v_ss, int64_t c0, int64_t d) {
-    B a[NV];
-    const B bc(corr);
-#pragma GCC unroll 4
-    for (int r = 0; r < NV; ++r) a[r] = B::load_aligned(acc + c0 + r * W) * bc;
-    const bool full = c0 + NV * W <= d;
-    for (int64_t j = 0; j < nk; ++j) {
-      if (p[j] == 0.0f) continue;  // masked (or underflowed) key
-      const B pj(p[j]);
-      const float* vr = vb + j * v_ss + c0;  // [D - c0]
-      if (full) {
-#pragma GCC unroll 4
-        for (int r = 0; r < NV; ++r) a[r] = xsimd::fma(pj, load(vr + r * W), a[r]);
+  // tile_product<rows> for a run-time rows in [1, R].
+  template <int R>
+  static void tile_product_rows(int64_t rows, int64_t kd, const float* a, int64_t lda,
+                                const float* b, int64_t ldb, float* c, int64_t ldc,
+                                const float* row_scale) {
+    if constexpr (R > 0) {
+      if (rows == R) {
+        tile_product<R>(kd, a, lda, b, ldb, c, ldc, row_scale);
       } else {
-#pragma GCC unroll 4
-        for (int r = 0; r < NV; ++r) {
-          const int64_t col = c0 + r * W;
-          if (col + W <= d) {
-            a[r] = xsimd::fma(pj, load(vr + r * W), a[r]);
-          } else if (col < d) {
-            a[r] = xsimd::fma(pj, load_partial(vr + r * W, d - col, 0.0f), a[r]);
-          }
-        }
-      }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < NV; ++r) a[r].store_aligned(acc + c0 + r * W);
-  }
-
-  // acc[0, dp) = acc * corr + sum_j p[j] v_j[0, d), dp = d rounded up to W.
-  static void tile_values(float* acc, float corr, const float* p, int64_t nk, const float* vb,
-                          int64_t v_ss, int64_t d, int64_t dp) {
-    for (int64_t c0 = 0; c0 < dp; c0 += kAccVectors * W) {
-      switch (min_i64(kAccVectors, (dp - c0) / W)) {
-        case 1:
-          tile_values_chunk<1>(acc, corr, p, nk, vb, v_ss, c0, d);
-          break;
-        case 2:
-          tile_values_chunk<2>(acc, corr, p, nk, vb, v_ss, c0, d);
-          break;
-        case 3:
-          tile_values_chunk<3>(acc, corr, p, nk, vb, v_ss, c0, d);
-          break;
-        default:
-          tile_values_chunk<kAccVectors>(acc, corr, p, nk, vb, v_ss, c0, d);
-          break;
+        tile_product_rows<R - 1>(rows, kd, a, lda, b, ldb, c, ldc, row_scale);
       }
     }
   }
 
-  // Queries [t0, t0 + nq) of head (b, h). Scratch (64-byte aligned):
-  //   qs [kQueryBlock, dp]: scale * q, zero-padded;   acc [kQueryBlock, dp]: running sum p*v
-  //   sc [kKeyTile]: scores, then probabilities, of one query over one key tile
-  //   kt, vt [kKeyTile, dp]: the key tile of K and V, zero-padded (used when nq > 1).
-  // The packed and the direct paths compute identical bits: padding lanes add exact zeros,
-  // as the zero-filled partial loads of the direct path do.
+  struct AttnScratch {
+    float* qs;   // [kQueryBlock, dp2]  scale * q
+    float* acc;  // [kQueryBlock, dp2]  running sum of p * v
+    float* kt;   // [D, NR]             key tile, transposed
+    float* vt;   // [NR, dp2]           value tile
+    float* sc;   // [MR, NR]            scores, then probabilities, of one sub-block
+  };
+
   static void attention_block(const AttentionArgs& g, int64_t b, int64_t h, int64_t t0, int64_t nq,
-                              int64_t dp, float* qs, float* acc, float* sc, float* kt, float* vt) {
+                              int64_t dp2, const AttnScratch& w) {
     const int64_t d = g.head_dim;
     const float* kb = g.k + b * g.k_sb + h * g.k_sh;  // key s at kb + s*k_ss: [S, D]
     const float* vb = g.v + b * g.v_sb + h * g.v_sh;  // [S, D]
@@ -950,64 +878,89 @@ struct Body {
     const int64_t mask_bh = (b * g.heads + h) * g.m_sbh;
     float run_max[kQueryBlock];
     float run_sum[kQueryBlock];
+    float corr[kQueryBlock];
     for (int64_t qi = 0; qi < nq; ++qi) {
       const float* q = g.q + b * g.q_sb + (t0 + qi) * g.q_st + h * g.q_sh;  // [D]
-      float* qrow = qs + qi * dp;
-      for (int64_t j = 0; j < dp; ++j) qrow[j] = j < d ? g.scale * q[j] : 0.0f;
-      for (int64_t j = 0; j < dp; ++j) acc[qi * dp + j] = 0.0f;
+      float* qrow = w.qs + qi * dp2;
+      for (int64_t j = 0; j < d; ++j) qrow[j] = g.scale * q[j];
+      float* arow = w.acc + qi * dp2;
+      for (int64_t j = 0; j < dp2; ++j) arow[j] = 0.0f;
       run_max[qi] = -kInf;
       run_sum[qi] = 0.0f;
     }
     // Keys past the last query's causal limit are never visited.
     int64_t key_end = g.kv_len;
     if (g.causal) key_end = min_i64(key_end, t0 + nq + g.causal_offset);
-    const bool pack = nq > 1;
-    for (int64_t s0 = 0; s0 < key_end; s0 += kKeyTile) {
-      const int64_t nk = min_i64(kKeyTile, key_end - s0);
-      const float* ktile = kb + s0 * g.k_ss;  // row j at ktile + j*k_stride
-      const float* vtile = vb + s0 * g.v_ss;
-      int64_t k_stride = g.k_ss;
-      int64_t v_stride = g.v_ss;
-      if (pack) {
-        for (int64_t j = 0; j < nk; ++j) {
-          copy_padded(kt + j * dp, ktile + j * g.k_ss, d);
-          copy_padded(vt + j * dp, vtile + j * g.v_ss, d);
-        }
-        ktile = kt;
-        vtile = vt;
-        k_stride = dp;
-        v_stride = dp;
+    const bool masked = kp || g.mask_bool || g.mask_add;
+    for (int64_t s0 = 0; s0 < key_end; s0 += NR) {
+      const int64_t nk = min_i64(NR, key_end - s0);
+      // 1. Kt [D, NR] (keys >= nk zero), Vt [nk, dp2] (columns >= D zero).
+      for (int64_t j = 0; j < nk; ++j) {
+        const float* kr = kb + (s0 + j) * g.k_ss;  // [D]
+        for (int64_t x = 0; x < d; ++x) w.kt[x * NR + j] = kr[x];
+        const float* vr = vb + (s0 + j) * g.v_ss;  // [D]
+        float* vt = w.vt + j * dp2;
+        for (int64_t x = 0; x < d; ++x) vt[x] = vr[x];
+        for (int64_t x = d; x < dp2; ++x) vt[x] = 0.0f;
       }
-      for (int64_t qi = 0; qi < nq; ++qi) {
-        const int64_t t = t0 + qi;
-        // Keys [s0, s0 + n_vis) are not in this query's causal future.
-        const int64_t n_vis = g.causal ? min_i64(nk, t + g.causal_offset + 1 - s0) : nk;
-        if (n_vis <= 0) continue;
-        tile_scores(qs + qi * dp, ktile, k_stride, n_vis, pack ? dp : d, sc);
-        for (int64_t j = n_vis; j < nk; ++j) sc[j] = -kInf;
-        if (kp || g.mask_bool || g.mask_add) {
-          const int64_t mrow = mask_bh + t * g.m_st + s0;
-          for (int64_t j = 0; j < n_vis; ++j) {
-            if ((kp && kp[s0 + j]) || (g.mask_bool && g.mask_bool[mrow + j])) {
-              sc[j] = -kInf;
-            } else if (g.mask_add) {
-              sc[j] += g.mask_add[mrow + j];
+      for (int64_t x = 0; x < d; ++x)
+        for (int64_t j = nk; j < NR; ++j) w.kt[x * NR + j] = 0.0f;
+      for (int64_t r0 = 0; r0 < nq; r0 += MR) {
+        const int64_t rows = min_i64(MR, nq - r0);
+        const int64_t t_first = t0 + r0;
+        // Whole sub-block in the causal past of this tile? Then the tile is skipped.
+        if (g.causal && s0 > t_first + rows - 1 + g.causal_offset) continue;
+        // 2. S [rows, NR].
+        tile_product_rows<MR>(rows, d, w.qs + r0 * dp2, dp2, w.kt, NR, w.sc, NR, nullptr);
+        // 3. Masks: keys past the tile, the causal future, padding, bool and additive masks.
+        const bool partial = nk < NR || (g.causal && s0 + NR - 1 > t_first + g.causal_offset);
+        if (partial || masked) {
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t t = t_first + r;
+            float* srow = w.sc + r * NR;
+            const int64_t vis = g.causal ? min_i64(nk, t + g.causal_offset + 1 - s0) : nk;
+            for (int64_t j = max_i64(vis, 0); j < NR; ++j) srow[j] = -kInf;
+            if (masked) {
+              const int64_t mrow = mask_bh + t * g.m_st + s0;
+              for (int64_t j = 0; j < vis; ++j) {
+                if ((kp && kp[s0 + j]) || (g.mask_bool && g.mask_bool[mrow + j])) {
+                  srow[j] = -kInf;
+                } else if (g.mask_add) {
+                  srow[j] += g.mask_add[mrow + j];
+                }
+              }
             }
           }
         }
-        const float tile_max = row_max(sc, nk);
-        if (tile_max == -kInf) continue;  // nothing allowed in this tile
-        const float new_max = tile_max > run_max[qi] ? tile_max : run_max[qi];
-        // exp(-inf) = 0 on the first tile: the (zero) accumulator is simply reset.
-        const float corr = exp(B(run_max[qi] - new_max)).get(0);
-        run_sum[qi] = run_sum[qi] * corr + exp_shifted(sc, sc, nk, new_max);
-        run_max[qi] = new_max;
-        tile_values(acc + qi * dp, corr, sc, nk, vtile, v_stride, pack ? dp : d, dp);
+        // 4. Online softmax, row by row over the NR = 2W scores.
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t qi = r0 + r;
+          float* srow = w.sc + r * NR;
+          const B s_lo = B::load_aligned(srow);
+          const B s_hi = B::load_aligned(srow + W);
+          const float tile_max = reduce_max(xsimd::max(s_lo, s_hi));
+          const float new_max = tile_max > run_max[qi] ? tile_max : run_max[qi];
+          // Nothing allowed yet: shift by 0, so P = exp(-inf) = 0 and no -inf - -inf = NaN.
+          const float shift = new_max == -kInf ? 0.0f : new_max;
+          const B bshift(shift);
+          const B p_lo = exp(s_lo - bshift);
+          const B p_hi = exp(s_hi - bshift);
+          p_lo.store_aligned(srow);
+          p_hi.store_aligned(srow + W);
+          corr[qi] = exp(B(run_max[qi] - shift)).get(0);  // 0 on the first allowed tile
+          run_sum[qi] = run_sum[qi] * corr[qi] + xsimd::hadd(p_lo + p_hi);
+          run_max[qi] = new_max;
+        }
+        // 5. acc = acc * corr + P · Vt, NR head columns at a time.
+        for (int64_t c0 = 0; c0 < dp2; c0 += NR) {
+          tile_product_rows<MR>(rows, nk, w.sc, NR, w.vt + c0, dp2, w.acc + r0 * dp2 + c0, dp2,
+                                corr + r0);
+        }
       }
     }
     for (int64_t qi = 0; qi < nq; ++qi) {
       float* o = g.out + b * g.o_sb + (t0 + qi) * g.o_st + h * g.o_sh;  // [D]
-      const float* a = acc + qi * dp;
+      const float* a = w.acc + qi * dp2;
       // A query with no allowed key has run_sum == 0: a zero row, not 0/0.
       const B inv(run_sum[qi] > 0.0f ? 1.0f / run_sum[qi] : 0.0f);
       int64_t j = 0;
@@ -1018,28 +971,30 @@ struct Body {
 
   static void attention(const AttentionArgs& g) {
     if (g.batch <= 0 || g.heads <= 0 || g.q_len <= 0 || g.head_dim <= 0) return;
-    const int64_t dp = ceil_div(g.head_dim, W) * W;
+    const int64_t dp2 = ceil_div(g.head_dim, NR) * NR;
     const int64_t qblocks = ceil_div(g.q_len, kQueryBlock);
     const int64_t tasks = g.batch * g.heads * qblocks;  // (b, h, query block)
     const size_t scratch_floats =
-        static_cast<size_t>(2 * kQueryBlock * dp + kKeyTile + 2 * kKeyTile * dp);
+        static_cast<size_t>(2 * kQueryBlock * dp2 + g.head_dim * NR + NR * dp2 + MR * NR);
     // ~4 D flops per (query, key) pair; causal masking only makes tasks cheaper.
     const int64_t task_work = 4 * g.head_dim * min_i64(kQueryBlock, g.q_len) * max_i64(g.kv_len, 1);
-    detail::parallel_for(
-        0, tasks, max_i64(1, kMinChunkWork / task_work), [&](int64_t lo, int64_t hi) {
-          float* qs = detail::thread_scratch(scratch_floats);  // [kQueryBlock, dp]
-          float* acc = qs + kQueryBlock * dp;                  // [kQueryBlock, dp]
-          float* sc = acc + kQueryBlock * dp;                  // [kKeyTile]
-          float* kt = sc + kKeyTile;                           // [kKeyTile, dp]
-          float* vt = kt + kKeyTile * dp;                      // [kKeyTile, dp]
-          for (int64_t task = lo; task < hi; ++task) {
-            const int64_t qb = task % qblocks;
-            const int64_t bh = task / qblocks;
-            const int64_t t0 = qb * kQueryBlock;
-            attention_block(g, bh / g.heads, bh % g.heads, t0, min_i64(kQueryBlock, g.q_len - t0),
-                            dp, qs, acc, sc, kt, vt);
-          }
-        });
+    detail::parallel_for(0, tasks, max_i64(1, kMinChunkWork / task_work),
+                         [&](int64_t lo, int64_t hi) {
+                           float* base = detail::thread_scratch(scratch_floats);
+                           AttnScratch w;
+                           w.qs = base;                       // [kQueryBlock, dp2]
+                           w.acc = w.qs + kQueryBlock * dp2;  // [kQueryBlock, dp2]
+                           w.vt = w.acc + kQueryBlock * dp2;  // [NR, dp2]
+                           w.sc = w.vt + NR * dp2;            // [MR, NR]
+                           w.kt = w.sc + MR * NR;             // [D, NR]
+                           for (int64_t task = lo; task < hi; ++task) {
+                             const int64_t qb = task % qblocks;
+                             const int64_t bh = task / qblocks;
+                             const int64_t t0 = qb * kQueryBlock;
+                             attention_block(g, bh / g.heads, bh % g.heads, t0,
+                                             min_i64(kQueryBlock, g.q_len - t0), dp2, w);
+                           }
+                         });
   }
 };
 
