@@ -811,13 +811,18 @@ struct Body {
   //      register tile, K = keys of the tile).
   // Workspace per thread: (2 kQueryBlock + NR) dp2 + D NR + MR NR floats, independent of S.
   static constexpr int64_t kKeyTile = NR;
-  static constexpr int64_t kQueryBlock = 4 * MR;
+  static constexpr int64_t kQueryBlock = NR;
+  // Keys per online-softmax step of the transposed path (attention_block_t).
+  static constexpr int64_t kKeyBlock = 4 * MR;
+  // Query blocks with more than this many queries take the transposed path.
+  static constexpr int64_t kFewQueries = NR / 4;
+  static_assert(kKeyBlock >= NR && kKeyBlock >= MR, "the two paths share the scratch layout");
 
   // c[r*ldc + 0:NR] = (row_scale ? c * row_scale[r] : 0) + sum_{kk < kd} a[r*lda + kk] b[kk*ldb
   // + 0:NR] for r < R. b and c 64-byte aligned, ldb and ldc multiples of W.
   template <int R>
-  static void tile_product(int64_t kd, const float* a, int64_t lda, const float* b, int64_t ldb,
-                           float* c, int64_t ldc, const float* row_scale) {
+  static void tile_product(int64_t kd, const float* a, int64_t lda, int64_t ka, const float* b,
+                           int64_t ldb, float* c, int64_t ldc, const float* row_scale) {
     B acc0[R];
     B acc1[R];
 #pragma GCC unroll 16
@@ -836,7 +841,7 @@ struct Body {
       const B b1 = B::load_aligned(b + kk * ldb + W);
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const B x(a[r * lda + kk]);
+        const B x(a[r * lda + kk * ka]);
         acc0[r] = xsimd::fma(x, b0, acc0[r]);
         acc1[r] = xsimd::fma(x, b1, acc1[r]);
       }
@@ -849,14 +854,14 @@ struct Body {
   }
   // tile_product<rows> for a run-time rows in [1, R].
   template <int R>
-  static void tile_product_rows(int64_t rows, int64_t kd, const float* a, int64_t lda,
+  static void tile_product_rows(int64_t rows, int64_t kd, const float* a, int64_t lda, int64_t ka,
                                 const float* b, int64_t ldb, float* c, int64_t ldc,
                                 const float* row_scale) {
     if constexpr (R > 0) {
       if (rows == R) {
-        tile_product<R>(kd, a, lda, b, ldb, c, ldc, row_scale);
+        tile_product<R>(kd, a, lda, ka, b, ldb, c, ldc, row_scale);
       } else {
-        tile_product_rows<R - 1>(rows, kd, a, lda, b, ldb, c, ldc, row_scale);
+        tile_product_rows<R - 1>(rows, kd, a, lda, ka, b, ldb, c, ldc, row_scale);
       }
     }
   }
@@ -911,7 +916,7 @@ struct Body {
         // Whole sub-block in the causal past of this tile? Then the tile is skipped.
         if (g.causal && s0 > t_first + rows - 1 + g.causal_offset) continue;
         // 2. S [rows, NR].
-        tile_product_rows<MR>(rows, d, w.qs + r0 * dp2, dp2, w.kt, NR, w.sc, NR, nullptr);
+        tile_product_rows<MR>(rows, d, w.qs + r0 * dp2, dp2, 1, w.kt, NR, w.sc, NR, nullptr);
         // 3. Masks: keys past the tile, the causal future, padding, bool and additive masks.
         const bool partial = nk < NR || (g.causal && s0 + NR - 1 > t_first + g.causal_offset);
         if (partial || masked) {
@@ -953,7 +958,7 @@ struct Body {
         }
         // 5. acc = acc * corr + P · Vt, NR head columns at a time.
         for (int64_t c0 = 0; c0 < dp2; c0 += NR) {
-          tile_product_rows<MR>(rows, nk, w.sc, NR, w.vt + c0, dp2, w.acc + r0 * dp2 + c0, dp2,
+          tile_product_rows<MR>(rows, nk, w.sc, NR, 1, w.vt + c0, dp2, w.acc + r0 * dp2 + c0, dp2,
                                 corr + r0);
         }
       }
@@ -969,30 +974,144 @@ struct Body {
     }
   }
 
+  // The transposed path, for query blocks of more than kFewQueries (up to NR) queries: the
+  // queries are the VECTOR dimension. Per task, Qt [D, NR] = scale * qᵀ (once). Per block of
+  // kKeyBlock keys:
+  //   St [keys, NR] = K · Qt: the register tile with MR keys broadcast straight from K's rows
+  //     (no copy of K) against 2 vectors of queries;
+  //   masks; per query (a vector lane) the block's max, correction and sum over the keys: all
+  //     vector operations, no horizontal reduction;
+  //   acc [NR, dp2] = acc * corr + P · Vt, the register tile with MR queries broadcast from
+  //     Pt (k stride NR) against Vt, a contiguous copy of the block's values [keys, dp2].
+  static void attention_block_t(const AttentionArgs& g, int64_t b, int64_t h, int64_t t0,
+                                int64_t nq, int64_t dp2, const AttnScratch& w) {
+    const int64_t d = g.head_dim;
+    const float* kb = g.k + b * g.k_sb + h * g.k_sh;  // key s at kb + s*k_ss: [S, D]
+    const float* vb = g.v + b * g.v_sb + h * g.v_sh;  // [S, D]
+    const uint8_t* kp = g.key_padding ? g.key_padding + b * g.kp_sb : nullptr;  // [S]
+    const int64_t mask_bh = (b * g.heads + h) * g.m_sbh;
+    float* qt = w.qs;  // [D, NR]
+    float* st = w.sc;  // [kKeyBlock, NR]
+    for (int64_t x = 0; x < d; ++x)
+      for (int64_t q = 0; q < NR; ++q)
+        qt[x * NR + q] =
+            q < nq ? g.scale * g.q[b * g.q_sb + (t0 + q) * g.q_st + h * g.q_sh + x] : 0.0f;
+    for (int64_t i = 0; i < nq * dp2; ++i) w.acc[i] = 0.0f;
+    B m_lo(-kInf), m_hi(-kInf);  // running max per query
+    B l_lo(0.0f), l_hi(0.0f);    // running sum per query
+    alignas(64) float corr[NR];
+    int64_t key_end = g.kv_len;
+    if (g.causal) key_end = min_i64(key_end, t0 + nq + g.causal_offset);
+    const bool masked = kp || g.mask_bool || g.mask_add;
+    for (int64_t s0 = 0; s0 < key_end; s0 += kKeyBlock) {
+      const int64_t nk = min_i64(kKeyBlock, key_end - s0);
+      for (int64_t j0 = 0; j0 < nk; j0 += MR) {
+        tile_product_rows<MR>(min_i64(MR, nk - j0), d, kb + (s0 + j0) * g.k_ss, g.k_ss, 1, qt, NR,
+                              st + j0 * NR, NR, nullptr);
+      }
+      // Masks. Causal: key s allowed for query t iff s <= t + offset; only blocks reaching past
+      // the first query's limit need the check.
+      const bool causal_part = g.causal && s0 + nk - 1 > t0 + g.causal_offset;
+      if (causal_part || masked) {
+        for (int64_t j = 0; j < nk; ++j) {
+          const int64_t s = s0 + j;
+          float* srow = st + j * NR;
+          for (int64_t q = 0; q < nq; ++q) {
+            const int64_t t = t0 + q;
+            if (g.causal && s > t + g.causal_offset) {
+              srow[q] = -kInf;
+            } else if (masked) {
+              const int64_t mi = mask_bh + t * g.m_st + s;
+              if ((kp && kp[s]) || (g.mask_bool && g.mask_bool[mi])) {
+                srow[q] = -kInf;
+              } else if (g.mask_add) {
+                srow[q] += g.mask_add[mi];
+              }
+            }
+          }
+        }
+      }
+      B c_lo = m_lo, c_hi = m_hi;
+      for (int64_t j = 0; j < nk; ++j) {
+        c_lo = xsimd::max(c_lo, B::load_aligned(st + j * NR));
+        c_hi = xsimd::max(c_hi, B::load_aligned(st + j * NR + W));
+      }
+      // Nothing allowed yet for a query: shift by 0, so P = exp(-inf) = 0, never -inf - -inf.
+      const B sh_lo = xsimd::select(c_lo == B(-kInf), B(0.0f), c_lo);
+      const B sh_hi = xsimd::select(c_hi == B(-kInf), B(0.0f), c_hi);
+      const B corr_lo = exp(m_lo - sh_lo);  // 0 on a query's first allowed block
+      const B corr_hi = exp(m_hi - sh_hi);
+      corr_lo.store_aligned(corr);
+      corr_hi.store_aligned(corr + W);
+      m_lo = c_lo;
+      m_hi = c_hi;
+      B sum_lo(0.0f), sum_hi(0.0f);
+      for (int64_t j = 0; j < nk; ++j) {
+        const B p_lo = exp(B::load_aligned(st + j * NR) - sh_lo);
+        const B p_hi = exp(B::load_aligned(st + j * NR + W) - sh_hi);
+        p_lo.store_aligned(st + j * NR);
+        p_hi.store_aligned(st + j * NR + W);
+        sum_lo += p_lo;
+        sum_hi += p_hi;
+      }
+      l_lo = xsimd::fma(l_lo, corr_lo, sum_lo);
+      l_hi = xsimd::fma(l_hi, corr_hi, sum_hi);
+      // Vt [nk, dp2].
+      for (int64_t j = 0; j < nk; ++j) {
+        const float* vr = vb + (s0 + j) * g.v_ss;  // [D]
+        float* vt = w.vt + j * dp2;
+        for (int64_t x = 0; x < d; ++x) vt[x] = vr[x];
+        for (int64_t x = d; x < dp2; ++x) vt[x] = 0.0f;
+      }
+      for (int64_t q0 = 0; q0 < nq; q0 += MR) {
+        for (int64_t c0 = 0; c0 < dp2; c0 += NR) {
+          tile_product_rows<MR>(min_i64(MR, nq - q0), nk, st + q0, 1, NR, w.vt + c0, dp2,
+                                w.acc + q0 * dp2 + c0, dp2, corr + q0);
+        }
+      }
+    }
+    alignas(64) float sums[NR];
+    l_lo.store_aligned(sums);
+    l_hi.store_aligned(sums + W);
+    for (int64_t q = 0; q < nq; ++q) {
+      float* o = g.out + b * g.o_sb + (t0 + q) * g.o_st + h * g.o_sh;  // [D]
+      const float* a = w.acc + q * dp2;
+      // A query with no allowed key has a zero sum: a zero row, not 0/0.
+      const B inv(sums[q] > 0.0f ? 1.0f / sums[q] : 0.0f);
+      int64_t j = 0;
+      for (; j + W <= d; j += W) store(o + j, B::load_aligned(a + j) * inv);
+      if (j < d) store_partial(o + j, B::load_aligned(a + j) * inv, d - j);
+    }
+  }
+
   static void attention(const AttentionArgs& g) {
     if (g.batch <= 0 || g.heads <= 0 || g.q_len <= 0 || g.head_dim <= 0) return;
     const int64_t dp2 = ceil_div(g.head_dim, NR) * NR;
     const int64_t qblocks = ceil_div(g.q_len, kQueryBlock);
     const int64_t tasks = g.batch * g.heads * qblocks;  // (b, h, query block)
     const size_t scratch_floats =
-        static_cast<size_t>(2 * kQueryBlock * dp2 + g.head_dim * NR + NR * dp2 + MR * NR);
+        static_cast<size_t>(2 * NR * dp2 + kKeyBlock * dp2 + kKeyBlock * NR + g.head_dim * NR);
     // ~4 D flops per (query, key) pair; causal masking only makes tasks cheaper.
     const int64_t task_work = 4 * g.head_dim * min_i64(kQueryBlock, g.q_len) * max_i64(g.kv_len, 1);
     detail::parallel_for(0, tasks, max_i64(1, kMinChunkWork / task_work),
                          [&](int64_t lo, int64_t hi) {
                            float* base = detail::thread_scratch(scratch_floats);
                            AttnScratch w;
-                           w.qs = base;                       // [kQueryBlock, dp2]
-                           w.acc = w.qs + kQueryBlock * dp2;  // [kQueryBlock, dp2]
-                           w.vt = w.acc + kQueryBlock * dp2;  // [NR, dp2]
-                           w.sc = w.vt + NR * dp2;            // [MR, NR]
-                           w.kt = w.sc + MR * NR;             // [D, NR]
+                           w.qs = base;              // [NR, dp2] (qs) or [D, NR] (qt; D <= dp2)
+                           w.acc = w.qs + NR * dp2;  // [NR, dp2]
+                           w.vt = w.acc + NR * dp2;  // [kKeyBlock >= NR, dp2]
+                           w.sc = w.vt + kKeyBlock * dp2;  // [kKeyBlock >= MR, NR]
+                           w.kt = w.sc + kKeyBlock * NR;   // [D, NR]
                            for (int64_t task = lo; task < hi; ++task) {
                              const int64_t qb = task % qblocks;
                              const int64_t bh = task / qblocks;
                              const int64_t t0 = qb * kQueryBlock;
-                             attention_block(g, bh / g.heads, bh % g.heads, t0,
-                                             min_i64(kQueryBlock, g.q_len - t0), dp2, w);
+                             const int64_t nq = min_i64(kQueryBlock, g.q_len - t0);
+                             if (nq > kFewQueries) {
+                               attention_block_t(g, bh / g.heads, bh % g.heads, t0, nq, dp2, w);
+                             } else {
+                               attention_block(g, bh / g.heads, bh % g.heads, t0, nq, dp2, w);
+                             }
                            }
                          });
   }

@@ -600,6 +600,21 @@ std::vector<AttnCase> attention_cases() {
   add({.batch = 1, .heads = 2, .q_len = 3, .kv_len = 0, .head_dim = 8, .key_padding = true});
   // Large scores (scale 4, q, k in [-2, 2]): the running max must be right.
   add({.batch = 1, .heads = 2, .q_len = 3, .kv_len = 190, .head_dim = 17, .scale = 4.0f});
+  // Odd sizes: head_dim {1, 3, 17, 65} x sequence {1, 3, 17, 127, 129}, self-attention (T = S),
+  // alternating causal / key padding / additive mask, both the few-query and the transposed path.
+  {
+    int v = 0;
+    for (int64_t hd : {1, 3, 17, 65})
+      for (int64_t seq : {1, 3, 17, 127, 129}) {
+        AttnCase c{.batch = 1, .heads = 2, .q_len = seq, .kv_len = seq, .head_dim = hd};
+        c.causal = v % 2 == 0;
+        c.key_padding = v % 3 == 1;
+        c.mask_add = v % 4 == 3 ? MK::per_head : MK::none;
+        c.layout = v % 3 == 2 ? L::cache : L::separate;
+        ++v;
+        add(c);
+      }
+  }
   return cases;
 }
 
@@ -815,7 +830,7 @@ TEST_CASE("pack_weights_kn equals pack_weights of the transpose; packed_rows gat
 // =============================================================================================
 // Attention
 // =============================================================================================
-TEST_CASE("attention: masks, layouts, head_dim {1,3,8,17,64}, heads 1..5, key tiles") {
+TEST_CASE("attention: masks, layouts, head_dim {1,3,8,17,64,65}, S {1,3,17,127,129}, key tiles") {
   for (Isa isa : tk::supported_isas()) {
     Rng rng;
     for (const AttnCase& c : attention_cases()) run_attention_case(tk::kernel_table(isa), c, rng);
