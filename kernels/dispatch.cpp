@@ -148,6 +148,7 @@ int num_threads() {
 // ---------------------------------------------------------------------------------------------
 PackedWeights::PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats)
     : data_(static_cast<float*>(::operator new[](floats * sizeof(float), kAlign))),
+      backend_(std::make_shared<detail::BackendSlot>()),
       n_(n),
       k_(k),
       nr_(nr),
@@ -275,7 +276,61 @@ void gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float*
                                 std::to_string(lda) + " k=" + std::to_string(w.k()) +
                                 " ldc=" + std::to_string(ldc) + " n=" + std::to_string(w.n()));
   }
+  if (gemm_backend() == GemmBackend::onednn) {
+    detail::onednn_gemm(m, a, lda, w, c, ldc, ep);
+    return;
+  }
   kernel_table(w.isa()).gemm(m, a, lda, w, c, ldc, ep);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM backend selection
+// ---------------------------------------------------------------------------------------------
+namespace {
+GemmBackend backend_from_environment() {
+  const char* env = std::getenv("TESSERA_GEMM");
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "tessera") == 0)
+    return GemmBackend::tessera;
+  if (std::strcmp(env, "onednn") == 0) {
+    if (!detail::onednn_built()) {
+      throw std::runtime_error(
+          "TESSERA_GEMM=onednn: this build of Tessera has no oneDNN (libdnnl was not found "
+          "when it was configured); use TESSERA_GEMM=tessera");
+    }
+    return GemmBackend::onednn;
+  }
+  throw std::runtime_error(std::string("TESSERA_GEMM=") + env +
+                           " is not a GEMM backend; use one of: tessera, onednn");
+}
+std::atomic<int> g_backend{-1};  // -1: not chosen yet
+}  // namespace
+
+bool onednn_available() {
+  return detail::onednn_built();
+}
+
+const char* gemm_backend_name(GemmBackend backend) {
+  return backend == GemmBackend::onednn ? "onednn" : "tessera";
+}
+
+void set_gemm_backend(GemmBackend backend) {
+  if (backend == GemmBackend::onednn && !detail::onednn_built()) {
+    throw std::runtime_error(
+        "tessera::kernels::set_gemm_backend(onednn): this build has no oneDNN (libdnnl was not "
+        "found when it was configured)");
+  }
+  g_backend.store(static_cast<int>(backend), std::memory_order_relaxed);
+}
+
+GemmBackend gemm_backend() {
+  int b = g_backend.load(std::memory_order_relaxed);
+  if (b < 0) {
+    static const GemmBackend from_env = backend_from_environment();  // read once
+    int expected = -1;
+    g_backend.compare_exchange_strong(expected, static_cast<int>(from_env));
+    b = g_backend.load(std::memory_order_relaxed);
+  }
+  return static_cast<GemmBackend>(b);
 }
 
 void softmax_rows(int64_t rows, int64_t n, const float* x, int64_t ldx, float* y, int64_t ldy) {

@@ -7,6 +7,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 
 #include "kernels/kernels.h"
 
@@ -35,5 +37,16 @@ float* thread_scratch(size_t floats, int slot = 0);
 // Parses a TESSERA_ISA value ("generic", "avx2", "avx512"). Throws std::runtime_error naming
 // the accepted values if `value` is unknown, or the supported ones if this CPU cannot run it.
 Isa isa_from_string(const char* value);
+
+// Holder of a backend's per-weights data (see PackedWeights::backend_slot()).
+struct BackendSlot {
+  std::mutex mutex;
+  std::shared_ptr<void> data;  // owned by the backend that set it
+};
+
+// The oneDNN backend (kernels/onednn.cpp). onednn_gemm has gemm()'s contract.
+bool onednn_built();
+void onednn_gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
+                 int64_t ldc, const Epilogue& ep);
 
 }  // namespace tessera::kernels::detail

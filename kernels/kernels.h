@@ -16,6 +16,10 @@
 
 namespace tessera::kernels {
 
+namespace detail {
+struct BackendSlot;  // per-weights cache of a GEMM backend (kernels/onednn.cpp)
+}  // namespace detail
+
 // ---------------------------------------------------------------------------------------------
 // ISA selection
 // ---------------------------------------------------------------------------------------------
@@ -66,12 +70,16 @@ class PackedWeights {
   // Implementation detail, used by the packing routines.
   PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats);
   float* mutable_data() { return data_.get(); }
+  // Implementation detail: where another GEMM backend (oneDNN) keeps these weights in its own
+  // layout, prepared at first use. Thread-safe; shared by moved-from copies.
+  detail::BackendSlot* backend_slot() const { return backend_.get(); }
 
  private:
   struct Free {
     void operator()(float* p) const;
   };
   std::unique_ptr<float[], Free> data_;
+  std::shared_ptr<detail::BackendSlot> backend_;
   int64_t n_ = 0, k_ = 0, nr_ = 0;
   Isa isa_ = Isa::generic;
   size_t bytes_ = 0;
@@ -108,6 +116,19 @@ struct Epilogue {
                                     // before it is written.
   int64_t ld_residual = 0;
 };
+
+// GEMM backend used by gemm(): Tessera's own kernels (default) or oneDNN's matmul primitive
+// (primitives created once per shape and cached; the weights reordered once into oneDNN's
+// layout, at first use, and cached in the PackedWeights). The initial value comes from the
+// environment variable TESSERA_GEMM (tessera|onednn), read once; set_gemm_backend() overrides
+// it. Throws std::runtime_error for an unknown TESSERA_GEMM value, or when oneDNN is asked for
+// but this build has none (onednn_available()). Determinism across thread counts is promised
+// for the tessera backend only.
+enum class GemmBackend : uint8_t { tessera, onednn };
+bool onednn_available();
+void set_gemm_backend(GemmBackend backend);
+GemmBackend gemm_backend();
+const char* gemm_backend_name(GemmBackend backend);
 
 // a: [M, K] row stride lda >= K.  c: [M, N] row stride ldc >= N; must not overlap a.
 // M >= 0 (M = 0 does nothing). w.isa() must be an ISA this CPU supports; the kernel of that ISA

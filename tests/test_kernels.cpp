@@ -288,7 +288,9 @@ void run_gemm_case(const tk::KernelTable& kt, const GemmCase& g, Rng& rng) {
   tk::PackedWeights pw;
   kt.pack_weights(d.w.data(), g.n, g.k, d.ldw, pw);
   const tk::Epilogue ep = d.epilogue();
-  kt.gemm(g.m, d.a.data(), d.lda, pw, d.c.data(), d.ldc, ep);
+  // The free gemm: the weights' ISA (kt's) with the tessera backend, or oneDNN's matmul under
+  // TESSERA_GEMM=onednn (CTest kernels_onednn runs this whole suite that way).
+  tk::gemm(g.m, d.a.data(), d.lda, pw, d.c.data(), d.ldc, ep);
   const ErrStats e = d.check();
   CHECK_MESSAGE(e.ok(), isa_str(kt.isa) << " gemm " << g << ": " << e);
   const int64_t bad = touched_padding(d.c, g.m, g.n, d.ldc);
@@ -827,6 +829,44 @@ TEST_CASE("pack_weights_kn equals pack_weights of the transpose; packed_rows gat
   }
 }
 
+TEST_CASE("gemm backend: TESSERA_GEMM is honoured; both backends pass the same cases") {
+  const char* env = std::getenv("TESSERA_GEMM");
+  const tk::GemmBackend initial = tk::gemm_backend();
+  if (env != nullptr && std::string(env) == "onednn") {
+    CHECK(initial == tk::GemmBackend::onednn);
+  } else {
+    CHECK(initial == tk::GemmBackend::tessera);
+  }
+  CHECK(std::string(tk::gemm_backend_name(tk::GemmBackend::onednn)) == "onednn");
+  std::vector<tk::GemmBackend> backends = {tk::GemmBackend::tessera};
+  if (tk::onednn_available()) {
+    backends.push_back(tk::GemmBackend::onednn);
+  } else {
+    CHECK_THROWS_AS(tk::set_gemm_backend(tk::GemmBackend::onednn), std::runtime_error);
+  }
+  Rng rng;
+  for (tk::GemmBackend be : backends) {
+    tk::set_gemm_backend(be);
+    CHECK(tk::gemm_backend() == be);
+    for (Isa isa : tk::supported_isas()) {
+      const tk::KernelTable& kt = tk::kernel_table(isa);
+      // Every epilogue (residual separate and aliasing C), few-row and blocked shapes; the same
+      // weights used twice (oneDNN's reordered copy is cached in them).
+      for (int64_t m : {1, 5, 40})
+        for (int variant = 0; variant < 8; ++variant) {
+          GemmCase g{m, 130, 70};
+          g.act = static_cast<Activation>(variant % 4);
+          g.bias = variant % 2 == 1;
+          g.residual = variant >= 4;
+          g.alias = variant >= 6;
+          g.pad = variant % 3;
+          run_gemm_case(kt, g, rng);
+        }
+    }
+  }
+  tk::set_gemm_backend(initial);
+}
+
 // =============================================================================================
 // Attention
 // =============================================================================================
@@ -857,7 +897,7 @@ TEST_CASE("threads: gemm and attention are bit-identical for 1, 2 and 3 threads"
       for (int threads : {1, 2, 3}) {
         tk::set_num_threads(threads);
         d.reset_c();
-        kt.gemm(g.m, d.a.data(), d.lda, pw, d.c.data(), d.ldc, d.epilogue());
+        tk::gemm(g.m, d.a.data(), d.lda, pw, d.c.data(), d.ldc, d.epilogue());
         std::vector<float> got(d.c.data(), d.c.data() + d.c.size());
         if (first.empty()) {
           first = got;
