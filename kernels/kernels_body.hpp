@@ -1002,7 +1002,6 @@ struct Body {
     alignas(64) float corr[NR];
     int64_t key_end = g.kv_len;
     if (g.causal) key_end = min_i64(key_end, t0 + nq + g.causal_offset);
-    const bool masked = kp || g.mask_bool || g.mask_add;
     for (int64_t s0 = 0; s0 < key_end; s0 += kKeyBlock) {
       const int64_t nk = min_i64(kKeyBlock, key_end - s0);
       for (int64_t j0 = 0; j0 < nk; j0 += MR) {
@@ -1011,22 +1010,28 @@ struct Body {
       }
       // Masks. Causal: key s allowed for query t iff s <= t + offset; only blocks reaching past
       // the first query's limit need the check.
+      // A padded key masks its whole row of St (two vector stores).
       const bool causal_part = g.causal && s0 + nk - 1 > t0 + g.causal_offset;
-      if (causal_part || masked) {
-        for (int64_t j = 0; j < nk; ++j) {
-          const int64_t s = s0 + j;
-          float* srow = st + j * NR;
-          for (int64_t q = 0; q < nq; ++q) {
-            const int64_t t = t0 + q;
-            if (g.causal && s > t + g.causal_offset) {
+      const bool per_element = g.mask_bool || g.mask_add;
+      for (int64_t j = 0; j < nk; ++j) {
+        const int64_t s = s0 + j;
+        float* srow = st + j * NR;
+        if (kp && kp[s]) {
+          B(-kInf).store_aligned(srow);
+          B(-kInf).store_aligned(srow + W);
+          continue;
+        }
+        if (!causal_part && !per_element) continue;
+        for (int64_t q = 0; q < nq; ++q) {
+          const int64_t t = t0 + q;
+          if (g.causal && s > t + g.causal_offset) {
+            srow[q] = -kInf;
+          } else if (per_element) {
+            const int64_t mi = mask_bh + t * g.m_st + s;
+            if (g.mask_bool && g.mask_bool[mi]) {
               srow[q] = -kInf;
-            } else if (masked) {
-              const int64_t mi = mask_bh + t * g.m_st + s;
-              if ((kp && kp[s]) || (g.mask_bool && g.mask_bool[mi])) {
-                srow[q] = -kInf;
-              } else if (g.mask_add) {
-                srow[q] += g.mask_add[mi];
-              }
+            } else if (g.mask_add) {
+              srow[q] += g.mask_add[mi];
             }
           }
         }
