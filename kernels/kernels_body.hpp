@@ -816,7 +816,8 @@ struct Body {
   static constexpr int64_t kKeyBlock = 4 * MR;
   // Query blocks with more than this many queries take the transposed path.
   static constexpr int64_t kFewQueries = NR / 4;
-  static_assert(kKeyBlock >= NR && kKeyBlock >= MR, "the two paths share the scratch layout");
+  static_assert(kKeyBlock >= NR && kKeyBlock >= MR && kKeyBlock * NR >= 32,
+                "the attention paths share the scratch layout");
 
   // c[r*ldc + 0:NR] = (row_scale ? c * row_scale[r] : 0) + sum_{kk < kd} a[r*lda + kk] b[kk*ldb
   // + 0:NR] for r < R. b and c 64-byte aligned, ldb and ldc multiples of W.
@@ -974,6 +975,188 @@ struct Body {
     }
   }
 
+  // Output accumulator vectors kept in registers while a tile's values are summed (4 vectors:
+  // 4 accumulators + 1 broadcast + 1-4 loads, well within 16 registers).
+  static constexpr int kAccVectors = 4;
+
+  // Lane i of the result = hadd(rows[i]), i < W: W horizontal sums in ~W shuffles and adds.
+  static B transpose_sum(const B* rows) {
+#if XSIMD_VERSION_MAJOR == 8 && XSIMD_VERSION_MINOR == 1
+    if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
+      // xsimd 8.1's AVX-512 haddp puts hadd(rows[p(i)]) in lane i, with p swapping lanes
+      // 2<->4, 3<->5, 10<->12, 11<->13 (a shuffle-order bug, caught by the kernel tests).
+      // p is an involution: feeding rows[p(i)] puts every sum in its lane.
+      constexpr int kPerm[16] = {0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15};
+      B fixed[16];
+      for (int i = 0; i < 16; ++i) fixed[i] = rows[kPerm[i]];
+      return xsimd::haddp(fixed);
+    }
+#endif
+    return xsimd::haddp(rows);
+  }
+
+  // sc[j] = qs . k_j for the nk keys k_j = kb + j*k_ss; qs is 64-byte aligned and zero-padded
+  // to a multiple of W. W keys at a time: one accumulator per key, then one transposed sum
+  // turns the W accumulators into W scores (no per-key horizontal sum).
+  static void tile_scores(const float* qs, const float* kb, int64_t k_ss, int64_t nk, int64_t d,
+                          float* sc) {
+    const int64_t d_full = d / W * W;
+    for (int64_t j0 = 0; j0 < nk; j0 += W) {
+      const int64_t g = min_i64(W, nk - j0);
+      B accs[W];
+      int64_t i = 0;
+      // Four keys at a time: four independent FMA chains hide the FMA latency.
+      for (; i + 4 <= g; i += 4) {
+        const float* k0 = kb + (j0 + i) * k_ss;  // [D] each
+        const float* k1 = k0 + k_ss;
+        const float* k2 = k1 + k_ss;
+        const float* k3 = k2 + k_ss;
+        B a0(0.0f), a1(0.0f), a2(0.0f), a3(0.0f);
+        int64_t x = 0;
+        for (; x < d_full; x += W) {
+          const B qv = B::load_aligned(qs + x);
+          a0 = xsimd::fma(qv, load(k0 + x), a0);
+          a1 = xsimd::fma(qv, load(k1 + x), a1);
+          a2 = xsimd::fma(qv, load(k2 + x), a2);
+          a3 = xsimd::fma(qv, load(k3 + x), a3);
+        }
+        if (x < d) {
+          const B qv = B::load_aligned(qs + x);
+          a0 = xsimd::fma(qv, load_partial(k0 + x, d - x, 0.0f), a0);
+          a1 = xsimd::fma(qv, load_partial(k1 + x, d - x, 0.0f), a1);
+          a2 = xsimd::fma(qv, load_partial(k2 + x, d - x, 0.0f), a2);
+          a3 = xsimd::fma(qv, load_partial(k3 + x, d - x, 0.0f), a3);
+        }
+        accs[i] = a0;
+        accs[i + 1] = a1;
+        accs[i + 2] = a2;
+        accs[i + 3] = a3;
+      }
+      for (; i < W; ++i) {
+        B acc(0.0f);
+        if (i < g) {
+          const float* kr = kb + (j0 + i) * k_ss;  // [D]
+          int64_t x = 0;
+          for (; x < d_full; x += W) acc = xsimd::fma(B::load_aligned(qs + x), load(kr + x), acc);
+          if (x < d) {
+            acc = xsimd::fma(B::load_aligned(qs + x), load_partial(kr + x, d - x, 0.0f), acc);
+          }
+        }
+        accs[i] = acc;
+      }
+      const B scores = transpose_sum(accs);
+      if (g == W) {
+        store(sc + j0, scores);
+      } else {
+        store_partial(sc + j0, scores, g);
+      }
+    }
+  }
+
+  // acc[c0, c0 + NV*W) = acc * corr + sum_j p[j] v_j[c0, ...) over the nk keys v_j = vb + j*v_ss,
+  // with the NV accumulators in registers. Columns >= d are never read from V (their
+  // accumulator lanes stay 0).
+  template <int NV>
+  static void tile_values_chunk(float* acc, float corr, const float* p, int64_t nk, const float* vb,
+                                int64_t v_ss, int64_t c0, int64_t d) {
+    B a[NV];
+    const B bc(corr);
+#pragma GCC unroll 4
+    for (int r = 0; r < NV; ++r) a[r] = B::load_aligned(acc + c0 + r * W) * bc;
+    const bool full = c0 + NV * W <= d;
+    for (int64_t j = 0; j < nk; ++j) {
+      if (p[j] == 0.0f) continue;  // masked (or underflowed) key
+      const B pj(p[j]);
+      const float* vr = vb + j * v_ss + c0;  // [D - c0]
+      if (full) {
+#pragma GCC unroll 4
+        for (int r = 0; r < NV; ++r) a[r] = xsimd::fma(pj, load(vr + r * W), a[r]);
+      } else {
+#pragma GCC unroll 4
+        for (int r = 0; r < NV; ++r) {
+          const int64_t col = c0 + r * W;
+          if (col + W <= d) {
+            a[r] = xsimd::fma(pj, load(vr + r * W), a[r]);
+          } else if (col < d) {
+            a[r] = xsimd::fma(pj, load_partial(vr + r * W, d - col, 0.0f), a[r]);
+          }
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NV; ++r) a[r].store_aligned(acc + c0 + r * W);
+  }
+
+  // acc[0, dp) = acc * corr + sum_j p[j] v_j[0, d), dp = d rounded up to W.
+  static void tile_values(float* acc, float corr, const float* p, int64_t nk, const float* vb,
+                          int64_t v_ss, int64_t d, int64_t dp) {
+    for (int64_t c0 = 0; c0 < dp; c0 += kAccVectors * W) {
+      switch (min_i64(kAccVectors, (dp - c0) / W)) {
+        case 1:
+          tile_values_chunk<1>(acc, corr, p, nk, vb, v_ss, c0, d);
+          break;
+        case 2:
+          tile_values_chunk<2>(acc, corr, p, nk, vb, v_ss, c0, d);
+          break;
+        case 3:
+          tile_values_chunk<3>(acc, corr, p, nk, vb, v_ss, c0, d);
+          break;
+        default:
+          tile_values_chunk<kAccVectors>(acc, corr, p, nk, vb, v_ss, c0, d);
+          break;
+      }
+    }
+  }
+
+  // The direct path, for a single query (a decode step): scores are dot products of q with
+  // K's rows read in place, W keys at a time with one transposed horizontal sum; values summed
+  // straight from V's rows. No copy of K or V: a decode step reads each byte of its head's
+  // cache once.
+  static constexpr int64_t kDirectKeyTile = 32;
+  static void attention_one_query(const AttentionArgs& g, int64_t b, int64_t h, int64_t t,
+                                  int64_t dp2, const AttnScratch& w) {
+    const int64_t d = g.head_dim;
+    const float* kb = g.k + b * g.k_sb + h * g.k_sh;  // key s at kb + s*k_ss: [S, D]
+    const float* vb = g.v + b * g.v_sb + h * g.v_sh;  // [S, D]
+    const uint8_t* kp = g.key_padding ? g.key_padding + b * g.kp_sb : nullptr;  // [S]
+    const int64_t mask_bh = (b * g.heads + h) * g.m_sbh;
+    const float* q = g.q + b * g.q_sb + t * g.q_st + h * g.q_sh;  // [D]
+    float* qs = w.qs;                                             // [dp2]: scale * q, zero-padded
+    float* acc = w.acc;                                           // [dp2]
+    float* sc = w.sc;                                             // [kDirectKeyTile]
+    for (int64_t j = 0; j < dp2; ++j) qs[j] = j < d ? g.scale * q[j] : 0.0f;
+    for (int64_t j = 0; j < dp2; ++j) acc[j] = 0.0f;
+    float run_max = -kInf, run_sum = 0.0f;
+    int64_t key_end = g.kv_len;
+    if (g.causal) key_end = min_i64(key_end, t + 1 + g.causal_offset);
+    for (int64_t s0 = 0; s0 < key_end; s0 += kDirectKeyTile) {
+      const int64_t nk = min_i64(kDirectKeyTile, key_end - s0);
+      tile_scores(qs, kb + s0 * g.k_ss, g.k_ss, nk, d, sc);
+      if (kp || g.mask_bool || g.mask_add) {
+        const int64_t mrow = mask_bh + t * g.m_st + s0;
+        for (int64_t j = 0; j < nk; ++j) {
+          if ((kp && kp[s0 + j]) || (g.mask_bool && g.mask_bool[mrow + j])) {
+            sc[j] = -kInf;
+          } else if (g.mask_add) {
+            sc[j] += g.mask_add[mrow + j];
+          }
+        }
+      }
+      const float tile_max = row_max(sc, nk);
+      if (tile_max == -kInf) continue;  // nothing allowed in this tile
+      const float new_max = tile_max > run_max ? tile_max : run_max;
+      const float corr = exp(B(run_max - new_max)).get(0);  // 0 on the first allowed tile
+      run_sum = run_sum * corr + exp_shifted(sc, sc, nk, new_max);
+      run_max = new_max;
+      tile_values(acc, corr, sc, nk, vb + s0 * g.v_ss, g.v_ss, d, ceil_div(d, W) * W);
+    }
+    float* o = g.out + b * g.o_sb + t * g.o_st + h * g.o_sh;  // [D]
+    const B inv(run_sum > 0.0f ? 1.0f / run_sum : 0.0f);      // no allowed key: a zero row
+    int64_t j = 0;
+    for (; j + W <= d; j += W) store(o + j, B::load_aligned(acc + j) * inv);
+    if (j < d) store_partial(o + j, B::load_aligned(acc + j) * inv, d - j);
+  }
+
   // The transposed path, for query blocks of more than kFewQueries (up to NR) queries: the
   // queries are the VECTOR dimension. Per task, Qt [D, NR] = scale * qᵀ (once). Per block of
   // kKeyBlock keys:
@@ -1114,6 +1297,8 @@ struct Body {
                              const int64_t nq = min_i64(kQueryBlock, g.q_len - t0);
                              if (nq > kFewQueries) {
                                attention_block_t(g, bh / g.heads, bh % g.heads, t0, nq, dp2, w);
+                             } else if (nq == 1) {
+                               attention_one_query(g, bh / g.heads, bh % g.heads, t0, dp2, w);
                              } else {
                                attention_block(g, bh / g.heads, bh % g.heads, t0, nq, dp2, w);
                              }
