@@ -56,6 +56,17 @@ struct Body {
   // Loads and stores. Every tail goes through a W-float stack buffer, so a partial vector sees
   // exactly the same arithmetic as a full one (results never depend on an element's position).
   // -------------------------------------------------------------------------------------------
+  // a * b + c with one rounding. xsimd 8.1 has no FMA kernel for avx512f: its xsimd::fma is
+  // a*b + c, fused only when the compiler contracts it (Release builds do, -fsanitize builds
+  // did not; erfc's exact a*a - hi split needs a true FMA). So AVX-512 calls the intrinsic.
+  static B fmadd(const B& a, const B& b, const B& c) {
+    if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
+      return B(_mm512_fmadd_ps(a, b, c));
+    } else {
+      return xsimd::fma(a, b, c);
+    }
+  }
+
   static B load(const float* p) { return B::load_unaligned(p); }
   static void store(float* p, const B& v) { v.store_unaligned(p); }
   // Lanes [0, n) from p (n < W), the other lanes `fill`. Reads only p[0, n).
@@ -115,16 +126,16 @@ struct Body {
     constexpr float kLn2Lo = 1.42860682030941723e-6f;  // ln 2 - kLn2Hi
     const B x = xsimd::min(xsimd::max(hi, B(-110.0f)), B(89.0f));
     const B n = xsimd::nearbyint(x * B(kLog2e));
-    B r = xsimd::fma(n, B(-kLn2Hi), x);
-    r = xsimd::fma(n, B(-kLn2Lo), r) + lo;
+    B r = fmadd(n, B(-kLn2Hi), x);
+    r = fmadd(n, B(-kLn2Lo), r) + lo;
     B p(1.0f / 5040.0f);
-    p = xsimd::fma(p, r, B(1.0f / 720.0f));
-    p = xsimd::fma(p, r, B(1.0f / 120.0f));
-    p = xsimd::fma(p, r, B(1.0f / 24.0f));
-    p = xsimd::fma(p, r, B(1.0f / 6.0f));
-    p = xsimd::fma(p, r, B(0.5f));
-    p = xsimd::fma(p, r, B(1.0f));
-    p = xsimd::fma(p, r, B(1.0f));
+    p = fmadd(p, r, B(1.0f / 720.0f));
+    p = fmadd(p, r, B(1.0f / 120.0f));
+    p = fmadd(p, r, B(1.0f / 24.0f));
+    p = fmadd(p, r, B(1.0f / 6.0f));
+    p = fmadd(p, r, B(0.5f));
+    p = fmadd(p, r, B(1.0f));
+    p = fmadd(p, r, B(1.0f));
     const B n1 = xsimd::floor(n * B(0.5f));
     const B res = (p * pow2i(n1)) * pow2i(n - n1);
     return xsimd::select(xsimd::isnan(hi), hi, res);  // NaN in, NaN out (xsimd 8.1: != is ordered)
@@ -134,30 +145,30 @@ struct Body {
   // erf(a) / a = P(a^2) on [0, 0.75] (fit: 7.0e-8 relative, with float coefficients).
   static B erf_small(const B& a, const B& a2) {
     B p(-0.0006749540916644037f);
-    p = xsimd::fma(p, a2, B(0.005114350002259016f));
-    p = xsimd::fma(p, a2, B(-0.026834627613425255f));
-    p = xsimd::fma(p, a2, B(0.11283376812934875f));
-    p = xsimd::fma(p, a2, B(-0.3761261999607086f));
-    p = xsimd::fma(p, a2, B(1.1283791065216064f));
+    p = fmadd(p, a2, B(0.005114350002259016f));
+    p = fmadd(p, a2, B(-0.026834627613425255f));
+    p = fmadd(p, a2, B(0.11283376812934875f));
+    p = fmadd(p, a2, B(-0.3761261999607086f));
+    p = fmadd(p, a2, B(1.1283791065216064f));
     return a * p;
   }
   // erfc(a) for a >= 0.75: exp(-a^2) Q(t), t = 1 / (1 + a/2), Q of degree 10 fitted on
   // a in [0.75, 10] (3.2e-8 relative). a^2 is split exactly (hi + lo, with FMA) so that exp
   // sees the exact square.
   static B erfc_large(const B& a, const B& a2) {
-    const B t = B(1.0f) / xsimd::fma(a, B(0.5f), B(1.0f));
+    const B t = B(1.0f) / fmadd(a, B(0.5f), B(1.0f));
     B q(-0.03035745583474636f);
-    q = xsimd::fma(q, t, B(0.05810971185564995f));
-    q = xsimd::fma(q, t, B(0.09738030284643173f));
-    q = xsimd::fma(q, t, B(-0.33041173219680786f));
-    q = xsimd::fma(q, t, B(0.20862242579460144f));
-    q = xsimd::fma(q, t, B(-0.015383409336209297f));
-    q = xsimd::fma(q, t, B(0.20616984367370605f));
-    q = xsimd::fma(q, t, B(0.24094346165657043f));
-    q = xsimd::fma(q, t, B(0.28283029794692993f));
-    q = xsimd::fma(q, t, B(0.282041996717453f));
-    q = xsimd::fma(q, t, B(1.6575728523093858e-06f));
-    const B lo = xsimd::fma(a, a, -a2);  // a*a - a2, exact with a fused multiply-add
+    q = fmadd(q, t, B(0.05810971185564995f));
+    q = fmadd(q, t, B(0.09738030284643173f));
+    q = fmadd(q, t, B(-0.33041173219680786f));
+    q = fmadd(q, t, B(0.20862242579460144f));
+    q = fmadd(q, t, B(-0.015383409336209297f));
+    q = fmadd(q, t, B(0.20616984367370605f));
+    q = fmadd(q, t, B(0.24094346165657043f));
+    q = fmadd(q, t, B(0.28283029794692993f));
+    q = fmadd(q, t, B(0.282041996717453f));
+    q = fmadd(q, t, B(1.6575728523093858e-06f));
+    const B lo = fmadd(a, a, -a2);  // a*a - a2, exact with a fused multiply-add
     return exp_hilo(-a2, -lo) * q;
   }
   static B erfc(const B& x) {
@@ -183,11 +194,11 @@ struct Body {
     const B a = xsimd::abs(x);
     const B a2 = a * a;
     B p(-0.0056600309908390045f);
-    p = xsimd::fma(p, a2, B(0.02059103362262249f));
-    p = xsimd::fma(p, a2, B(-0.05372108519077301f));
-    p = xsimd::fma(p, a2, B(0.13331127166748047f));
-    p = xsimd::fma(p, a2, B(-0.3333325982093811f));
-    p = xsimd::fma(p, a2, B(1.0f));
+    p = fmadd(p, a2, B(0.02059103362262249f));
+    p = fmadd(p, a2, B(-0.05372108519077301f));
+    p = fmadd(p, a2, B(0.13331127166748047f));
+    p = fmadd(p, a2, B(-0.3333325982093811f));
+    p = fmadd(p, a2, B(1.0f));
     const B small = a * p;
     const B large = B(1.0f) - B(2.0f) / (B(1.0f) + exp(a + a));
     const B pos = xsimd::select(a < B(0.625f), small, large);
@@ -242,7 +253,7 @@ struct Body {
       // cancellation for x << 0; exp(-2u) overflowing to +inf gives the correct limit -0.
       constexpr float kTwoC = 2.0f * 0.79788456080286535588f;  // 2 sqrt(2/pi)
       constexpr float kTwoCA = kTwoC * 0.044715f;
-      const B two_u = x * xsimd::fma(x * x, B(kTwoCA), B(kTwoC));
+      const B two_u = x * fmadd(x * x, B(kTwoCA), B(kTwoC));
       return x / (B(1.0f) + exp(-two_u));
     } else {
       return x;
@@ -376,8 +387,8 @@ struct Body {
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const B av(a[r * lda + kk]);
-        acc0[r] = xsimd::fma(av, b0, acc0[r]);
-        acc1[r] = xsimd::fma(av, b1, acc1[r]);
+        acc0[r] = fmadd(av, b0, acc0[r]);
+        acc1[r] = fmadd(av, b1, acc1[r]);
       }
     }
 #pragma GCC unroll 8
@@ -496,8 +507,8 @@ struct Body {
 #pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) {
         const B x(av[r]);
-        acc0[r] = xsimd::fma(x, b0, acc0[r]);
-        acc1[r] = xsimd::fma(x, b1, acc1[r]);
+        acc0[r] = fmadd(x, b0, acc0[r]);
+        acc1[r] = fmadd(x, b1, acc1[r]);
       }
     }
 #pragma GCC unroll 16
@@ -699,7 +710,7 @@ struct Body {
       ++count;
       const B d = s - mean;
       mean += d / B(static_cast<float>(count));
-      m2 = xsimd::fma(d, s - mean, m2);
+      m2 = fmadd(d, s - mean, m2);
     }
     double tot_n = 0.0;
     double tot_mean = 0.0;
@@ -843,8 +854,8 @@ struct Body {
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         const B x(a[r * lda + kk * ka]);
-        acc0[r] = xsimd::fma(x, b0, acc0[r]);
-        acc1[r] = xsimd::fma(x, b1, acc1[r]);
+        acc0[r] = fmadd(x, b0, acc0[r]);
+        acc1[r] = fmadd(x, b1, acc1[r]);
       }
     }
 #pragma GCC unroll 16
@@ -1015,17 +1026,17 @@ struct Body {
         int64_t x = 0;
         for (; x < d_full; x += W) {
           const B qv = B::load_aligned(qs + x);
-          a0 = xsimd::fma(qv, load(k0 + x), a0);
-          a1 = xsimd::fma(qv, load(k1 + x), a1);
-          a2 = xsimd::fma(qv, load(k2 + x), a2);
-          a3 = xsimd::fma(qv, load(k3 + x), a3);
+          a0 = fmadd(qv, load(k0 + x), a0);
+          a1 = fmadd(qv, load(k1 + x), a1);
+          a2 = fmadd(qv, load(k2 + x), a2);
+          a3 = fmadd(qv, load(k3 + x), a3);
         }
         if (x < d) {
           const B qv = B::load_aligned(qs + x);
-          a0 = xsimd::fma(qv, load_partial(k0 + x, d - x, 0.0f), a0);
-          a1 = xsimd::fma(qv, load_partial(k1 + x, d - x, 0.0f), a1);
-          a2 = xsimd::fma(qv, load_partial(k2 + x, d - x, 0.0f), a2);
-          a3 = xsimd::fma(qv, load_partial(k3 + x, d - x, 0.0f), a3);
+          a0 = fmadd(qv, load_partial(k0 + x, d - x, 0.0f), a0);
+          a1 = fmadd(qv, load_partial(k1 + x, d - x, 0.0f), a1);
+          a2 = fmadd(qv, load_partial(k2 + x, d - x, 0.0f), a2);
+          a3 = fmadd(qv, load_partial(k3 + x, d - x, 0.0f), a3);
         }
         accs[i] = a0;
         accs[i + 1] = a1;
@@ -1037,9 +1048,9 @@ struct Body {
         if (i < g) {
           const float* kr = kb + (j0 + i) * k_ss;  // [D]
           int64_t x = 0;
-          for (; x < d_full; x += W) acc = xsimd::fma(B::load_aligned(qs + x), load(kr + x), acc);
+          for (; x < d_full; x += W) acc = fmadd(B::load_aligned(qs + x), load(kr + x), acc);
           if (x < d) {
-            acc = xsimd::fma(B::load_aligned(qs + x), load_partial(kr + x, d - x, 0.0f), acc);
+            acc = fmadd(B::load_aligned(qs + x), load_partial(kr + x, d - x, 0.0f), acc);
           }
         }
         accs[i] = acc;
@@ -1070,15 +1081,15 @@ struct Body {
       const float* vr = vb + j * v_ss + c0;  // [D - c0]
       if (full) {
 #pragma GCC unroll 4
-        for (int r = 0; r < NV; ++r) a[r] = xsimd::fma(pj, load(vr + r * W), a[r]);
+        for (int r = 0; r < NV; ++r) a[r] = fmadd(pj, load(vr + r * W), a[r]);
       } else {
 #pragma GCC unroll 4
         for (int r = 0; r < NV; ++r) {
           const int64_t col = c0 + r * W;
           if (col + W <= d) {
-            a[r] = xsimd::fma(pj, load(vr + r * W), a[r]);
+            a[r] = fmadd(pj, load(vr + r * W), a[r]);
           } else if (col < d) {
-            a[r] = xsimd::fma(pj, load_partial(vr + r * W, d - col, 0.0f), a[r]);
+            a[r] = fmadd(pj, load_partial(vr + r * W, d - col, 0.0f), a[r]);
           }
         }
       }
@@ -1108,6 +1119,12 @@ struct Body {
     }
   }
 
+  // Keys [0, end) with the padded keys at the end dropped (right padding costs nothing).
+  static int64_t trim_padded(const uint8_t* kp, int64_t end) {
+    while (end > 0 && kp[end - 1] != 0) --end;
+    return end;
+  }
+
   // The direct path, for a single query (a decode step): scores are dot products of q with
   // K's rows read in place, W keys at a time with one transposed horizontal sum; values summed
   // straight from V's rows. No copy of K or V: a decode step reads each byte of its head's
@@ -1129,6 +1146,7 @@ struct Body {
     float run_max = -kInf, run_sum = 0.0f;
     int64_t key_end = g.kv_len;
     if (g.causal) key_end = min_i64(key_end, t + 1 + g.causal_offset);
+    if (kp) key_end = trim_padded(kp, key_end);
     for (int64_t s0 = 0; s0 < key_end; s0 += kDirectKeyTile) {
       const int64_t nk = min_i64(kDirectKeyTile, key_end - s0);
       tile_scores(qs, kb + s0 * g.k_ss, g.k_ss, nk, d, sc);
@@ -1185,6 +1203,7 @@ struct Body {
     alignas(64) float corr[NR];
     int64_t key_end = g.kv_len;
     if (g.causal) key_end = min_i64(key_end, t0 + nq + g.causal_offset);
+    if (kp) key_end = trim_padded(kp, key_end);
     for (int64_t s0 = 0; s0 < key_end; s0 += kKeyBlock) {
       const int64_t nk = min_i64(kKeyBlock, key_end - s0);
       for (int64_t j0 = 0; j0 < nk; j0 += MR) {
@@ -1242,8 +1261,8 @@ struct Body {
         sum_lo += p_lo;
         sum_hi += p_hi;
       }
-      l_lo = xsimd::fma(l_lo, corr_lo, sum_lo);
-      l_hi = xsimd::fma(l_hi, corr_hi, sum_hi);
+      l_lo = fmadd(l_lo, corr_lo, sum_lo);
+      l_hi = fmadd(l_hi, corr_hi, sum_hi);
       // Vt [nk, dp2].
       for (int64_t j = 0; j < nk; ++j) {
         const float* vr = vb + (s0 + j) * g.v_ss;  // [D]
