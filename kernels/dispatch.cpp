@@ -67,7 +67,7 @@ struct Scratch {
   Scratch& operator=(const Scratch&) = delete;
   ~Scratch() { ::operator delete[](data, kAlign); }
 };
-thread_local Scratch t_scratch;
+thread_local Scratch t_scratch[detail::kScratchSlots];
 
 }  // namespace
 
@@ -148,6 +148,7 @@ int num_threads() {
 // ---------------------------------------------------------------------------------------------
 PackedWeights::PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats)
     : data_(static_cast<float*>(::operator new[](floats * sizeof(float), kAlign))),
+      backend_(std::make_shared<detail::BackendSlot>()),
       n_(n),
       k_(k),
       nr_(nr),
@@ -167,8 +168,8 @@ void allocate_packed(PackedWeights& out, int64_t n, int64_t k, int64_t nr, Isa i
   out = PackedWeights(n, k, nr, isa, floats);
 }
 
-float* thread_scratch(size_t floats) {
-  Scratch& s = t_scratch;
+float* thread_scratch(size_t floats, int slot) {
+  Scratch& s = t_scratch[slot];
   if (floats > s.capacity) {
     const size_t capacity = (floats + 15) / 16 * 16;  // whole cache lines
     float* data = static_cast<float*>(::operator new[](capacity * sizeof(float), kAlign));
@@ -224,6 +225,46 @@ PackedWeights pack_weights(const float* w, int64_t n, int64_t k, int64_t ldw, Is
   return out;
 }
 
+PackedWeights pack_weights_kn(const float* w, int64_t k, int64_t n, int64_t ldw, Isa isa) {
+  if (w == nullptr || n < 1 || k < 1 || ldw < n) {
+    throw std::invalid_argument(
+        "tessera::kernels::pack_weights_kn: need w != null, k >= 1, n >= 1, "
+        "ldw >= n; got k=" +
+        std::to_string(k) + " n=" + std::to_string(n) + " ldw=" + std::to_string(ldw));
+  }
+  PackedWeights out;
+  kernel_table(isa).pack_weights_kn(w, k, n, ldw, out);
+  return out;
+}
+
+// Every ISA packs W [N, K] as panels of NR = panel_width() columns of C, each [K, NR] k-major:
+//   packed[(p*K + kk)*NR + jj] = W[p*NR + jj, kk].
+// Row n of W is therefore column n % NR of panel n / NR: K floats NR apart.
+void packed_rows(const PackedWeights& w, const int64_t* rows, int64_t count, float* out,
+                 int64_t ldo) {
+  if (count <= 0) return;
+  if (w.empty() || rows == nullptr || out == nullptr || ldo < w.k()) {
+    throw std::invalid_argument(
+        "tessera::kernels::packed_rows: need packed weights, rows and out != null, ldo >= k; "
+        "got k=" +
+        std::to_string(w.k()) + " ldo=" + std::to_string(ldo));
+  }
+  const int64_t k = w.k();
+  const int64_t nr = w.panel_width();
+  for (int64_t r = 0; r < count; ++r) {
+    if (rows[r] < 0 || rows[r] >= w.n()) {
+      throw std::invalid_argument("tessera::kernels::packed_rows: row " + std::to_string(rows[r]) +
+                                  " (index " + std::to_string(r) + ") is outside [0, " +
+                                  std::to_string(w.n()) + ")");
+    }
+  }
+  for (int64_t r = 0; r < count; ++r) {
+    const float* src = w.data() + (rows[r] / nr) * k * nr + rows[r] % nr;  // stride nr
+    float* dst = out + r * ldo;                                            // [K]
+    for (int64_t kk = 0; kk < k; ++kk) dst[kk] = src[kk * nr];
+  }
+}
+
 void gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c, int64_t ldc,
           const Epilogue& ep) {
   if (m <= 0) return;
@@ -235,7 +276,61 @@ void gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float*
                                 std::to_string(lda) + " k=" + std::to_string(w.k()) +
                                 " ldc=" + std::to_string(ldc) + " n=" + std::to_string(w.n()));
   }
+  if (gemm_backend() == GemmBackend::onednn) {
+    detail::onednn_gemm(m, a, lda, w, c, ldc, ep);
+    return;
+  }
   kernel_table(w.isa()).gemm(m, a, lda, w, c, ldc, ep);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM backend selection
+// ---------------------------------------------------------------------------------------------
+namespace {
+GemmBackend backend_from_environment() {
+  const char* env = std::getenv("TESSERA_GEMM");
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "tessera") == 0)
+    return GemmBackend::tessera;
+  if (std::strcmp(env, "onednn") == 0) {
+    if (!detail::onednn_built()) {
+      throw std::runtime_error(
+          "TESSERA_GEMM=onednn: this build of Tessera has no oneDNN (libdnnl was not found "
+          "when it was configured); use TESSERA_GEMM=tessera");
+    }
+    return GemmBackend::onednn;
+  }
+  throw std::runtime_error(std::string("TESSERA_GEMM=") + env +
+                           " is not a GEMM backend; use one of: tessera, onednn");
+}
+std::atomic<int> g_backend{-1};  // -1: not chosen yet
+}  // namespace
+
+bool onednn_available() {
+  return detail::onednn_built();
+}
+
+const char* gemm_backend_name(GemmBackend backend) {
+  return backend == GemmBackend::onednn ? "onednn" : "tessera";
+}
+
+void set_gemm_backend(GemmBackend backend) {
+  if (backend == GemmBackend::onednn && !detail::onednn_built()) {
+    throw std::runtime_error(
+        "tessera::kernels::set_gemm_backend(onednn): this build has no oneDNN (libdnnl was not "
+        "found when it was configured)");
+  }
+  g_backend.store(static_cast<int>(backend), std::memory_order_relaxed);
+}
+
+GemmBackend gemm_backend() {
+  int b = g_backend.load(std::memory_order_relaxed);
+  if (b < 0) {
+    static const GemmBackend from_env = backend_from_environment();  // read once
+    int expected = -1;
+    g_backend.compare_exchange_strong(expected, static_cast<int>(from_env));
+    b = g_backend.load(std::memory_order_relaxed);
+  }
+  return static_cast<GemmBackend>(b);
 }
 
 void softmax_rows(int64_t rows, int64_t n, const float* x, int64_t ldx, float* y, int64_t ldy) {
@@ -251,6 +346,10 @@ void add_layernorm_rows(int64_t rows, int64_t n, const float* x, int64_t ldx, co
 
 void activation(int64_t n, const float* x, float* y, Activation act) {
   active_table().activation(n, x, y, act);
+}
+
+void vector_math(MathFunction f, int64_t n, const float* x, float* y) {
+  active_table().vector_math(f, n, x, y);
 }
 
 void add(int64_t n, const float* a, const float* b, float* y) {

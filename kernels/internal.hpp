@@ -7,6 +7,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 
 #include "kernels/kernels.h"
 
@@ -23,9 +25,11 @@ const KernelTable& kernel_table_generic();
 void allocate_packed(PackedWeights& out, int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats);
 
 // Scratch memory private to the calling thread: 64-byte aligned, at least `floats` floats,
-// valid until the next call on the same thread. Grows (never shrinks), so a steady-state
-// forward pass does not allocate.
-float* thread_scratch(size_t floats);
+// valid until the next call on the same thread with the same slot. Grows (never shrinks), so a
+// steady-state forward pass does not allocate. Slots 0 and 1 are independent buffers (GEMM keeps
+// its packed A in slot 1 on the calling thread while every thread of its team uses slot 0).
+constexpr int kScratchSlots = 2;
+float* thread_scratch(size_t floats, int slot = 0);
 
 // Thrown (std::invalid_argument) when an ISA's gemm is handed weights packed for another ISA.
 [[noreturn]] void throw_packed_isa_mismatch(Isa kernel_isa, Isa packed_isa);
@@ -33,5 +37,16 @@ float* thread_scratch(size_t floats);
 // Parses a TESSERA_ISA value ("generic", "avx2", "avx512"). Throws std::runtime_error naming
 // the accepted values if `value` is unknown, or the supported ones if this CPU cannot run it.
 Isa isa_from_string(const char* value);
+
+// Holder of a backend's per-weights data (see PackedWeights::backend_slot()).
+struct BackendSlot {
+  std::mutex mutex;
+  std::shared_ptr<void> data;  // owned by the backend that set it
+};
+
+// The oneDNN backend (kernels/onednn.cpp). onednn_gemm has gemm()'s contract.
+bool onednn_built();
+void onednn_gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
+                 int64_t ldc, const Epilogue& ep);
 
 }  // namespace tessera::kernels::detail

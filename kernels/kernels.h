@@ -16,6 +16,10 @@
 
 namespace tessera::kernels {
 
+namespace detail {
+struct BackendSlot;  // per-weights cache of a GEMM backend (kernels/onednn.cpp)
+}  // namespace detail
+
 // ---------------------------------------------------------------------------------------------
 // ISA selection
 // ---------------------------------------------------------------------------------------------
@@ -66,12 +70,16 @@ class PackedWeights {
   // Implementation detail, used by the packing routines.
   PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats);
   float* mutable_data() { return data_.get(); }
+  // Implementation detail: where another GEMM backend (oneDNN) keeps these weights in its own
+  // layout, prepared at first use. Thread-safe; shared by moved-from copies.
+  detail::BackendSlot* backend_slot() const { return backend_.get(); }
 
  private:
   struct Free {
     void operator()(float* p) const;
   };
   std::unique_ptr<float[], Free> data_;
+  std::shared_ptr<detail::BackendSlot> backend_;
   int64_t n_ = 0, k_ = 0, nr_ = 0;
   Isa isa_ = Isa::generic;
   size_t bytes_ = 0;
@@ -83,6 +91,21 @@ inline PackedWeights pack_weights(const float* w, int64_t n, int64_t k, int64_t 
   return pack_weights(w, n, k, ldw, active_isa());
 }
 
+// Packs a weight stored TRANSPOSED, as [k, n] row-major (row stride ldw >= n): Hugging Face
+// GPT-2's Conv1D layout, y = x · w. The result is identical (bit for bit, same layout) to
+// pack_weights() of its transpose [n, k]. n, k >= 1.
+PackedWeights pack_weights_kn(const float* w, int64_t k, int64_t n, int64_t ldw, Isa isa);
+inline PackedWeights pack_weights_kn(const float* w, int64_t k, int64_t n, int64_t ldw) {
+  return pack_weights_kn(w, k, n, ldw, active_isa());
+}
+
+// out[r, :] = W[rows[r], :] for r < count: rows of the ORIGINAL W [n, k], copied out of the
+// packed layout (k floats each, row stride ldo >= k). Lets a model gather tied embeddings from
+// its packed LM head instead of keeping a second copy of the table. Throws
+// std::invalid_argument if w is empty, ldo < k, or some rows[r] is outside [0, n).
+void packed_rows(const PackedWeights& w, const int64_t* rows, int64_t count, float* out,
+                 int64_t ldo);
+
 // Applied to each element of the tile before it is stored, in this order:
 //   v = acc + bias[j];  v = act(v);  v = v + residual[i * ld_residual + j];  C[i, j] = v.
 struct Epilogue {
@@ -93,6 +116,19 @@ struct Epilogue {
                                     // before it is written.
   int64_t ld_residual = 0;
 };
+
+// GEMM backend used by gemm(): Tessera's own kernels (default) or oneDNN's matmul primitive
+// (primitives created once per shape and cached; the weights reordered once into oneDNN's
+// layout, at first use, and cached in the PackedWeights). The initial value comes from the
+// environment variable TESSERA_GEMM (tessera|onednn), read once; set_gemm_backend() overrides
+// it. Throws std::runtime_error for an unknown TESSERA_GEMM value, or when oneDNN is asked for
+// but this build has none (onednn_available()). Determinism across thread counts is promised
+// for the tessera backend only.
+enum class GemmBackend : uint8_t { tessera, onednn };
+bool onednn_available();
+void set_gemm_backend(GemmBackend backend);
+GemmBackend gemm_backend();
+const char* gemm_backend_name(GemmBackend backend);
 
 // a: [M, K] row stride lda >= K.  c: [M, N] row stride ldc >= N; must not overlap a.
 // M >= 0 (M = 0 does nothing). w.isa() must be an ISA this CPU supports; the kernel of that ISA
@@ -117,6 +153,12 @@ void add_layernorm_rows(int64_t rows, int64_t n, const float* x, int64_t ldx, co
 
 // y[i] = act(x[i]), i < n. In place allowed.
 void activation(int64_t n, const float* x, float* y, Activation act);
+
+// The kernels' own polynomial approximations (used by softmax, attention and GELU), exposed
+// for tests and for models: y[i] = f(x[i]), i < n. In place allowed. Their maximum errors are
+// stated in kernels/kernels_body.hpp and checked by the tests; NaN maps to NaN.
+enum class MathFunction : uint8_t { exp, erf, erfc, tanh };
+void vector_math(MathFunction f, int64_t n, const float* x, float* y);
 
 // y[i] = a[i] + b[i]. In place allowed (y == a or y == b).
 void add(int64_t n, const float* a, const float* b, float* y);
@@ -189,6 +231,9 @@ struct KernelTable {
   void (*embedding)(int64_t rows, const int64_t* ids, const float* table, int64_t dim, float scale,
                     const int64_t* positions, const float* pos_table, float* out, int64_t ldo);
   void (*attention)(const AttentionArgs& args);
+  // pack_weights for W given as [k, n] row-major (see pack_weights_kn()).
+  void (*pack_weights_kn)(const float* w, int64_t k, int64_t n, int64_t ldw, PackedWeights& out);
+  void (*vector_math)(MathFunction f, int64_t n, const float* x, float* y);
 };
 // The table of one ISA. Throws std::runtime_error if the CPU cannot run it.
 const KernelTable& kernel_table(Isa isa);

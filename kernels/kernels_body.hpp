@@ -56,6 +56,17 @@ struct Body {
   // Loads and stores. Every tail goes through a W-float stack buffer, so a partial vector sees
   // exactly the same arithmetic as a full one (results never depend on an element's position).
   // -------------------------------------------------------------------------------------------
+  // a * b + c with one rounding. xsimd 8.1 has no FMA kernel for avx512f: its xsimd::fma is
+  // a*b + c, fused only when the compiler contracts it (Release builds do, -fsanitize builds
+  // did not; erfc's exact a*a - hi split needs a true FMA). So AVX-512 calls the intrinsic.
+  static B fmadd(const B& a, const B& b, const B& c) {
+    if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
+      return B(_mm512_fmadd_ps(a, b, c));
+    } else {
+      return xsimd::fma(a, b, c);
+    }
+  }
+
   static B load(const float* p) { return B::load_unaligned(p); }
   static void store(float* p, const B& v) { v.store_unaligned(p); }
   // Lanes [0, n) from p (n < W), the other lanes `fill`. Reads only p[0, n).
@@ -80,6 +91,152 @@ struct Body {
   }
 
   // -------------------------------------------------------------------------------------------
+  // exp, erf, erfc, tanh: polynomial approximations (coefficients fitted for this file: float
+  // minimax-style fits of the stated functions, by iteratively reweighted least squares against
+  // 30-digit mpmath values). Maximum errors, measured against double std:: over the whole float
+  // range by TEST_CASE "vector_math" (relative, in eps = 2^-23, where the result is a normal
+  // float; below that, within 2^-126 absolute). Bounds the test enforces (measured on Zen 4):
+  //   exp   <= 1 eps (0.63);  denormal results correct down to exp(-103.3), then 0;
+  //         x > 88.72: +inf;  exp(-inf) = 0 exactly (masked scores rely on it)
+  //   erf   <= 2 eps (1.43);  odd: erf(-x) = -erf(x) exactly;  erf(+-inf) = +-1
+  //   erfc  <= 3 eps (2.72);  erfc(x) = 0 for x > 10.06
+  //   tanh  <= 1.5 eps (1.13);  odd;  tanh(+-inf) = +-1
+  // The generic (SSE2) build has no FMA, so a^2 - hi is not exact inside erfc: there erfc is
+  // within 4 + x^2 eps for x > 0 (measured 34 eps at x = 8.9; Horner steps round twice); the
+  // others keep their bounds.
+  // Every function maps NaN to NaN. Arguments are batches; no branches, no table look-ups.
+  // -------------------------------------------------------------------------------------------
+  using BI = xsimd::batch<int32_t, Arch>;
+
+  // 2^n for integral n in [-126, 127] (as floats): the exponent field built directly.
+  static B pow2i(const B& n) {
+    const BI e = (xsimd::to_int(n) + BI(127)) << 23;
+    return xsimd::bitwise_cast<B>(e);
+  }
+
+  // exp(hi + lo) with |lo| <= ~1e-3 |hi| or |lo| < 0.1: lo joins the reduced argument after the
+  // exact Cody-Waite step, so it is not lost to hi's rounding (erfc uses it for the low half
+  // of x^2). exp(x) = 2^n e^r, n = round(x / ln2), r = x - n ln2 in [-ln2/2, ln2/2];
+  // e^r by its degree-7 Taylor polynomial (truncation r^8/8! < 5.3e-9 < 0.05 eps relative).
+  // 2^n is applied as 2^n1 2^n2 (n1 = floor(n/2)) so that n in [-159, 128] never leaves the
+  // exponent range: results overflow to +inf and underflow through the denormals correctly.
+  static B exp_hilo(const B& hi, const B& lo) {
+    constexpr float kLog2e = 1.44269504088896341f;
+    constexpr float kLn2Hi = 0.693145751953125f;       // ln 2 with 16 significant bits (exact n*)
+    constexpr float kLn2Lo = 1.42860682030941723e-6f;  // ln 2 - kLn2Hi
+    const B x = xsimd::min(xsimd::max(hi, B(-110.0f)), B(89.0f));
+    const B n = xsimd::nearbyint(x * B(kLog2e));
+    B r = fmadd(n, B(-kLn2Hi), x);
+    r = fmadd(n, B(-kLn2Lo), r) + lo;
+    B p(1.0f / 5040.0f);
+    p = fmadd(p, r, B(1.0f / 720.0f));
+    p = fmadd(p, r, B(1.0f / 120.0f));
+    p = fmadd(p, r, B(1.0f / 24.0f));
+    p = fmadd(p, r, B(1.0f / 6.0f));
+    p = fmadd(p, r, B(0.5f));
+    p = fmadd(p, r, B(1.0f));
+    p = fmadd(p, r, B(1.0f));
+    const B n1 = xsimd::floor(n * B(0.5f));
+    const B res = (p * pow2i(n1)) * pow2i(n - n1);
+    return xsimd::select(xsimd::isnan(hi), hi, res);  // NaN in, NaN out (xsimd 8.1: != is ordered)
+  }
+  static B exp(const B& x) { return exp_hilo(x, B(0.0f)); }
+
+  // erf(a) / a = P(a^2) on [0, 0.75] (fit: 7.0e-8 relative, with float coefficients).
+  static B erf_small(const B& a, const B& a2) {
+    B p(-0.0006749540916644037f);
+    p = fmadd(p, a2, B(0.005114350002259016f));
+    p = fmadd(p, a2, B(-0.026834627613425255f));
+    p = fmadd(p, a2, B(0.11283376812934875f));
+    p = fmadd(p, a2, B(-0.3761261999607086f));
+    p = fmadd(p, a2, B(1.1283791065216064f));
+    return a * p;
+  }
+  // erfc(a) for a >= 0.75: exp(-a^2) Q(t), t = 1 / (1 + a/2), Q of degree 10 fitted on
+  // a in [0.75, 10] (3.2e-8 relative). a^2 is split exactly (hi + lo, with FMA) so that exp
+  // sees the exact square.
+  static B erfc_large(const B& a, const B& a2) {
+    const B t = B(1.0f) / fmadd(a, B(0.5f), B(1.0f));
+    B q(-0.03035745583474636f);
+    q = fmadd(q, t, B(0.05810971185564995f));
+    q = fmadd(q, t, B(0.09738030284643173f));
+    q = fmadd(q, t, B(-0.33041173219680786f));
+    q = fmadd(q, t, B(0.20862242579460144f));
+    q = fmadd(q, t, B(-0.015383409336209297f));
+    q = fmadd(q, t, B(0.20616984367370605f));
+    q = fmadd(q, t, B(0.24094346165657043f));
+    q = fmadd(q, t, B(0.28283029794692993f));
+    q = fmadd(q, t, B(0.282041996717453f));
+    q = fmadd(q, t, B(1.6575728523093858e-06f));
+    const B lo = fmadd(a, a, -a2);  // a*a - a2, exact with a fused multiply-add
+    return exp_hilo(-a2, -lo) * q;
+  }
+  static B erfc(const B& x) {
+    const B a = xsimd::abs(x);
+    const B a2 = a * a;
+    const B small = B(1.0f) - erf_small(a, a2);
+    const B large = erfc_large(xsimd::min(a, B(11.0f)), xsimd::min(a2, B(121.0f)));
+    const B pos = xsimd::select(a < B(0.75f), small, large);  // erfc(|x|)
+    const B res = xsimd::select(x < B(0.0f), B(2.0f) - pos, pos);
+    return xsimd::select(xsimd::isnan(x), x, res);
+  }
+  static B erf(const B& x) {
+    const B a = xsimd::abs(x);
+    const B a2 = a * a;
+    const B large = B(1.0f) - erfc_large(xsimd::min(a, B(11.0f)), xsimd::min(a2, B(121.0f)));
+    const B pos = xsimd::select(a < B(0.75f), erf_small(a, a2), large);  // erf(|x|)
+    const B res = xsimd::select(x < B(0.0f), -pos, pos);
+    return xsimd::select(xsimd::isnan(x), x, res);
+  }
+  // tanh(a) = a P(a^2) on [0, 0.625] (fit: 1.0e-8 relative); above, 1 - 2 / (1 + exp(2a)):
+  // no cancellation there (tanh >= 0.55), and exp overflowing to +inf gives exactly 1.
+  static B tanh(const B& x) {
+    const B a = xsimd::abs(x);
+    const B a2 = a * a;
+    B p(-0.0056600309908390045f);
+    p = fmadd(p, a2, B(0.02059103362262249f));
+    p = fmadd(p, a2, B(-0.05372108519077301f));
+    p = fmadd(p, a2, B(0.13331127166748047f));
+    p = fmadd(p, a2, B(-0.3333325982093811f));
+    p = fmadd(p, a2, B(1.0f));
+    const B small = a * p;
+    const B large = B(1.0f) - B(2.0f) / (B(1.0f) + exp(a + a));
+    const B pos = xsimd::select(a < B(0.625f), small, large);
+    const B res = xsimd::select(x < B(0.0f), -pos, pos);
+    return xsimd::select(xsimd::isnan(x), x, res);
+  }
+
+  template <MathFunction kFn>
+  static B math_fn(const B& x) {
+    if constexpr (kFn == MathFunction::exp) return exp(x);
+    if constexpr (kFn == MathFunction::erf) return erf(x);
+    if constexpr (kFn == MathFunction::erfc) return erfc(x);
+    if constexpr (kFn == MathFunction::tanh) return tanh(x);
+    return x;
+  }
+  template <MathFunction kFn>
+  static void math_range(int64_t n, const float* x, float* y) {
+    detail::parallel_for(0, n, kElementGrain, [&](int64_t lo, int64_t hi) {
+      int64_t i = lo;
+      for (; i + W <= hi; i += W) store(y + i, math_fn<kFn>(load(x + i)));
+      if (i < hi) store_partial(y + i, math_fn<kFn>(load_partial(x + i, hi - i, 0.0f)), hi - i);
+    });
+  }
+  static void vector_math(MathFunction f, int64_t n, const float* x, float* y) {
+    if (n <= 0) return;
+    switch (f) {
+      case MathFunction::exp:
+        return math_range<MathFunction::exp>(n, x, y);
+      case MathFunction::erf:
+        return math_range<MathFunction::erf>(n, x, y);
+      case MathFunction::erfc:
+        return math_range<MathFunction::erfc>(n, x, y);
+      case MathFunction::tanh:
+        return math_range<MathFunction::tanh>(n, x, y);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
   // Activations
   // -------------------------------------------------------------------------------------------
   template <Activation kAct>
@@ -90,14 +247,14 @@ struct Body {
       // x/2 * (1 + erf(x/sqrt2)) == x/2 * erfc(-x/sqrt2): the erfc form keeps its relative
       // accuracy for x << 0, where 1 + erf(.) cancels.
       constexpr float kMinusSqrtHalf = -0.70710678118654752440f;
-      return (B(0.5f) * x) * xsimd::erfc(x * B(kMinusSqrtHalf));
+      return (B(0.5f) * x) * erfc(x * B(kMinusSqrtHalf));
     } else if constexpr (kAct == Activation::gelu_tanh) {
       // x/2 * (1 + tanh(u)) == x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3): no
       // cancellation for x << 0; exp(-2u) overflowing to +inf gives the correct limit -0.
       constexpr float kTwoC = 2.0f * 0.79788456080286535588f;  // 2 sqrt(2/pi)
       constexpr float kTwoCA = kTwoC * 0.044715f;
-      const B two_u = x * xsimd::fma(x * x, B(kTwoCA), B(kTwoC));
-      return x / (B(1.0f) + xsimd::exp(-two_u));
+      const B two_u = x * fmadd(x * x, B(kTwoCA), B(kTwoC));
+      return x / (B(1.0f) + exp(-two_u));
     } else {
       return x;
     }
@@ -180,6 +337,33 @@ struct Body {
     });
   }
 
+  // The same layout from W stored transposed, wt [K, N] row-major (row stride ldw >= N): each
+  // panel row is a contiguous run of a row of wt.
+  static void pack_weights_kn(const float* wt, int64_t k, int64_t n, int64_t ldw,
+                              PackedWeights& out) {
+    const int64_t panels = ceil_div(n, NR);
+    detail::allocate_packed(out, n, k, NR, kIsa, static_cast<size_t>(panels * k * NR));
+    float* dst = out.mutable_data();  // [panels, K, NR]
+    const int64_t grain = max_i64(1, kMinChunkWork / (k * NR));
+    detail::parallel_for(0, panels, grain, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        float* panel = dst + p * k * NR;  // [K, NR]
+        const int64_t j0 = p * NR;
+        const int64_t cols = min_i64(NR, n - j0);
+        for (int64_t kk = 0; kk < k; ++kk) {
+          const float* src = wt + kk * ldw + j0;  // row kk of wt, columns [j0, j0 + cols)
+          float* d = panel + kk * NR;
+          for (int64_t jj = 0; jj < cols; ++jj) d[jj] = src[jj];
+          for (int64_t jj = cols; jj < NR; ++jj) d[jj] = 0.0f;
+        }
+      }
+    });
+  }
+
+  // Software prefetch distance of the streaming micro-kernel: 4 KiB ahead at NR = 32 (about
+  // DRAM latency x one core's share of the bandwidth: ~100 ns x 27 GB/s = 2.7 KB in flight).
+  static constexpr int64_t kPrefetchSteps = 4096 / (NR * 4);
+
   // tile[r, :] = sum_kk a[r*lda + kk] * panel[kk, :] for r < R, summed in k order.
   // tile: [MR, NR] (rows >= R untouched). R is a template parameter so the accumulators are
   // fully unrolled into registers.
@@ -194,13 +378,17 @@ struct Body {
       acc1[r] = B(0.0f);
     }
     for (int64_t kk = 0; kk < k; ++kk) {
+      // Prefetch the panel kPrefetchSteps k steps ahead (past its end: harmless, a prefetch
+      // never faults).
+      __builtin_prefetch(panel + (kk + kPrefetchSteps) * NR, 0, 0);
+      if constexpr (NR * 4 > 64) __builtin_prefetch(panel + (kk + kPrefetchSteps) * NR + 16, 0, 0);
       const B b0 = B::load_aligned(panel + kk * NR);
       const B b1 = B::load_aligned(panel + kk * NR + W);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const B av(a[r * lda + kk]);
-        acc0[r] = xsimd::fma(av, b0, acc0[r]);
-        acc1[r] = xsimd::fma(av, b1, acc1[r]);
+        acc0[r] = fmadd(av, b0, acc0[r]);
+        acc1[r] = fmadd(av, b1, acc1[r]);
       }
     }
 #pragma GCC unroll 8
@@ -249,29 +437,184 @@ struct Body {
     }
   }
 
+  // ---- Blocked path (M > kFewRows): the GotoBLAS / BLIS loop nest ----------------------------
+  // The roles map onto BLIS's with A and B swapped: our vector operand is the packed weight
+  // panel (BLIS's A micro-panel, streamed from L2), our broadcast operand is A (BLIS's B
+  // micro-panel, resident in L1). Per call:
+  //   1. A is packed once into MR-row micro-panels Ap [row_blocks, K, MR] (rows past M zero),
+  //      so the MR broadcasts of one k step read 4*MR contiguous bytes.
+  //   2. C is cut into items of up to MC rows x NC columns (item = unit of OpenMP work).
+  //   3. Per item: for each KC block of K: for each MR row block: for each NR panel: the
+  //      micro-kernel accumulates an MR x NR tile over the KC block.
+  // Cache reasoning (Zen 4: 32 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3):
+  //   * KC = 256: the A micro-panel of one KC block, KC x MR x 4 B (8 KiB at MR = 8), stays in
+  //     L1 while the item's panels stream past it; a quarter of L1, so the streamed W lines
+  //     and the C tile do not evict it. Long enough that loading/storing the MR x NR
+  //     accumulators between K blocks (2 x 16 vectors) costs < 1 % of the KC x 2MR FMAs.
+  //   * NC = 256 columns: the item's W block, KC x NC x 4 B = 256 KiB, stays in L2 while the
+  //     item's MC / MR row blocks each sweep it.
+  //   * MC = 128 rows: the item's A block (MC x KC x 4 B = 128 KiB) and its accumulators
+  //     (MC x NC x 4 B = 128 KiB) also fit in L2 next to the W block (512 KiB in all, half of
+  //     L2). The whole packed W (e.g. 9 MiB for 768 x 3072) is L3-resident and read once per
+  //     row item: at MC = 128, 1/64 byte per flop, ~2 GB/s at peak.
+  // Items are smaller than MC x NC when needed to give every thread several of them. Each
+  // C element is accumulated by one thread, in k order, in one register chain (reloading
+  // the accumulator between K blocks is exact), so the result is independent of the thread
+  // count and of the blocking. The epilogue is applied to a tile right after its last K block,
+  // while it is in L1.
+  static constexpr int64_t kKC = 256;
+  static constexpr int64_t kMC = 128;
+  static constexpr int64_t kNC = 256;
+  // M up to this many rows takes the few-row (streaming) path.
+  static constexpr int64_t kFewRows = MR;
+
+  // ap [K, MR] = rows [i0, i0 + rows) of A, k-major, rows past `rows` zero.
+  static void pack_a_block(const float* a, int64_t lda, int64_t rows, int64_t k, float* ap) {
+    for (int64_t r = 0; r < MR; ++r) {
+      float* d = ap + r;
+      if (r < rows) {
+        const float* src = a + r * lda;  // [K]
+        for (int64_t kk = 0; kk < k; ++kk) d[kk * MR] = src[kk];
+      } else {
+        for (int64_t kk = 0; kk < k; ++kk) d[kk * MR] = 0.0f;
+      }
+    }
+  }
+
+  // tile [MR, NR] = (load ? tile : 0) + sum over kc steps of ap[kk, :]ᵀ · bp[kk, :], one FMA
+  // chain per accumulator. ap: [kc, MR] (L1), bp: [kc, NR] (a KC block of a weight panel).
+  static void micro_kernel_packed(int64_t kc, const float* ap, const float* bp, float* tile,
+                                  bool load) {
+    B acc0[MR];
+    B acc1[MR];
+    if (load) {
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        acc0[r] = B::load_aligned(tile + r * NR);
+        acc1[r] = B::load_aligned(tile + r * NR + W);
+      }
+    } else {
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        acc0[r] = B(0.0f);
+        acc1[r] = B(0.0f);
+      }
+    }
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      const B b0 = B::load_aligned(bp + kk * NR);
+      const B b1 = B::load_aligned(bp + kk * NR + W);
+      const float* av = ap + kk * MR;
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const B x(av[r]);
+        acc0[r] = fmadd(x, b0, acc0[r]);
+        acc1[r] = fmadd(x, b1, acc1[r]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      acc0[r].store_aligned(tile + r * NR);
+      acc1[r].store_aligned(tile + r * NR + W);
+    }
+  }
+
   template <Activation kAct>
-  static void gemm_impl(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
-                        int64_t ldc, const Epilogue& ep) {
+  static void gemm_blocked(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
+                           int64_t ldc, const Epilogue& ep) {
     const int64_t n = w.n();
     const int64_t k = w.k();
     const float* packed = w.data();  // [panels, K, NR]
     const int64_t panels = ceil_div(n, NR);
     const int64_t row_blocks = ceil_div(m, MR);
-    // Tiles (row block, panel), numbered panel-major so that a thread's contiguous run of tiles
-    // reuses one panel (K*NR floats, <= 384 KiB at K = 3072 on AVX-512: L2-resident) across the
-    // row blocks. The tiling depends only on M and N; each tile sums the whole K in order.
-    const int64_t grain = max_i64(1, kMinChunkWork / (2 * min_i64(m, MR) * NR * k));
-    detail::parallel_for(0, panels * row_blocks, grain, [&](int64_t t0, int64_t t1) {
-      alignas(64) float tile[MR * NR];  // [MR, NR]
+
+    // 1. Pack A: [row_blocks, K, MR], on the calling thread's slot-1 scratch (the workers'
+    //    slot 0 holds their accumulators).
+    float* ap = detail::thread_scratch(static_cast<size_t>(row_blocks * k * MR), 1);
+    detail::parallel_for(
+        0, row_blocks, max_i64(1, kMinChunkWork / (MR * k)), [&](int64_t b0, int64_t b1) {
+          for (int64_t rb = b0; rb < b1; ++rb) {
+            pack_a_block(a + rb * MR * lda, lda, min_i64(MR, m - rb * MR), k, ap + rb * k * MR);
+          }
+        });
+
+    // 2. Items: row_items x col_items, each up to MC rows (whole row blocks) x NC columns (whole
+    //    panels). With several threads, items shrink (down to one panel wide) until there are
+    //    about 8 per thread, so a static split is balanced within ~10 %.
+    const int64_t row_items = ceil_div(row_blocks, kMC / MR);
+    int64_t item_panels = kNC / NR;
+    // Threads worth using: each should get at least 4 kMinChunkWork flops (a small GEMM stays
+    // on one thread, where a fork/join would cost more than it saves).
+    const int64_t threads =
+        min_i64(num_threads(), max_i64(1, 2 * m * panels * NR * k / (4 * kMinChunkWork)));
+    if (threads > 1) {
+      const int64_t want_col_items = ceil_div(8 * threads, row_items);
+      item_panels = min_i64(item_panels, max_i64(1, ceil_div(panels, want_col_items)));
+    }
+    const int64_t col_items = ceil_div(panels, item_panels);
+    const int64_t max_item_blocks = ceil_div(row_blocks, row_items);
+    const size_t acc_floats = static_cast<size_t>(max_item_blocks * item_panels * MR * NR);
+
+    // One thread: a single chunk (parallel_for then runs it on the calling thread).
+    const int64_t item_grain = threads > 1 ? 1 : row_items * col_items;
+    detail::parallel_for(0, row_items * col_items, item_grain, [&](int64_t t0, int64_t t1) {
+      float* acc = detail::thread_scratch(acc_floats, 0);  // [item blocks, item panels, MR, NR]
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t p = t / row_blocks;
-        const int64_t i0 = (t % row_blocks) * MR;
-        const int64_t rows = min_i64(MR, m - i0);
-        const int64_t j0 = p * NR;
-        micro_kernel_rows<MR>(rows, k, a + i0 * lda, lda, packed + p * k * NR, tile);
-        store_tile<kAct>(tile, rows, min_i64(NR, n - j0), i0, j0, c, ldc, ep);
+        const int64_t ri = t / col_items;
+        const int64_t ci = t % col_items;
+        const int64_t rb0 = ri * row_blocks / row_items;  // row blocks [rb0, rb1)
+        const int64_t rb1 = (ri + 1) * row_blocks / row_items;
+        const int64_t p0 = ci * item_panels;  // panels [p0, p1)
+        const int64_t p1 = min_i64(panels, p0 + item_panels);
+        const int64_t np = p1 - p0;
+        for (int64_t k0 = 0; k0 < k; k0 += kKC) {
+          const int64_t kc = min_i64(kKC, k - k0);
+          const bool last = k0 + kc == k;
+          for (int64_t rb = rb0; rb < rb1; ++rb) {
+            const float* apb = ap + (rb * k + k0) * MR;  // [kc, MR]
+            const int64_t i0 = rb * MR;
+            for (int64_t p = p0; p < p1; ++p) {
+              float* tile = acc + ((rb - rb0) * np + (p - p0)) * MR * NR;  // [MR, NR]
+              micro_kernel_packed(kc, apb, packed + (p * k + k0) * NR, tile, k0 > 0);
+              if (last) {
+                store_tile<kAct>(tile, min_i64(MR, m - i0), min_i64(NR, n - p * NR), i0, p * NR, c,
+                                 ldc, ep);
+              }
+            }
+          }
+        }
       }
     });
+  }
+
+  // ---- Few-row path (M <= kFewRows: a decode step) -------------------------------------------
+  // Bandwidth-bound: every weight byte is used M times, so the kernel streams each packed panel
+  // once (whole K, A's M rows read straight from L1) and prefetches kPrefetchSteps k steps
+  // ahead; the threads split the panels (the N range).
+  template <Activation kAct>
+  static void gemm_few_rows(int64_t m, const float* a, int64_t lda, const PackedWeights& w,
+                            float* c, int64_t ldc, const Epilogue& ep) {
+    const int64_t n = w.n();
+    const int64_t k = w.k();
+    const float* packed = w.data();  // [panels, K, NR]
+    const int64_t panels = ceil_div(n, NR);
+    const int64_t grain = max_i64(1, kMinChunkWork / (2 * m * NR * k));
+    detail::parallel_for(0, panels, grain, [&](int64_t q0, int64_t q1) {
+      alignas(64) float tile[MR * NR];  // [MR, NR]
+      for (int64_t p = q0; p < q1; ++p) {
+        micro_kernel_rows<MR>(m, k, a, lda, packed + p * k * NR, tile);
+        store_tile<kAct>(tile, m, min_i64(NR, n - p * NR), 0, p * NR, c, ldc, ep);
+      }
+    });
+  }
+
+  template <Activation kAct>
+  static void gemm_impl(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
+                        int64_t ldc, const Epilogue& ep) {
+    if (m <= kFewRows) {
+      gemm_few_rows<kAct>(m, a, lda, w, c, ldc, ep);
+    } else {
+      gemm_blocked<kAct>(m, a, lda, w, c, ldc, ep);
+    }
   }
 
   static void gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
@@ -313,12 +656,12 @@ struct Body {
     B vsum(0.0f);
     int64_t i = 0;
     for (; i + W <= n; i += W) {
-      const B e = xsimd::exp(load(x + i) - bm);
+      const B e = exp(load(x + i) - bm);
       store(y + i, e);
       vsum += e;
     }
     if (i < n) {
-      const B e = xsimd::exp(load_partial(x + i, n - i, -kInf) - bm);  // padding: exp(-inf) = 0
+      const B e = exp(load_partial(x + i, n - i, -kInf) - bm);  // padding: exp(-inf) = 0
       store_partial(y + i, e, n - i);
       vsum += e;
     }
@@ -367,7 +710,7 @@ struct Body {
       ++count;
       const B d = s - mean;
       mean += d / B(static_cast<float>(count));
-      m2 = xsimd::fma(d, s - mean, m2);
+      m2 = fmadd(d, s - mean, m2);
     }
     double tot_n = 0.0;
     double tot_mean = 0.0;
@@ -460,24 +803,192 @@ struct Body {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Attention (online softmax over key tiles)
+  // Attention, flash style: per (b, h, block of queries), tiles of keys with a running max and
+  // sum (online softmax); Q·Kᵀ and P·V run as register-tiled products.
   // -------------------------------------------------------------------------------------------
-  // A task is kQueryBlock queries of one (b, h). For several queries, each key tile of K and V is
-  // first copied into contiguous, zero-padded scratch [kKeyTile, dp]: rows of K/V in a fused
-  // QKV buffer or a KV cache are 3-12 KiB apart, which maps them onto a few L1 sets (conflict
-  // misses on every re-read). 32 keys x 64 dims x 4 B x (K + V) = 16 KiB: half a 32 KiB L1.
-  static constexpr int64_t kKeyTile = 32;
-  static constexpr int64_t kQueryBlock = 16;
+  // A task is kQueryBlock queries of one (b, h), processed as sub-blocks of MR query rows. For
+  // each tile of kKeyTile = NR keys (the GEMM micro-kernel's register tile: MR x NR):
+  //   1. the tile of K is copied transposed, Kt [D, NR] (keys past the tile's end zero), and
+  //      the tile of V copied, Vt [NR, dp2] (dp2 = D rounded up to NR). Rows of K/V in a fused
+  //      QKV buffer or a KV cache are 3-12 KiB apart; the copies are contiguous, L1-resident
+  //      (AVX-512, D = 64: 8 + 8 KiB) and shared by the kQueryBlock queries (copy cost: 1/(2
+  //      kQueryBlock) of the flops);
+  //   2. scores S [MR, NR] = (scale q) · Kt: MR broadcasts x 2 vectors per head-dim step, the
+  //      GEMM register tile;
+  //   3. masks applied to S in the tile (causal, key padding, bool, additive);
+  //   4. online softmax per row over the NR scores (2 vectors): new max, correction
+  //      exp(old max - new max), P = exp(S - max), running sum;
+  //   5. acc [MR, dp2] = acc * corr + P · Vt, NR columns of the head at a time (the same
+  //      register tile, K = keys of the tile).
+  // Workspace per thread: (2 kQueryBlock + NR) dp2 + D NR + MR NR floats, independent of S.
+  static constexpr int64_t kKeyTile = NR;
+  static constexpr int64_t kQueryBlock = NR;
+  // Keys per online-softmax step of the transposed path (attention_block_t).
+  static constexpr int64_t kKeyBlock = 4 * MR;
+  // Query blocks with more than this many queries take the transposed path.
+  static constexpr int64_t kFewQueries = NR / 4;
+  static_assert(kKeyBlock >= NR && kKeyBlock >= MR && kKeyBlock * NR >= 32,
+                "the attention paths share the scratch layout");
+
+  // c[r*ldc + 0:NR] = (row_scale ? c * row_scale[r] : 0) + sum_{kk < kd} a[r*lda + kk] b[kk*ldb
+  // + 0:NR] for r < R. b and c 64-byte aligned, ldb and ldc multiples of W.
+  template <int R>
+  static void tile_product(int64_t kd, const float* a, int64_t lda, int64_t ka, const float* b,
+                           int64_t ldb, float* c, int64_t ldc, const float* row_scale) {
+    B acc0[R];
+    B acc1[R];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      if (row_scale) {
+        const B sc(row_scale[r]);
+        acc0[r] = B::load_aligned(c + r * ldc) * sc;
+        acc1[r] = B::load_aligned(c + r * ldc + W) * sc;
+      } else {
+        acc0[r] = B(0.0f);
+        acc1[r] = B(0.0f);
+      }
+    }
+    for (int64_t kk = 0; kk < kd; ++kk) {
+      const B b0 = B::load_aligned(b + kk * ldb);
+      const B b1 = B::load_aligned(b + kk * ldb + W);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const B x(a[r * lda + kk * ka]);
+        acc0[r] = fmadd(x, b0, acc0[r]);
+        acc1[r] = fmadd(x, b1, acc1[r]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      acc0[r].store_aligned(c + r * ldc);
+      acc1[r].store_aligned(c + r * ldc + W);
+    }
+  }
+  // tile_product<rows> for a run-time rows in [1, R].
+  template <int R>
+  static void tile_product_rows(int64_t rows, int64_t kd, const float* a, int64_t lda, int64_t ka,
+                                const float* b, int64_t ldb, float* c, int64_t ldc,
+                                const float* row_scale) {
+    if constexpr (R > 0) {
+      if (rows == R) {
+        tile_product<R>(kd, a, lda, ka, b, ldb, c, ldc, row_scale);
+      } else {
+        tile_product_rows<R - 1>(rows, kd, a, lda, ka, b, ldb, c, ldc, row_scale);
+      }
+    }
+  }
+
+  struct AttnScratch {
+    float* qs;   // [kQueryBlock, dp2]  scale * q
+    float* acc;  // [kQueryBlock, dp2]  running sum of p * v
+    float* kt;   // [D, NR]             key tile, transposed
+    float* vt;   // [NR, dp2]           value tile
+    float* sc;   // [MR, NR]            scores, then probabilities, of one sub-block
+  };
+
+  static void attention_block(const AttentionArgs& g, int64_t b, int64_t h, int64_t t0, int64_t nq,
+                              int64_t dp2, const AttnScratch& w) {
+    const int64_t d = g.head_dim;
+    const float* kb = g.k + b * g.k_sb + h * g.k_sh;  // key s at kb + s*k_ss: [S, D]
+    const float* vb = g.v + b * g.v_sb + h * g.v_sh;  // [S, D]
+    const uint8_t* kp = g.key_padding ? g.key_padding + b * g.kp_sb : nullptr;  // [S]
+    const int64_t mask_bh = (b * g.heads + h) * g.m_sbh;
+    float run_max[kQueryBlock];
+    float run_sum[kQueryBlock];
+    float corr[kQueryBlock];
+    for (int64_t qi = 0; qi < nq; ++qi) {
+      const float* q = g.q + b * g.q_sb + (t0 + qi) * g.q_st + h * g.q_sh;  // [D]
+      float* qrow = w.qs + qi * dp2;
+      for (int64_t j = 0; j < d; ++j) qrow[j] = g.scale * q[j];
+      float* arow = w.acc + qi * dp2;
+      for (int64_t j = 0; j < dp2; ++j) arow[j] = 0.0f;
+      run_max[qi] = -kInf;
+      run_sum[qi] = 0.0f;
+    }
+    // Keys past the last query's causal limit are never visited.
+    int64_t key_end = g.kv_len;
+    if (g.causal) key_end = min_i64(key_end, t0 + nq + g.causal_offset);
+    const bool masked = kp || g.mask_bool || g.mask_add;
+    for (int64_t s0 = 0; s0 < key_end; s0 += NR) {
+      const int64_t nk = min_i64(NR, key_end - s0);
+      // 1. Kt [D, NR] (keys >= nk zero), Vt [nk, dp2] (columns >= D zero).
+      for (int64_t j = 0; j < nk; ++j) {
+        const float* kr = kb + (s0 + j) * g.k_ss;  // [D]
+        for (int64_t x = 0; x < d; ++x) w.kt[x * NR + j] = kr[x];
+        const float* vr = vb + (s0 + j) * g.v_ss;  // [D]
+        float* vt = w.vt + j * dp2;
+        for (int64_t x = 0; x < d; ++x) vt[x] = vr[x];
+        for (int64_t x = d; x < dp2; ++x) vt[x] = 0.0f;
+      }
+      for (int64_t x = 0; x < d; ++x)
+        for (int64_t j = nk; j < NR; ++j) w.kt[x * NR + j] = 0.0f;
+      for (int64_t r0 = 0; r0 < nq; r0 += MR) {
+        const int64_t rows = min_i64(MR, nq - r0);
+        const int64_t t_first = t0 + r0;
+        // Whole sub-block in the causal past of this tile? Then the tile is skipped.
+        if (g.causal && s0 > t_first + rows - 1 + g.causal_offset) continue;
+        // 2. S [rows, NR].
+        tile_product_rows<MR>(rows, d, w.qs + r0 * dp2, dp2, 1, w.kt, NR, w.sc, NR, nullptr);
+        // 3. Masks: keys past the tile, the causal future, padding, bool and additive masks.
+        const bool partial = nk < NR || (g.causal && s0 + NR - 1 > t_first + g.causal_offset);
+        if (partial || masked) {
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t t = t_first + r;
+            float* srow = w.sc + r * NR;
+            const int64_t vis = g.causal ? min_i64(nk, t + g.causal_offset + 1 - s0) : nk;
+            for (int64_t j = max_i64(vis, 0); j < NR; ++j) srow[j] = -kInf;
+            if (masked) {
+              const int64_t mrow = mask_bh + t * g.m_st + s0;
+              for (int64_t j = 0; j < vis; ++j) {
+                if ((kp && kp[s0 + j]) || (g.mask_bool && g.mask_bool[mrow + j])) {
+                  srow[j] = -kInf;
+                } else if (g.mask_add) {
+                  srow[j] += g.mask_add[mrow + j];
+                }
+              }
+            }
+          }
+        }
+        // 4. Online softmax, row by row over the NR = 2W scores.
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t qi = r0 + r;
+          float* srow = w.sc + r * NR;
+          const B s_lo = B::load_aligned(srow);
+          const B s_hi = B::load_aligned(srow + W);
+          const float tile_max = reduce_max(xsimd::max(s_lo, s_hi));
+          const float new_max = tile_max > run_max[qi] ? tile_max : run_max[qi];
+          // Nothing allowed yet: shift by 0, so P = exp(-inf) = 0 and no -inf - -inf = NaN.
+          const float shift = new_max == -kInf ? 0.0f : new_max;
+          const B bshift(shift);
+          const B p_lo = exp(s_lo - bshift);
+          const B p_hi = exp(s_hi - bshift);
+          p_lo.store_aligned(srow);
+          p_hi.store_aligned(srow + W);
+          corr[qi] = exp(B(run_max[qi] - shift)).get(0);  // 0 on the first allowed tile
+          run_sum[qi] = run_sum[qi] * corr[qi] + xsimd::hadd(p_lo + p_hi);
+          run_max[qi] = new_max;
+        }
+        // 5. acc = acc * corr + P · Vt, NR head columns at a time.
+        for (int64_t c0 = 0; c0 < dp2; c0 += NR) {
+          tile_product_rows<MR>(rows, nk, w.sc, NR, 1, w.vt + c0, dp2, w.acc + r0 * dp2 + c0, dp2,
+                                corr + r0);
+        }
+      }
+    }
+    for (int64_t qi = 0; qi < nq; ++qi) {
+      float* o = g.out + b * g.o_sb + (t0 + qi) * g.o_st + h * g.o_sh;  // [D]
+      const float* a = w.acc + qi * dp2;
+      // A query with no allowed key has run_sum == 0: a zero row, not 0/0.
+      const B inv(run_sum[qi] > 0.0f ? 1.0f / run_sum[qi] : 0.0f);
+      int64_t j = 0;
+      for (; j + W <= d; j += W) store(o + j, B::load_aligned(a + j) * inv);
+      if (j < d) store_partial(o + j, B::load_aligned(a + j) * inv, d - j);
+    }
+  }
+
   // Output accumulator vectors kept in registers while a tile's values are summed (4 vectors:
   // 4 accumulators + 1 broadcast + 1-4 loads, well within 16 registers).
   static constexpr int kAccVectors = 4;
-
-  // dst[0, dp) = src[0, d) followed by zeros; dp = d rounded up to W, dst aligned.
-  static void copy_padded(float* dst, const float* src, int64_t d) {
-    int64_t x = 0;
-    for (; x + W <= d; x += W) load(src + x).store_aligned(dst + x);
-    if (x < d) load_partial(src + x, d - x, 0.0f).store_aligned(dst + x);
-  }
 
   // Lane i of the result = hadd(rows[i]), i < W: W horizontal sums in ~W shuffles and adds.
   static B transpose_sum(const B* rows) {
@@ -515,17 +1026,17 @@ struct Body {
         int64_t x = 0;
         for (; x < d_full; x += W) {
           const B qv = B::load_aligned(qs + x);
-          a0 = xsimd::fma(qv, load(k0 + x), a0);
-          a1 = xsimd::fma(qv, load(k1 + x), a1);
-          a2 = xsimd::fma(qv, load(k2 + x), a2);
-          a3 = xsimd::fma(qv, load(k3 + x), a3);
+          a0 = fmadd(qv, load(k0 + x), a0);
+          a1 = fmadd(qv, load(k1 + x), a1);
+          a2 = fmadd(qv, load(k2 + x), a2);
+          a3 = fmadd(qv, load(k3 + x), a3);
         }
         if (x < d) {
           const B qv = B::load_aligned(qs + x);
-          a0 = xsimd::fma(qv, load_partial(k0 + x, d - x, 0.0f), a0);
-          a1 = xsimd::fma(qv, load_partial(k1 + x, d - x, 0.0f), a1);
-          a2 = xsimd::fma(qv, load_partial(k2 + x, d - x, 0.0f), a2);
-          a3 = xsimd::fma(qv, load_partial(k3 + x, d - x, 0.0f), a3);
+          a0 = fmadd(qv, load_partial(k0 + x, d - x, 0.0f), a0);
+          a1 = fmadd(qv, load_partial(k1 + x, d - x, 0.0f), a1);
+          a2 = fmadd(qv, load_partial(k2 + x, d - x, 0.0f), a2);
+          a3 = fmadd(qv, load_partial(k3 + x, d - x, 0.0f), a3);
         }
         accs[i] = a0;
         accs[i + 1] = a1;
@@ -537,9 +1048,9 @@ struct Body {
         if (i < g) {
           const float* kr = kb + (j0 + i) * k_ss;  // [D]
           int64_t x = 0;
-          for (; x < d_full; x += W) acc = xsimd::fma(B::load_aligned(qs + x), load(kr + x), acc);
+          for (; x < d_full; x += W) acc = fmadd(B::load_aligned(qs + x), load(kr + x), acc);
           if (x < d) {
-            acc = xsimd::fma(B::load_aligned(qs + x), load_partial(kr + x, d - x, 0.0f), acc);
+            acc = fmadd(B::load_aligned(qs + x), load_partial(kr + x, d - x, 0.0f), acc);
           }
         }
         accs[i] = acc;
@@ -570,15 +1081,15 @@ struct Body {
       const float* vr = vb + j * v_ss + c0;  // [D - c0]
       if (full) {
 #pragma GCC unroll 4
-        for (int r = 0; r < NV; ++r) a[r] = xsimd::fma(pj, load(vr + r * W), a[r]);
+        for (int r = 0; r < NV; ++r) a[r] = fmadd(pj, load(vr + r * W), a[r]);
       } else {
 #pragma GCC unroll 4
         for (int r = 0; r < NV; ++r) {
           const int64_t col = c0 + r * W;
           if (col + W <= d) {
-            a[r] = xsimd::fma(pj, load(vr + r * W), a[r]);
+            a[r] = fmadd(pj, load(vr + r * W), a[r]);
           } else if (col < d) {
-            a[r] = xsimd::fma(pj, load_partial(vr + r * W, d - col, 0.0f), a[r]);
+            a[r] = fmadd(pj, load_partial(vr + r * W, d - col, 0.0f), a[r]);
           }
         }
       }
@@ -608,81 +1119,172 @@ struct Body {
     }
   }
 
-  // Queries [t0, t0 + nq) of head (b, h). Scratch (64-byte aligned):
-  //   qs [kQueryBlock, dp]: scale * q, zero-padded;   acc [kQueryBlock, dp]: running sum p*v
-  //   sc [kKeyTile]: scores, then probabilities, of one query over one key tile
-  //   kt, vt [kKeyTile, dp]: the key tile of K and V, zero-padded (used when nq > 1).
-  // The packed and the direct paths compute identical bits: padding lanes add exact zeros,
-  // as the zero-filled partial loads of the direct path do.
-  static void attention_block(const AttentionArgs& g, int64_t b, int64_t h, int64_t t0, int64_t nq,
-                              int64_t dp, float* qs, float* acc, float* sc, float* kt, float* vt) {
+  // Keys [0, end) with the padded keys at the end dropped (right padding costs nothing).
+  static int64_t trim_padded(const uint8_t* kp, int64_t end) {
+    while (end > 0 && kp[end - 1] != 0) --end;
+    return end;
+  }
+
+  // The direct path, for a single query (a decode step): scores are dot products of q with
+  // K's rows read in place, W keys at a time with one transposed horizontal sum; values summed
+  // straight from V's rows. No copy of K or V: a decode step reads each byte of its head's
+  // cache once.
+  static constexpr int64_t kDirectKeyTile = 32;
+  static void attention_one_query(const AttentionArgs& g, int64_t b, int64_t h, int64_t t,
+                                  int64_t dp2, const AttnScratch& w) {
     const int64_t d = g.head_dim;
     const float* kb = g.k + b * g.k_sb + h * g.k_sh;  // key s at kb + s*k_ss: [S, D]
     const float* vb = g.v + b * g.v_sb + h * g.v_sh;  // [S, D]
     const uint8_t* kp = g.key_padding ? g.key_padding + b * g.kp_sb : nullptr;  // [S]
     const int64_t mask_bh = (b * g.heads + h) * g.m_sbh;
-    float run_max[kQueryBlock];
-    float run_sum[kQueryBlock];
-    for (int64_t qi = 0; qi < nq; ++qi) {
-      const float* q = g.q + b * g.q_sb + (t0 + qi) * g.q_st + h * g.q_sh;  // [D]
-      float* qrow = qs + qi * dp;
-      for (int64_t j = 0; j < dp; ++j) qrow[j] = j < d ? g.scale * q[j] : 0.0f;
-      for (int64_t j = 0; j < dp; ++j) acc[qi * dp + j] = 0.0f;
-      run_max[qi] = -kInf;
-      run_sum[qi] = 0.0f;
+    const float* q = g.q + b * g.q_sb + t * g.q_st + h * g.q_sh;  // [D]
+    float* qs = w.qs;                                             // [dp2]: scale * q, zero-padded
+    float* acc = w.acc;                                           // [dp2]
+    float* sc = w.sc;                                             // [kDirectKeyTile]
+    for (int64_t j = 0; j < dp2; ++j) qs[j] = j < d ? g.scale * q[j] : 0.0f;
+    for (int64_t j = 0; j < dp2; ++j) acc[j] = 0.0f;
+    float run_max = -kInf, run_sum = 0.0f;
+    int64_t key_end = g.kv_len;
+    if (g.causal) key_end = min_i64(key_end, t + 1 + g.causal_offset);
+    if (kp) key_end = trim_padded(kp, key_end);
+    for (int64_t s0 = 0; s0 < key_end; s0 += kDirectKeyTile) {
+      const int64_t nk = min_i64(kDirectKeyTile, key_end - s0);
+      tile_scores(qs, kb + s0 * g.k_ss, g.k_ss, nk, d, sc);
+      if (kp || g.mask_bool || g.mask_add) {
+        const int64_t mrow = mask_bh + t * g.m_st + s0;
+        for (int64_t j = 0; j < nk; ++j) {
+          if ((kp && kp[s0 + j]) || (g.mask_bool && g.mask_bool[mrow + j])) {
+            sc[j] = -kInf;
+          } else if (g.mask_add) {
+            sc[j] += g.mask_add[mrow + j];
+          }
+        }
+      }
+      const float tile_max = row_max(sc, nk);
+      if (tile_max == -kInf) continue;  // nothing allowed in this tile
+      const float new_max = tile_max > run_max ? tile_max : run_max;
+      const float corr = exp(B(run_max - new_max)).get(0);  // 0 on the first allowed tile
+      run_sum = run_sum * corr + exp_shifted(sc, sc, nk, new_max);
+      run_max = new_max;
+      tile_values(acc, corr, sc, nk, vb + s0 * g.v_ss, g.v_ss, d, ceil_div(d, W) * W);
     }
-    // Keys past the last query's causal limit are never visited.
+    float* o = g.out + b * g.o_sb + t * g.o_st + h * g.o_sh;  // [D]
+    const B inv(run_sum > 0.0f ? 1.0f / run_sum : 0.0f);      // no allowed key: a zero row
+    int64_t j = 0;
+    for (; j + W <= d; j += W) store(o + j, B::load_aligned(acc + j) * inv);
+    if (j < d) store_partial(o + j, B::load_aligned(acc + j) * inv, d - j);
+  }
+
+  // The transposed path, for query blocks of more than kFewQueries (up to NR) queries: the
+  // queries are the VECTOR dimension. Per task, Qt [D, NR] = scale * qᵀ (once). Per block of
+  // kKeyBlock keys:
+  //   St [keys, NR] = K · Qt: the register tile with MR keys broadcast straight from K's rows
+  //     (no copy of K) against 2 vectors of queries;
+  //   masks; per query (a vector lane) the block's max, correction and sum over the keys: all
+  //     vector operations, no horizontal reduction;
+  //   acc [NR, dp2] = acc * corr + P · Vt, the register tile with MR queries broadcast from
+  //     Pt (k stride NR) against Vt, a contiguous copy of the block's values [keys, dp2].
+  static void attention_block_t(const AttentionArgs& g, int64_t b, int64_t h, int64_t t0,
+                                int64_t nq, int64_t dp2, const AttnScratch& w) {
+    const int64_t d = g.head_dim;
+    const float* kb = g.k + b * g.k_sb + h * g.k_sh;  // key s at kb + s*k_ss: [S, D]
+    const float* vb = g.v + b * g.v_sb + h * g.v_sh;  // [S, D]
+    const uint8_t* kp = g.key_padding ? g.key_padding + b * g.kp_sb : nullptr;  // [S]
+    const int64_t mask_bh = (b * g.heads + h) * g.m_sbh;
+    float* qt = w.qs;  // [D, NR]
+    float* st = w.sc;  // [kKeyBlock, NR]
+    for (int64_t x = 0; x < d; ++x)
+      for (int64_t q = 0; q < NR; ++q)
+        qt[x * NR + q] =
+            q < nq ? g.scale * g.q[b * g.q_sb + (t0 + q) * g.q_st + h * g.q_sh + x] : 0.0f;
+    for (int64_t i = 0; i < nq * dp2; ++i) w.acc[i] = 0.0f;
+    B m_lo(-kInf), m_hi(-kInf);  // running max per query
+    B l_lo(0.0f), l_hi(0.0f);    // running sum per query
+    alignas(64) float corr[NR];
     int64_t key_end = g.kv_len;
     if (g.causal) key_end = min_i64(key_end, t0 + nq + g.causal_offset);
-    const bool pack = nq > 1;
-    for (int64_t s0 = 0; s0 < key_end; s0 += kKeyTile) {
-      const int64_t nk = min_i64(kKeyTile, key_end - s0);
-      const float* ktile = kb + s0 * g.k_ss;  // row j at ktile + j*k_stride
-      const float* vtile = vb + s0 * g.v_ss;
-      int64_t k_stride = g.k_ss;
-      int64_t v_stride = g.v_ss;
-      if (pack) {
-        for (int64_t j = 0; j < nk; ++j) {
-          copy_padded(kt + j * dp, ktile + j * g.k_ss, d);
-          copy_padded(vt + j * dp, vtile + j * g.v_ss, d);
-        }
-        ktile = kt;
-        vtile = vt;
-        k_stride = dp;
-        v_stride = dp;
+    if (kp) key_end = trim_padded(kp, key_end);
+    for (int64_t s0 = 0; s0 < key_end; s0 += kKeyBlock) {
+      const int64_t nk = min_i64(kKeyBlock, key_end - s0);
+      for (int64_t j0 = 0; j0 < nk; j0 += MR) {
+        tile_product_rows<MR>(min_i64(MR, nk - j0), d, kb + (s0 + j0) * g.k_ss, g.k_ss, 1, qt, NR,
+                              st + j0 * NR, NR, nullptr);
       }
-      for (int64_t qi = 0; qi < nq; ++qi) {
-        const int64_t t = t0 + qi;
-        // Keys [s0, s0 + n_vis) are not in this query's causal future.
-        const int64_t n_vis = g.causal ? min_i64(nk, t + g.causal_offset + 1 - s0) : nk;
-        if (n_vis <= 0) continue;
-        tile_scores(qs + qi * dp, ktile, k_stride, n_vis, pack ? dp : d, sc);
-        for (int64_t j = n_vis; j < nk; ++j) sc[j] = -kInf;
-        if (kp || g.mask_bool || g.mask_add) {
-          const int64_t mrow = mask_bh + t * g.m_st + s0;
-          for (int64_t j = 0; j < n_vis; ++j) {
-            if ((kp && kp[s0 + j]) || (g.mask_bool && g.mask_bool[mrow + j])) {
-              sc[j] = -kInf;
+      // Masks. Causal: key s allowed for query t iff s <= t + offset; only blocks reaching past
+      // the first query's limit need the check.
+      // A padded key masks its whole row of St (two vector stores).
+      const bool causal_part = g.causal && s0 + nk - 1 > t0 + g.causal_offset;
+      const bool per_element = g.mask_bool || g.mask_add;
+      for (int64_t j = 0; j < nk; ++j) {
+        const int64_t s = s0 + j;
+        float* srow = st + j * NR;
+        if (kp && kp[s]) {
+          B(-kInf).store_aligned(srow);
+          B(-kInf).store_aligned(srow + W);
+          continue;
+        }
+        if (!causal_part && !per_element) continue;
+        for (int64_t q = 0; q < nq; ++q) {
+          const int64_t t = t0 + q;
+          if (g.causal && s > t + g.causal_offset) {
+            srow[q] = -kInf;
+          } else if (per_element) {
+            const int64_t mi = mask_bh + t * g.m_st + s;
+            if (g.mask_bool && g.mask_bool[mi]) {
+              srow[q] = -kInf;
             } else if (g.mask_add) {
-              sc[j] += g.mask_add[mrow + j];
+              srow[q] += g.mask_add[mi];
             }
           }
         }
-        const float tile_max = row_max(sc, nk);
-        if (tile_max == -kInf) continue;  // nothing allowed in this tile
-        const float new_max = tile_max > run_max[qi] ? tile_max : run_max[qi];
-        // exp(-inf) = 0 on the first tile: the (zero) accumulator is simply reset.
-        const float corr = xsimd::exp(B(run_max[qi] - new_max)).get(0);
-        run_sum[qi] = run_sum[qi] * corr + exp_shifted(sc, sc, nk, new_max);
-        run_max[qi] = new_max;
-        tile_values(acc + qi * dp, corr, sc, nk, vtile, v_stride, pack ? dp : d, dp);
+      }
+      B c_lo = m_lo, c_hi = m_hi;
+      for (int64_t j = 0; j < nk; ++j) {
+        c_lo = xsimd::max(c_lo, B::load_aligned(st + j * NR));
+        c_hi = xsimd::max(c_hi, B::load_aligned(st + j * NR + W));
+      }
+      // Nothing allowed yet for a query: shift by 0, so P = exp(-inf) = 0, never -inf - -inf.
+      const B sh_lo = xsimd::select(c_lo == B(-kInf), B(0.0f), c_lo);
+      const B sh_hi = xsimd::select(c_hi == B(-kInf), B(0.0f), c_hi);
+      const B corr_lo = exp(m_lo - sh_lo);  // 0 on a query's first allowed block
+      const B corr_hi = exp(m_hi - sh_hi);
+      corr_lo.store_aligned(corr);
+      corr_hi.store_aligned(corr + W);
+      m_lo = c_lo;
+      m_hi = c_hi;
+      B sum_lo(0.0f), sum_hi(0.0f);
+      for (int64_t j = 0; j < nk; ++j) {
+        const B p_lo = exp(B::load_aligned(st + j * NR) - sh_lo);
+        const B p_hi = exp(B::load_aligned(st + j * NR + W) - sh_hi);
+        p_lo.store_aligned(st + j * NR);
+        p_hi.store_aligned(st + j * NR + W);
+        sum_lo += p_lo;
+        sum_hi += p_hi;
+      }
+      l_lo = fmadd(l_lo, corr_lo, sum_lo);
+      l_hi = fmadd(l_hi, corr_hi, sum_hi);
+      // Vt [nk, dp2].
+      for (int64_t j = 0; j < nk; ++j) {
+        const float* vr = vb + (s0 + j) * g.v_ss;  // [D]
+        float* vt = w.vt + j * dp2;
+        for (int64_t x = 0; x < d; ++x) vt[x] = vr[x];
+        for (int64_t x = d; x < dp2; ++x) vt[x] = 0.0f;
+      }
+      for (int64_t q0 = 0; q0 < nq; q0 += MR) {
+        for (int64_t c0 = 0; c0 < dp2; c0 += NR) {
+          tile_product_rows<MR>(min_i64(MR, nq - q0), nk, st + q0, 1, NR, w.vt + c0, dp2,
+                                w.acc + q0 * dp2 + c0, dp2, corr + q0);
+        }
       }
     }
-    for (int64_t qi = 0; qi < nq; ++qi) {
-      float* o = g.out + b * g.o_sb + (t0 + qi) * g.o_st + h * g.o_sh;  // [D]
-      const float* a = acc + qi * dp;
-      // A query with no allowed key has run_sum == 0: a zero row, not 0/0.
-      const B inv(run_sum[qi] > 0.0f ? 1.0f / run_sum[qi] : 0.0f);
+    alignas(64) float sums[NR];
+    l_lo.store_aligned(sums);
+    l_hi.store_aligned(sums + W);
+    for (int64_t q = 0; q < nq; ++q) {
+      float* o = g.out + b * g.o_sb + (t0 + q) * g.o_st + h * g.o_sh;  // [D]
+      const float* a = w.acc + q * dp2;
+      // A query with no allowed key has a zero sum: a zero row, not 0/0.
+      const B inv(sums[q] > 0.0f ? 1.0f / sums[q] : 0.0f);
       int64_t j = 0;
       for (; j + W <= d; j += W) store(o + j, B::load_aligned(a + j) * inv);
       if (j < d) store_partial(o + j, B::load_aligned(a + j) * inv, d - j);
@@ -691,28 +1293,36 @@ struct Body {
 
   static void attention(const AttentionArgs& g) {
     if (g.batch <= 0 || g.heads <= 0 || g.q_len <= 0 || g.head_dim <= 0) return;
-    const int64_t dp = ceil_div(g.head_dim, W) * W;
+    const int64_t dp2 = ceil_div(g.head_dim, NR) * NR;
     const int64_t qblocks = ceil_div(g.q_len, kQueryBlock);
     const int64_t tasks = g.batch * g.heads * qblocks;  // (b, h, query block)
     const size_t scratch_floats =
-        static_cast<size_t>(2 * kQueryBlock * dp + kKeyTile + 2 * kKeyTile * dp);
+        static_cast<size_t>(2 * NR * dp2 + kKeyBlock * dp2 + kKeyBlock * NR + g.head_dim * NR);
     // ~4 D flops per (query, key) pair; causal masking only makes tasks cheaper.
     const int64_t task_work = 4 * g.head_dim * min_i64(kQueryBlock, g.q_len) * max_i64(g.kv_len, 1);
-    detail::parallel_for(
-        0, tasks, max_i64(1, kMinChunkWork / task_work), [&](int64_t lo, int64_t hi) {
-          float* qs = detail::thread_scratch(scratch_floats);  // [kQueryBlock, dp]
-          float* acc = qs + kQueryBlock * dp;                  // [kQueryBlock, dp]
-          float* sc = acc + kQueryBlock * dp;                  // [kKeyTile]
-          float* kt = sc + kKeyTile;                           // [kKeyTile, dp]
-          float* vt = kt + kKeyTile * dp;                      // [kKeyTile, dp]
-          for (int64_t task = lo; task < hi; ++task) {
-            const int64_t qb = task % qblocks;
-            const int64_t bh = task / qblocks;
-            const int64_t t0 = qb * kQueryBlock;
-            attention_block(g, bh / g.heads, bh % g.heads, t0, min_i64(kQueryBlock, g.q_len - t0),
-                            dp, qs, acc, sc, kt, vt);
-          }
-        });
+    detail::parallel_for(0, tasks, max_i64(1, kMinChunkWork / task_work),
+                         [&](int64_t lo, int64_t hi) {
+                           float* base = detail::thread_scratch(scratch_floats);
+                           AttnScratch w;
+                           w.qs = base;              // [NR, dp2] (qs) or [D, NR] (qt; D <= dp2)
+                           w.acc = w.qs + NR * dp2;  // [NR, dp2]
+                           w.vt = w.acc + NR * dp2;  // [kKeyBlock >= NR, dp2]
+                           w.sc = w.vt + kKeyBlock * dp2;  // [kKeyBlock >= MR, NR]
+                           w.kt = w.sc + kKeyBlock * NR;   // [D, NR]
+                           for (int64_t task = lo; task < hi; ++task) {
+                             const int64_t qb = task % qblocks;
+                             const int64_t bh = task / qblocks;
+                             const int64_t t0 = qb * kQueryBlock;
+                             const int64_t nq = min_i64(kQueryBlock, g.q_len - t0);
+                             if (nq > kFewQueries) {
+                               attention_block_t(g, bh / g.heads, bh % g.heads, t0, nq, dp2, w);
+                             } else if (nq == 1) {
+                               attention_one_query(g, bh / g.heads, bh % g.heads, t0, dp2, w);
+                             } else {
+                               attention_block(g, bh / g.heads, bh % g.heads, t0, nq, dp2, w);
+                             }
+                           }
+                         });
   }
 };
 
@@ -728,7 +1338,9 @@ constexpr KernelTable make_kernel_table() {
                      &K::activation,
                      &K::add,
                      &K::embedding,
-                     &K::attention};
+                     &K::attention,
+                     &K::pack_weights_kn,
+                     &K::vector_math};
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #   kernels              every kernel of every ISA this CPU runs, against double references
 #   kernels_env_<isa>    the free functions with TESSERA_ISA=<isa> (the override path)
 #   kernels_isa_symbols  the ODR-trap check: no weak symbol shared by two ISA objects
+#   kernels_onednn       the same suite with every gemm() through oneDNN (TESSERA_GEMM=onednn)
 add_executable(test_kernels ${CMAKE_CURRENT_LIST_DIR}/test_kernels.cpp)
 target_link_libraries(test_kernels PRIVATE tessera_kernels doctest::doctest)
 add_test(NAME kernels COMMAND test_kernels)
@@ -14,3 +15,8 @@ endforeach()
 add_test(NAME kernels_isa_symbols
          COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/check_isa_symbols.sh ${CMAKE_NM}
                  $<TARGET_OBJECTS:tessera_kernels_isa>)
+
+if(TESSERA_DNNL_LIBRARY AND TESSERA_DNNL_INCLUDE_DIR)
+  add_test(NAME kernels_onednn COMMAND test_kernels)
+  set_tests_properties(kernels_onednn PROPERTIES ENVIRONMENT "TESSERA_GEMM=onednn")
+endif()

@@ -170,8 +170,8 @@ double ref_act(Activation a, double x) {
 
 // Relative error allowed for the float activation of a float input x, in units of kEps:
 //  * gelu_erf = x/2 erfc(-x/sqrt2): rounding -x/sqrt2 perturbs erfc's argument u by u*eps/2,
-//    i.e. erfc's value by 2u * u*eps/2 = x^2/2 eps (relative); xsimd's erfc itself is within
-//    ~50 eps over the range (measured), plus 2 roundings.
+//    i.e. erfc's value by 2u * u*eps/2 = x^2/2 eps (relative); the kernels' erfc itself is
+//    within 3 eps (3 + x^2 eps without FMA; TEST_CASE "vector_math"), plus 2 roundings.
 //  * gelu_tanh = x / (1 + exp(-2u)): 2u is formed with ~3 roundings (abs error 3|2u| eps),
 //    which exp turns into a relative error; exp ~2 eps, then 1+e and the division.
 double act_rel_tol(Activation a, double x) {
@@ -288,7 +288,9 @@ void run_gemm_case(const tk::KernelTable& kt, const GemmCase& g, Rng& rng) {
   tk::PackedWeights pw;
   kt.pack_weights(d.w.data(), g.n, g.k, d.ldw, pw);
   const tk::Epilogue ep = d.epilogue();
-  kt.gemm(g.m, d.a.data(), d.lda, pw, d.c.data(), d.ldc, ep);
+  // The free gemm: the weights' ISA (kt's) with the tessera backend, or oneDNN's matmul under
+  // TESSERA_GEMM=onednn (CTest kernels_onednn runs this whole suite that way).
+  tk::gemm(g.m, d.a.data(), d.lda, pw, d.c.data(), d.ldc, ep);
   const ErrStats e = d.check();
   CHECK_MESSAGE(e.ok(), isa_str(kt.isa) << " gemm " << g << ": " << e);
   const int64_t bad = touched_padding(d.c, g.m, g.n, d.ldc);
@@ -600,6 +602,21 @@ std::vector<AttnCase> attention_cases() {
   add({.batch = 1, .heads = 2, .q_len = 3, .kv_len = 0, .head_dim = 8, .key_padding = true});
   // Large scores (scale 4, q, k in [-2, 2]): the running max must be right.
   add({.batch = 1, .heads = 2, .q_len = 3, .kv_len = 190, .head_dim = 17, .scale = 4.0f});
+  // Odd sizes: head_dim {1, 3, 17, 65} x sequence {1, 3, 17, 127, 129}, self-attention (T = S),
+  // alternating causal / key padding / additive mask, both the few-query and the transposed path.
+  {
+    int v = 0;
+    for (int64_t hd : {1, 3, 17, 65})
+      for (int64_t seq : {1, 3, 17, 127, 129}) {
+        AttnCase c{.batch = 1, .heads = 2, .q_len = seq, .kv_len = seq, .head_dim = hd};
+        c.causal = v % 2 == 0;
+        c.key_padding = v % 3 == 1;
+        c.mask_add = v % 4 == 3 ? MK::per_head : MK::none;
+        c.layout = v % 3 == 2 ? L::cache : L::separate;
+        ++v;
+        add(c);
+      }
+  }
   return cases;
 }
 
@@ -698,6 +715,8 @@ TEST_CASE("gemm: every N to 2*NR+1, every M to 17, K in {1, 3, 17, 127, 768}") {
     run_gemm_case(kt, next(17, 768, 1000), rng);
     run_gemm_case(kt, next(3, 127, 1000), rng);
     run_gemm_case(kt, next(33, 17, 1000), rng);
+    // Blocked path: several MC row items (with a tail), K blocks with a tail, NC tails.
+    run_gemm_case(kt, next(300, 600, 530), rng);
   }
 }
 
@@ -750,10 +769,108 @@ TEST_CASE("gemm: packing, M = 0, ISA mismatch, free function") {
   CHECK_THROWS_AS(tk::pack_weights(d.w.data(), 37, 17, 16, Isa::generic), std::invalid_argument);
 }
 
+TEST_CASE("pack_weights_kn equals pack_weights of the transpose; packed_rows gathers W's rows") {
+  Rng rng;
+  for (Isa isa : tk::supported_isas()) {
+    const tk::KernelTable& kt = tk::kernel_table(isa);
+    const int64_t nr = kt.gemm_panel_width;
+    for (int64_t n : {int64_t{1}, int64_t{3}, int64_t{17}, nr - 1, nr, nr + 1, int64_t{127}})
+      for (int64_t k : {1, 3, 17, 127})
+        for (int64_t pad : {0, 5}) {
+          const int64_t ldw = k + pad;  // W [n, k]
+          const int64_t ldt = n + pad;  // Wt [k, n]
+          std::vector<float> w(static_cast<size_t>(n * ldw), kNaN);
+          std::vector<float> wt(static_cast<size_t>(k * ldt), kNaN);
+          for (int64_t j = 0; j < n; ++j)
+            for (int64_t kk = 0; kk < k; ++kk) {
+              const float v = rng.uniform(-1.0f, 1.0f);
+              w[static_cast<size_t>(j * ldw + kk)] = v;
+              wt[static_cast<size_t>(kk * ldt + j)] = v;
+            }
+          const tk::PackedWeights a = tk::pack_weights(w.data(), n, k, ldw, isa);
+          const tk::PackedWeights b = tk::pack_weights_kn(wt.data(), k, n, ldt, isa);
+          CHECK(b.n() == n);
+          CHECK(b.k() == k);
+          CHECK(b.isa() == isa);
+          CHECK(b.panel_width() == a.panel_width());
+          REQUIRE(a.bytes() == b.bytes());
+          CHECK_MESSAGE(std::memcmp(a.data(), b.data(), a.bytes()) == 0,
+                        isa_str(isa) << " pack_weights_kn n=" << n << " k=" << k << " pad=" << pad);
+          // packed_rows: every row, in a scrambled order with repeats, into a padded output.
+          std::vector<int64_t> rows;
+          for (int64_t j = n - 1; j >= 0; --j) rows.push_back(j);
+          rows.push_back(0);
+          rows.push_back(n - 1);
+          const int64_t ldo = k + 2;
+          std::vector<float> out(rows.size() * static_cast<size_t>(ldo), kNaN);
+          tk::packed_rows(b, rows.data(), static_cast<int64_t>(rows.size()), out.data(), ldo);
+          int64_t wrong = 0, touched = 0;
+          for (size_t r = 0; r < rows.size(); ++r) {
+            for (int64_t kk = 0; kk < k; ++kk)
+              wrong += out[r * ldo + kk] != w[static_cast<size_t>(rows[r] * ldw + kk)];
+            for (int64_t kk = k; kk < ldo; ++kk) touched += !std::isnan(out[r * ldo + kk]);
+          }
+          CHECK_MESSAGE(wrong == 0, isa_str(isa) << " packed_rows n=" << n << " k=" << k);
+          CHECK(touched == 0);
+        }
+    // Bad input.
+    std::vector<float> w(12, 1.0f);
+    const tk::PackedWeights p = tk::pack_weights(w.data(), 3, 4, 4, isa);
+    std::vector<float> out(8);
+    const int64_t bad_hi[] = {3};
+    const int64_t bad_lo[] = {-1};
+    CHECK_THROWS_AS(tk::packed_rows(p, bad_hi, 1, out.data(), 4), std::invalid_argument);
+    CHECK_THROWS_AS(tk::packed_rows(p, bad_lo, 1, out.data(), 4), std::invalid_argument);
+    const int64_t ok[] = {2};
+    CHECK_THROWS_AS(tk::packed_rows(p, ok, 1, out.data(), 3), std::invalid_argument);
+    CHECK_THROWS_AS(tk::pack_weights_kn(w.data(), 4, 3, 2, isa), std::invalid_argument);
+    CHECK_THROWS_AS(tk::packed_rows(tk::PackedWeights(), ok, 1, out.data(), 4),
+                    std::invalid_argument);
+  }
+}
+
+TEST_CASE("gemm backend: TESSERA_GEMM is honoured; both backends pass the same cases") {
+  const char* env = std::getenv("TESSERA_GEMM");
+  const tk::GemmBackend initial = tk::gemm_backend();
+  if (env != nullptr && std::string(env) == "onednn") {
+    CHECK(initial == tk::GemmBackend::onednn);
+  } else {
+    CHECK(initial == tk::GemmBackend::tessera);
+  }
+  CHECK(std::string(tk::gemm_backend_name(tk::GemmBackend::onednn)) == "onednn");
+  std::vector<tk::GemmBackend> backends = {tk::GemmBackend::tessera};
+  if (tk::onednn_available()) {
+    backends.push_back(tk::GemmBackend::onednn);
+  } else {
+    CHECK_THROWS_AS(tk::set_gemm_backend(tk::GemmBackend::onednn), std::runtime_error);
+  }
+  Rng rng;
+  for (tk::GemmBackend be : backends) {
+    tk::set_gemm_backend(be);
+    CHECK(tk::gemm_backend() == be);
+    for (Isa isa : tk::supported_isas()) {
+      const tk::KernelTable& kt = tk::kernel_table(isa);
+      // Every epilogue (residual separate and aliasing C), few-row and blocked shapes; the same
+      // weights used twice (oneDNN's reordered copy is cached in them).
+      for (int64_t m : {1, 5, 40})
+        for (int variant = 0; variant < 8; ++variant) {
+          GemmCase g{m, 130, 70};
+          g.act = static_cast<Activation>(variant % 4);
+          g.bias = variant % 2 == 1;
+          g.residual = variant >= 4;
+          g.alias = variant >= 6;
+          g.pad = variant % 3;
+          run_gemm_case(kt, g, rng);
+        }
+    }
+  }
+  tk::set_gemm_backend(initial);
+}
+
 // =============================================================================================
 // Attention
 // =============================================================================================
-TEST_CASE("attention: masks, layouts, head_dim {1,3,8,17,64}, heads 1..5, key tiles") {
+TEST_CASE("attention: masks, layouts, head_dim {1,3,8,17,64,65}, S {1,3,17,127,129}, key tiles") {
   for (Isa isa : tk::supported_isas()) {
     Rng rng;
     for (const AttnCase& c : attention_cases()) run_attention_case(tk::kernel_table(isa), c, rng);
@@ -770,7 +887,8 @@ TEST_CASE("threads: gemm and attention are bit-identical for 1, 2 and 3 threads"
     const tk::KernelTable& kt = tk::kernel_table(isa);
     const GemmCase shapes[] = {{1, 768, 768, Activation::gelu_erf, true},
                                {37, 127, 1000, Activation::none, true, true},
-                               {130, 256, 200, Activation::gelu_tanh, false, true, true, 1}};
+                               {130, 256, 200, Activation::gelu_tanh, false, true, true, 1},
+                               {300, 600, 530, Activation::relu, true, true, false, 3}};
     for (const GemmCase& g : shapes) {
       GemmData d(g, rng);
       tk::PackedWeights pw;
@@ -779,7 +897,7 @@ TEST_CASE("threads: gemm and attention are bit-identical for 1, 2 and 3 threads"
       for (int threads : {1, 2, 3}) {
         tk::set_num_threads(threads);
         d.reset_c();
-        kt.gemm(g.m, d.a.data(), d.lda, pw, d.c.data(), d.ldc, d.epilogue());
+        tk::gemm(g.m, d.a.data(), d.lda, pw, d.c.data(), d.ldc, d.epilogue());
         std::vector<float> got(d.c.data(), d.c.data() + d.c.size());
         if (first.empty()) {
           first = got;
@@ -848,10 +966,10 @@ TEST_CASE("softmax_rows: every n to 65, strides, in place, -inf rows") {
 }
 
 TEST_CASE("softmax_rows: exp accuracy over [-20, 20] and extremes") {
-  // Max error found (AMD Zen 4, xsimd 8.1 exp; printed by this test): relative error of the
+  // Max error found (AMD Zen 4, the kernels' exp; printed by this test): relative error of the
   // probabilities 2.06e-6 = 17 eps (avx512, avx2), 17 eps (generic) on the two dense 4001-wide
-  // rows, well inside the derived bound (4n + 8 + 2|x - m|) eps; xsimd's exp alone is within
-  // 2.2 eps of std::exp on [-87.3, 88.3] and flushes to 0 below exp(-87.3) (no denormals).
+  // rows, well inside the derived bound (4n + 8 + 2|x - m|) eps; exp alone is within 1 eps of
+  // std::exp (TEST_CASE "vector_math"), with correct denormals down to exp(-103.3).
   Rng rng;
   const int64_t n = 4001;
   Buf x(static_cast<size_t>(3 * n));
@@ -1028,10 +1146,11 @@ TEST_CASE("activation and add: every n to 65 and 1000, in place") {
 }
 
 TEST_CASE("activation accuracy over [-20, 20] and extremes vs std::") {
-  // Max errors found (AMD Zen 4, xsimd 8.1; printed by this test), as relative errors in units
-  // of eps = 2^-23 against double std::erfc / std::exp, where |result| > 16 FLT_MIN:
-  //   gelu_erf:  126 eps (avx512, avx2), 124 eps (generic) at x ~ -12.9, erfc's far tail
-  //              (result ~1e-37; the conditioning alone is x^2/2 = 83 eps); 17 eps for x >= -5
+  // Max errors found (AMD Zen 4, the kernels' own exp/erfc; printed by this test), as relative
+  // errors in units of eps = 2^-23 against double std::erfc / std::exp, where |result| > 16
+  // FLT_MIN:
+  //   gelu_erf:  96 eps (avx512, avx2), 125 eps (generic) at x ~ -12.9, erfc's far tail
+  //              (result ~1e-37; the conditioning alone is x^2/2 = 83 eps); 15 eps for x >= -5
   //   gelu_tanh: 105 eps at x ~ -9.8 (result ~1e-30; the exponent 2u is ~ -70 and its rounding
   //              is amplified |2u| times); 15-17 eps for x >= -5
   //   relu: exact. Extremes (+-88, +-1e4, +-FLT_MAX, +-1e-30, +-0, +-FLT_MIN) pass the same
@@ -1075,6 +1194,99 @@ TEST_CASE("activation accuracy over [-20, 20] and extremes vs std::") {
       MESSAGE(isa_str(isa) << " " << act_name(act) << ": max relative error " << max_rel / kEps
                            << " eps at x = " << worst_x << "; " << max_rel_core / kEps
                            << " eps for x >= -5");
+    }
+  }
+}
+
+TEST_CASE("vector_math: exp, erf, erfc, tanh vs std:: over the whole float range") {
+  // Inputs: every 4099th float bit pattern (~1M values spread over every binade, both signs),
+  // a dense linear sweep of each function's interesting range, and the specials.
+  std::vector<float> xs;
+  for (uint64_t bits = 0; bits <= 0xffffffffull; bits += 4099) {
+    float f;
+    const uint32_t b = static_cast<uint32_t>(bits);
+    std::memcpy(&f, &b, sizeof f);
+    xs.push_back(f);
+  }
+  for (int64_t i = 0; i <= 400000; ++i)
+    xs.push_back(-110.0f + 200.0f * static_cast<float>(i) / 400000);
+  for (int64_t i = 0; i <= 200000; ++i)
+    xs.push_back(-12.0f + 24.0f * static_cast<float>(i) / 200000);
+  for (float e : {0.0f,     -0.0f,     kInf,      -kInf,      FLT_MAX,    -FLT_MAX,   FLT_MIN,
+                  -FLT_MIN, 88.72283f, 88.72284f, -87.33654f, -103.2789f, -103.9720f, 0.75f,
+                  -0.75f,   0.625f,    -0.625f,   10.0f,      10.1f,      11.0f,      -11.0f}) {
+    xs.push_back(e);
+  }
+  xs.push_back(kNaN);
+  xs.push_back(-kNaN);
+  struct Fn {
+    tk::MathFunction f;
+    const char* name;
+    double (*ref)(double);
+    // Allowed relative error in eps for input x: the bound stated in kernels_body.hpp (with
+    // FMA; `no_fma` for the generic SSE2 build, where a*a - hi is not exact in erfc).
+    double (*tol)(double x, bool no_fma);
+  };
+  // Measured (Zen 4, printed below): exp 0.63 eps (0.85 generic), erf 1.43, erfc 2.72 (34 at
+  // x = 8.9 on generic: 0.43 x^2; bound 4 + x^2 there), tanh 1.13.
+  const Fn fns[] = {
+      {tk::MathFunction::exp, "exp", [](double x) { return std::exp(x); },
+       [](double, bool) { return 1.0; }},
+      {tk::MathFunction::erf, "erf", [](double x) { return std::erf(x); },
+       [](double, bool) { return 2.0; }},
+      {tk::MathFunction::erfc, "erfc", [](double x) { return std::erfc(x); },
+       [](double x, bool no_fma) { return no_fma && x > 0.0 ? 4.0 + x * x : 3.0; }},
+      {tk::MathFunction::tanh, "tanh", [](double x) { return std::tanh(x); },
+       [](double, bool) { return 1.5; }},
+  };
+  Buf x(xs.size()), y(xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) x[i] = xs[i];
+  for (Isa isa : tk::supported_isas()) {
+    const bool no_fma = isa == Isa::generic;
+    for (const Fn& fn : fns) {
+      tk::kernel_table(isa).vector_math(fn.f, static_cast<int64_t>(xs.size()), x.data(), y.data());
+      int64_t failures = 0;
+      double first_bad = 0.0;             // the first input out of bounds
+      double worst = 0.0, worst_x = 0.0;  // relative error in eps where the result is normal
+      for (size_t i = 0; i < xs.size(); ++i) {
+        const double xi = xs[i];
+        const double got = y[i];
+        if (std::isnan(xi)) {
+          failures += !std::isnan(got);
+          continue;
+        }
+        const double want = fn.ref(xi);
+        if (std::isinf(want) || std::fabs(want) > FLT_MAX) {
+          failures += !(std::isinf(got) && (got > 0) == (want > 0));
+          continue;
+        }
+        const double err = std::fabs(got - want);
+        if (std::fabs(want) >= FLT_MIN) {
+          const double rel = err / std::fabs(want) / kEps;
+          if (rel > worst) worst = rel, worst_x = xi;
+          if (!(rel <= fn.tol(xi, no_fma)) && failures++ == 0) first_bad = xi;
+        } else {
+          // Denormal or zero result: absolute.
+          if (!(err <= FLT_MIN) && failures++ == 0) first_bad = xi;
+        }
+      }
+      const std::string name = fn.name;
+      CHECK_MESSAGE(failures == 0, isa_str(isa)
+                                       << " " << name << ": " << failures
+                                       << " values out of bounds, first at x = " << first_bad
+                                       << "; worst " << worst << " eps at x = " << worst_x);
+      MESSAGE(isa_str(isa) << " " << name << ": max relative error " << worst
+                           << " eps at x = " << worst_x);
+    }
+    // Exact values the kernels rely on: exp(-inf) = 0 (masked scores), exp(0) = 1, odd symmetry.
+    const float special[] = {-kInf, 0.0f, 1.5f, -1.5f};
+    float out[4];
+    tk::kernel_table(isa).vector_math(tk::MathFunction::exp, 2, special, out);
+    CHECK(out[0] == 0.0f);
+    CHECK(out[1] == 1.0f);
+    for (tk::MathFunction f : {tk::MathFunction::erf, tk::MathFunction::tanh}) {
+      tk::kernel_table(isa).vector_math(f, 4, special, out);
+      CHECK(out[2] == -out[3]);
     }
   }
 }

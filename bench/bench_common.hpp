@@ -1,0 +1,106 @@
+// Shared by the kernel benchmark suites (bench_gemm, bench_attention, bench_rows).
+//   membw/dram_read/threads:T   read bandwidth of a 512 MiB array (DRAM): GB/s
+//   membw/l2_read/threads:T     read bandwidth of a 256 KiB array per thread (L2-resident): GB/s
+// Both suites that compare with a bandwidth register these, so every table's "fraction of
+// bandwidth" divides by a number measured in the same run.
+#pragma once
+
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace bench {
+
+namespace tk = tessera::kernels;
+
+inline std::vector<float> random_vector(size_t n, float lo, float hi, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(gen);
+  return v;
+}
+
+inline benchmark::Counter per_second(double amount_per_iteration, benchmark::State& st) {
+  return benchmark::Counter(amount_per_iteration * static_cast<double>(st.iterations()) * 1e-9,
+                            benchmark::Counter::kIsRate);
+}
+
+// 1, and the machine's thread count if larger.
+inline std::vector<int> thread_counts() {
+  std::vector<int> t{1};
+  if (omp_get_max_threads() > 1) t.push_back(omp_get_max_threads());
+  return t;
+}
+
+// Sum of p[0, n) with 32-byte AVX2 loads and 8 independent accumulators (the compiler
+// vectorizes it under the target attribute); the bandwidth probes' inner loop.
+__attribute__((target("avx2,fma"))) inline float read_sum_avx2(const float* p, int64_t n) {
+  float acc[64] = {};
+  for (int64_t i = 0; i + 64 <= n; i += 64)
+    for (int j = 0; j < 64; ++j) acc[j] += p[i + j];
+  float s = 0;
+  for (float a : acc) s += a;
+  return s;
+}
+inline float read_sum_plain(const float* p, int64_t n) {
+  float acc[16] = {};
+  for (int64_t i = 0; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += p[i + j];
+  float s = 0;
+  for (float a : acc) s += a;
+  return s;
+}
+inline float read_sum(const float* p, int64_t n) {
+  return __builtin_cpu_supports("avx2") ? read_sum_avx2(p, n) : read_sum_plain(p, n);
+}
+
+// Each of `threads` threads reads its own `floats_per_thread` floats, `passes` times per
+// iteration. GB/s = bytes read / time.
+inline void bench_read_bandwidth(benchmark::State& st, int64_t floats_per_thread, int passes,
+                                 int threads) {
+  std::vector<float> data(static_cast<size_t>(floats_per_thread * threads), 1.0f);
+  float sink = 0;
+  for (auto _ : st) {
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+    {
+      const float* p = data.data() + omp_get_thread_num() * floats_per_thread;
+      for (int r = 0; r < passes; ++r) sink += read_sum(p, floats_per_thread);
+    }
+    benchmark::DoNotOptimize(sink);
+  }
+  st.counters["GB/s"] =
+      per_second(4.0 * static_cast<double>(floats_per_thread) * threads * passes, st);
+}
+
+inline void register_bandwidth_probes() {
+  for (int threads : thread_counts()) {
+    const std::string t = "/threads:" + std::to_string(threads);
+    // 512 MiB in all: 16x the 32 MiB L3, so every pass comes from DRAM.
+    benchmark::RegisterBenchmark(("membw/dram_read" + t).c_str(), bench_read_bandwidth,
+                                 int64_t{128} * 1024 * 1024 / threads, 1, threads)
+        ->UseRealTime();
+    // 256 KiB per thread, read 64 times per iteration: a quarter of a 1 MiB L2.
+    benchmark::RegisterBenchmark(("membw/l2_read" + t).c_str(), bench_read_bandwidth,
+                                 int64_t{64} * 1024, 64, threads)
+        ->UseRealTime();
+  }
+}
+
+inline int run_main(int argc, char** argv, void (*register_suite)()) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("tessera_isa", tk::isa_name(tk::active_isa()));
+  register_suite();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
+
+}  // namespace bench

@@ -1,0 +1,155 @@
+// GEMM suite: C[M,N] = A[M,K] · Wᵀ on the shapes a transformer runs (M x K x N).
+//   gemm/tessera/MxKxN/threads:T      Tessera's GEMM (the active ISA), weights prepacked
+//   gemm/onednn/MxKxN/threads:T       oneDNN's matmul primitive through Tessera's backend
+//                                     switch: the same PackedWeights, reordered once into
+//                                     oneDNN's layout (prepacked), primitive cached
+//   gemm/dnnl_sgemm/MxKxN/threads:T   dnnl_sgemm on the plain W (no prepacking)
+//   gemm_isa/<isa>/MxKxN/threads:1    every ISA this CPU runs, one thread
+//   gemm_mem/{tessera,onednn}/MxKxN/threads:T   M <= 4 with weights from memory: the call
+//                                     cycles through enough weight copies to exceed 2x the L3
+//                                     (GB/s of weights streamed, and GFLOP/s)
+//   membw/{dram_read,l2_read}/threads:T   the bandwidths those are compared with
+// Counters: GFLOP/s = 2 M N K / time; GB/s (gemm_mem) = 4 N K / time. Wall-clock time.
+#include <algorithm>
+#include <memory>
+
+#include "bench/bench_common.hpp"
+
+#ifdef TESSERA_BENCH_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+namespace {
+
+using namespace bench;
+
+struct GemmShape {
+  int64_t m, k, n;
+};
+constexpr GemmShape kShapes[] = {{1, 768, 768},     {1, 768, 3072},   {1, 3072, 768},
+                                 {1, 768, 50257},   {4, 768, 3072},   {128, 768, 768},
+                                 {128, 768, 2304},  {128, 768, 3072}, {128, 3072, 768},
+                                 {1024, 768, 3072}, {32, 512, 2048}};
+constexpr GemmShape kMemShapes[] = {
+    {1, 768, 768}, {1, 768, 3072}, {1, 3072, 768}, {1, 768, 50257}, {4, 768, 3072}};
+
+std::string shape_name(GemmShape s, int threads) {
+  return std::to_string(s.m) + "x" + std::to_string(s.k) + "x" + std::to_string(s.n) +
+         "/threads:" + std::to_string(threads);
+}
+
+// Restores the backend when a benchmark ends.
+struct BackendScope {
+  tk::GemmBackend before = tk::gemm_backend();
+  explicit BackendScope(tk::GemmBackend b) { tk::set_gemm_backend(b); }
+  ~BackendScope() { tk::set_gemm_backend(before); }
+};
+
+void bench_gemm(benchmark::State& st, tk::GemmBackend backend, tk::Isa isa, GemmShape s,
+                int threads) {
+  tk::set_num_threads(threads);
+  BackendScope scope(backend);
+  const std::vector<float> a = random_vector(static_cast<size_t>(s.m * s.k), -1, 1, 1);
+  const std::vector<float> w = random_vector(static_cast<size_t>(s.n * s.k), -1, 1, 2);
+  std::vector<float> c(static_cast<size_t>(s.m * s.n));
+  const tk::PackedWeights pw = tk::pack_weights(w.data(), s.n, s.k, s.k, isa);
+  tk::gemm(s.m, a.data(), s.k, pw, c.data(), s.n);  // oneDNN: primitive + weights reorder
+  for (auto _ : st) {
+    tk::gemm(s.m, a.data(), s.k, pw, c.data(), s.n);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  st.counters["GFLOP/s"] = per_second(2.0 * s.m * s.n * s.k, st);
+}
+
+// Weights from memory: `copies` distinct packed copies, together > 64 MiB (2x L3), used in
+// turn, so each call streams its weights from DRAM.
+void bench_gemm_mem(benchmark::State& st, tk::GemmBackend backend, GemmShape s, int threads) {
+  tk::set_num_threads(threads);
+  BackendScope scope(backend);
+  const double bytes = 4.0 * static_cast<double>(s.n * s.k);
+  const int copies = static_cast<int>(std::max(2.0, 64.0 * 1024 * 1024 / bytes + 1));
+  const std::vector<float> a = random_vector(static_cast<size_t>(s.m * s.k), -1, 1, 1);
+  std::vector<tk::PackedWeights> pws;
+  {
+    const std::vector<float> w = random_vector(static_cast<size_t>(s.n * s.k), -1, 1, 2);
+    for (int i = 0; i < copies; ++i) pws.push_back(tk::pack_weights(w.data(), s.n, s.k, s.k));
+  }
+  std::vector<float> c(static_cast<size_t>(s.m * s.n));
+  for (const auto& pw : pws) tk::gemm(s.m, a.data(), s.k, pw, c.data(), s.n);  // warm-up
+  size_t i = 0;
+  for (auto _ : st) {
+    tk::gemm(s.m, a.data(), s.k, pws[i], c.data(), s.n);
+    i = (i + 1) % pws.size();
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  st.counters["GB/s"] = per_second(bytes, st);
+  st.counters["GFLOP/s"] = per_second(2.0 * s.m * s.n * s.k, st);
+}
+
+#ifdef TESSERA_BENCH_DNNL
+void bench_dnnl_sgemm(benchmark::State& st, GemmShape s, int threads) {
+  omp_set_num_threads(threads);
+  const std::vector<float> a = random_vector(static_cast<size_t>(s.m * s.k), -1, 1, 1);
+  const std::vector<float> w = random_vector(static_cast<size_t>(s.n * s.k), -1, 1, 2);
+  std::vector<float> c(static_cast<size_t>(s.m * s.n));
+  for (auto _ : st) {
+    // Row-major C[M,N] = A[M,K] · W[N,K]ᵀ.
+    if (dnnl_sgemm('N', 'T', s.m, s.n, s.k, 1.0f, a.data(), s.k, w.data(), s.k, 0.0f, c.data(),
+                   s.n) != dnnl_success) {
+      st.SkipWithError("dnnl_sgemm failed");
+      break;
+    }
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  st.counters["GFLOP/s"] = per_second(2.0 * s.m * s.n * s.k, st);
+}
+#endif
+
+void register_suite() {
+  const tk::Isa active = tk::active_isa();
+  for (const GemmShape& s : kShapes) {
+    for (int threads : thread_counts()) {
+      benchmark::RegisterBenchmark(("gemm/tessera/" + shape_name(s, threads)).c_str(), bench_gemm,
+                                   tk::GemmBackend::tessera, active, s, threads)
+          ->UseRealTime();
+      if (tk::onednn_available()) {
+        benchmark::RegisterBenchmark(("gemm/onednn/" + shape_name(s, threads)).c_str(), bench_gemm,
+                                     tk::GemmBackend::onednn, active, s, threads)
+            ->UseRealTime();
+      }
+#ifdef TESSERA_BENCH_DNNL
+      benchmark::RegisterBenchmark(("gemm/dnnl_sgemm/" + shape_name(s, threads)).c_str(),
+                                   bench_dnnl_sgemm, s, threads)
+          ->UseRealTime();
+#endif
+    }
+    for (tk::Isa isa : tk::supported_isas()) {
+      benchmark::RegisterBenchmark(
+          ("gemm_isa/" + std::string(tk::isa_name(isa)) + "/" + shape_name(s, 1)).c_str(),
+          bench_gemm, tk::GemmBackend::tessera, isa, s, 1)
+          ->UseRealTime();
+    }
+  }
+  for (const GemmShape& s : kMemShapes) {
+    for (int threads : thread_counts()) {
+      benchmark::RegisterBenchmark(("gemm_mem/tessera/" + shape_name(s, threads)).c_str(),
+                                   bench_gemm_mem, tk::GemmBackend::tessera, s, threads)
+          ->UseRealTime();
+      if (tk::onednn_available()) {
+        benchmark::RegisterBenchmark(("gemm_mem/onednn/" + shape_name(s, threads)).c_str(),
+                                     bench_gemm_mem, tk::GemmBackend::onednn, s, threads)
+            ->UseRealTime();
+      }
+    }
+  }
+  register_bandwidth_probes();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return bench::run_main(argc, argv, register_suite);
+}

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Runs Tessera's kernel benchmark suites and prints markdown tables.
+
+Usage (from the repository root, after building with benchmarks):
+  python3 bench/kernel_table.py                       # all suites, 5 repetitions, medians
+  python3 bench/kernel_table.py --suite gemm --repetitions 3 --min-time 0.5
+  python3 bench/kernel_table.py --suite gemm --filter '128x'   # extra regex on the names
+  python3 bench/kernel_table.py --json-dir out/       # also keep each suite's raw JSON
+
+Tables:
+  gemm       shape, threads, Tessera GFLOP/s, oneDNN matmul GFLOP/s (prepacked weights),
+             ratio, Tessera's fraction of peak (--peak-per-core x threads), dnnl_sgemm GFLOP/s
+  gemm_mem   M <= 4 with weights from memory: GB/s of weights, oneDNN, ratio, fraction of the
+             DRAM read bandwidth measured in the same run (membw/dram_read at that thread count)
+  attention  S, mask, threads, fused GFLOP/s, unfused GFLOP/s, ratio (and decode steps)
+  rows       kernel, shape, threads, GB/s, fraction of the L2 read bandwidth measured in the
+             same run (membw/l2_read at that thread count)
+Every number is the median over --repetitions runs (Google Benchmark's aggregate).
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+SUITES = ("gemm", "attention", "rows")
+
+
+def run_suite(binary, repetitions, min_time, extra_filter, json_dir, name):
+    cmd = [binary, "--benchmark_format=json", f"--benchmark_repetitions={repetitions}",
+           "--benchmark_report_aggregates_only=true", f"--benchmark_min_time={min_time}"]
+    if extra_filter:
+        cmd.append(f"--benchmark_filter={extra_filter}")
+    print(f"running: {' '.join(cmd)}", file=sys.stderr)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    if json_dir:
+        os.makedirs(json_dir, exist_ok=True)
+        with open(os.path.join(json_dir, f"bench_{name}.json"), "w") as f:
+            f.write(out)
+    data = json.loads(out)
+    medians = {}
+    for b in data["benchmarks"]:
+        if b.get("aggregate_name", "median" if repetitions == 1 else "") != "median":
+            continue
+        key = b["run_name"] if "run_name" in b else b["name"]
+        key = re.sub(r"/real_time$", "", key)
+        medians[key] = b
+    return data.get("context", {}), medians
+
+
+def counter(b, name):
+    if b is None or name not in b:
+        return None
+    return float(b[name])
+
+
+def fmt(x, digits=1):
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def bandwidths(med, probe):
+    out = {}
+    for key, b in med.items():
+        m = re.match(rf"membw/{probe}/threads:(\d+)$", key)
+        if m:
+            out[int(m.group(1))] = counter(b, "GB/s")
+    return out
+
+
+def gemm_tables(med, peak_per_core):
+    rows, mem_rows = [], []
+    dram = bandwidths(med, "dram_read")
+    for key in med:
+        m = re.match(r"gemm/tessera/(\d+x\d+x\d+)/threads:(\d+)$", key)
+        if m:
+            shape, threads = m.group(1), int(m.group(2))
+            t = counter(med[key], "GFLOP/s")
+            o = counter(med.get(f"gemm/onednn/{shape}/threads:{threads}"), "GFLOP/s")
+            s = counter(med.get(f"gemm/dnnl_sgemm/{shape}/threads:{threads}"), "GFLOP/s")
+            rows.append([shape, str(threads), fmt(t), fmt(o), fmt(ratio(t, o), 2),
+                         fmt(100 * t / (peak_per_core * threads), 0) + " %", fmt(s)])
+        m = re.match(r"gemm_mem/tessera/(\d+x\d+x\d+)/threads:(\d+)$", key)
+        if m:
+            shape, threads = m.group(1), int(m.group(2))
+            t = counter(med[key], "GB/s")
+            o = counter(med.get(f"gemm_mem/onednn/{shape}/threads:{threads}"), "GB/s")
+            bw = dram.get(threads)
+            mem_rows.append([shape, str(threads), fmt(t), fmt(o), fmt(ratio(t, o), 2),
+                             fmt(bw), fmt(None if bw is None else 100 * t / bw, 0) + " %"])
+    out = []
+    if rows:
+        out.append("### GEMM (weights prepacked, L3/L2-resident), C[M,N] = A[M,K]·Wᵀ\n")
+        out.append(table(["M×K×N", "threads", "Tessera GFLOP/s", "oneDNN matmul GFLOP/s",
+                          "ratio", "Tessera % of peak", "dnnl_sgemm GFLOP/s"], rows))
+    if mem_rows:
+        out.append("\n### GEMM, few rows, weights from memory (GB/s of weights streamed)\n")
+        out.append(table(["M×K×N", "threads", "Tessera GB/s", "oneDNN GB/s", "ratio",
+                          "DRAM read GB/s (same run)", "Tessera % of DRAM bw"], mem_rows))
+    return "\n".join(out)
+
+
+def attention_tables(med):
+    rows, dec = [], []
+    for key in med:
+        m = re.match(r"attention/fused/S(\d+)/(causal|padded)/threads:(\d+)$", key)
+        if m:
+            s, mask, threads = m.group(1), m.group(2), m.group(3)
+            f = counter(med[key], "GFLOP/s")
+            u = counter(med.get(f"attention/unfused/S{s}/{mask}/threads:{threads}"), "GFLOP/s")
+            rows.append([s, mask, threads, fmt(f), fmt(u), fmt(ratio(f, u), 2)])
+        m = re.match(r"attention/fused/decode/S(\d+)/threads:(\d+)$", key)
+        if m:
+            b = med[key]
+            dec.append([m.group(1), m.group(2), fmt(counter(b, "GFLOP/s"), 2),
+                        fmt(float(b["real_time"]) / 1e3 if b["time_unit"] == "ns" else None, 1)])
+    out = ["### Attention, 12 heads × 64, one sequence (fused vs Tessera's unfused gemm + softmax)\n",
+           table(["S", "mask", "threads", "fused GFLOP/s", "unfused GFLOP/s", "fused / unfused"],
+                 rows)]
+    if dec:
+        out.append("\n### Attention decode step (1 query, S cached keys)\n")
+        out.append(table(["S", "threads", "GFLOP/s", "µs per step"], dec))
+    return "\n".join(out)
+
+
+def rows_tables(med):
+    l2 = bandwidths(med, "l2_read")
+    rows = []
+    for key in med:
+        m = re.match(r"rows/([a-z_]+)/(\d+x\d+)/threads:(\d+)$", key)
+        if m:
+            name, shape, threads = m.group(1), m.group(2), int(m.group(3))
+            g = counter(med[key], "GB/s")
+            bw = l2.get(threads)
+            rows.append([name, shape, str(threads), fmt(g), fmt(bw),
+                         fmt(None if bw is None else 100 * g / bw, 0) + " %"])
+    return "\n".join(["### Row kernels, L2-resident\n",
+                      table(["kernel", "rows×N", "threads", "GB/s", "L2 read GB/s (same run)",
+                             "% of L2 bw"], rows)])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default="build", help="build directory (default: build)")
+    ap.add_argument("--suite", choices=SUITES + ("all",), default="all")
+    ap.add_argument("--repetitions", type=int, default=5)
+    ap.add_argument("--min-time", type=float, default=0.5, help="seconds per repetition")
+    ap.add_argument("--filter", default="", help="regex passed as --benchmark_filter")
+    ap.add_argument("--peak-per-core", type=float, default=115.0,
+                    help="fp32 FMA peak GFLOP/s per core (default 115: Zen 4 at 3.6 GHz)")
+    ap.add_argument("--json-dir", default="", help="keep each suite's raw JSON here")
+    args = ap.parse_args()
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    for name in suites:
+        binary = os.path.join(args.build, "bench", f"bench_{name}")
+        context, med = run_suite(binary, args.repetitions, args.min_time, args.filter,
+                                 args.json_dir, name)
+        print(f"\n<!-- bench_{name}: {context.get('date', '')}, host {context.get('host_name', '')}, "
+              f"ISA {context.get('tessera_isa', '?')}, {context.get('num_cpus', '?')} CPUs, "
+              f"{args.repetitions} repetitions x {args.min_time} s, medians -->\n")
+        if name == "gemm":
+            print(gemm_tables(med, args.peak_per_core))
+        elif name == "attention":
+            print(attention_tables(med))
+        else:
+            print(rows_tables(med))
+
+
+if __name__ == "__main__":
+    main()
