@@ -11,6 +11,7 @@
 // decode steps per second of decoding, a batch of B rows counting B per step).
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -46,7 +47,10 @@ class CharCodec final : public TextCodec {
 
 // The model-family specifics of generation: the one place a family (gpt2) is added.
 struct Generator {
-  std::function<std::unique_ptr<CausalLM>()> new_session;  // one per batch
+  // One session per batch; a family may size its KV cache from max_new_tokens.
+  std::function<std::unique_ptr<CausalLM>(int64_t max_new_tokens)> new_session;
+  int64_t max_positions = 0;        // the sessions' max_positions()
+  bool prompts_are_prefix = false;  // the sessions' prompts_are_decoder_prefix()
   std::vector<int64_t> eos_ids;
   bool append_eos_to_text = false;   // the transformer demo's sources end with eos
   std::unique_ptr<TextCodec> codec;  // null with --ids
@@ -59,7 +63,9 @@ Generator make_generator(const std::string& model_dir, bool want_text,
   const auto& c = model->config();
   // Checks the family can generate at all (throws naming what is missing).
   models::TransformerLM probe(*model);
-  g.new_session = [model, observer] {
+  g.max_positions = probe.max_positions();
+  g.prompts_are_prefix = probe.prompts_are_decoder_prefix();
+  g.new_session = [model, observer](int64_t) {
     return std::make_unique<models::TransformerLM>(*model, observer);
   };
   if (c.eos_id >= 0) g.eos_ids = {c.eos_id};
@@ -285,15 +291,13 @@ Action add_generate_command(CLI::App& app) {
       if (gen.append_eos_to_text) ids.push_back(gen.eos_ids.front());
       prompts.push_back(std::move(ids));
     }
-    std::unique_ptr<CausalLM> first = gen.new_session();
     if (max_new->count() > 0) {
       opt.max_new_tokens = o->max_new_tokens;
     } else {  // 64, or what the positions allow after the longest prompt
       int64_t longest = 0;
-      if (first->prompts_are_decoder_prefix())
+      if (gen.prompts_are_prefix)
         for (const auto& p : prompts) longest = std::max<int64_t>(longest, p.size());
-      opt.max_new_tokens =
-          std::max<int64_t>(1, std::min<int64_t>(64, first->max_positions() - longest));
+      opt.max_new_tokens = std::max<int64_t>(1, std::min<int64_t>(64, gen.max_positions - longest));
     }
 
     const bool stream =
@@ -304,7 +308,7 @@ Action add_generate_command(CLI::App& app) {
       const size_t end = std::min(prompts.size(), begin + step);
       std::vector<std::vector<int64_t>> batch(prompts.begin() + begin, prompts.begin() + end);
       opt.row_offset = static_cast<int64_t>(begin);
-      std::unique_ptr<CausalLM> lm = begin == 0 ? std::move(first) : gen.new_session();
+      std::unique_ptr<CausalLM> lm = gen.new_session(opt.max_new_tokens);
       Streamer streamer(gen.codec.get());
       TokenCallback on_token;
       if (stream) on_token = [&](int64_t, int64_t, int64_t tok) { streamer.add(tok); };
