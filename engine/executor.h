@@ -1,11 +1,16 @@
-// The executor: runs a graph's nodes in order, each node calling one kernel.
+// The executor: runs a graph's nodes in order, each node calling one kernel. Activations live in
+// one arena per Session, at the offsets of a memory plan (engine/planner.h) cached per input
+// shape: a run with a shape seen before allocates nothing per node.
 #pragma once
 
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "engine/graph.h"
+#include "engine/planner.h"
 
 namespace tessera {
 
@@ -42,8 +47,46 @@ struct RunContext {
 
 using TensorMap = std::map<std::string, Tensor>;
 
-// Runs `graph` on named inputs (every non-optional input must be present) and returns its
-// outputs by name. Throws Error on inputs whose shapes the operators cannot take.
+// Shapes of every value of `graph` for these inputs (by ValueId; empty for absent optional
+// inputs and values no node writes). Throws Error when an operator cannot take its input shapes.
+std::vector<Shape> infer_shapes(const Graph& graph, const TensorMap& inputs, int64_t past_len = 0);
+
+// Runs one graph repeatedly. Holds the arena and the memory plans, one per input signature
+// (which inputs are present, their dtypes and shapes, and past_len where a shape depends on it).
+// The arena only grows; a run with a signature seen before reuses its plan and allocates
+// nothing per node (only the returned outputs are allocated: they are copied out of the arena,
+// so they stay valid after later runs). Runs of one session are serialized by a mutex. The
+// session keeps a reference to the last run's input tensors until the next run (reassigning
+// them then reuses their shape storage).
+class Session {
+ public:
+  explicit Session(const Graph& graph);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  TensorMap run(const TensorMap& inputs, RunContext& ctx);
+  // The plan for these inputs (computed and cached if new).
+  const MemoryPlan& plan(const TensorMap& inputs, int64_t past_len = 0);
+  const Graph& graph() const { return graph_; }
+  size_t arena_bytes() const;  // current arena capacity
+  size_t cached_plans() const;
+
+ private:
+  struct Cached;
+  Cached& lookup(const TensorMap& inputs, int64_t past_len);
+  const Graph& graph_;
+  bool shapes_need_past_ = false;
+  mutable std::mutex mu_;
+  std::vector<int64_t> key_;
+  std::map<std::vector<int64_t>, std::unique_ptr<Cached>> plans_;
+  Tensor arena_;
+  uint64_t arena_generation_ = 0;
+};
+
+// Runs `graph` once on named inputs (every non-optional input must be present) and returns its
+// outputs by name (a one-off Session). Throws Error on inputs whose shapes the operators cannot
+// take.
 TensorMap execute(const Graph& graph, const TensorMap& inputs, RunContext& ctx);
 
 }  // namespace tessera

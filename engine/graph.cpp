@@ -5,12 +5,24 @@
 namespace tessera {
 
 int WeightSet::add(std::string name, Tensor t) {
-  entries.push_back(Entry{std::move(name), std::move(t), {}});
+  entries.push_back(Entry{std::move(name), std::move(t), {}, false, {}, 0});
+  return static_cast<int>(entries.size()) - 1;
+}
+
+int WeightSet::add_mapped(std::string name, Tensor t) {
+  entries.push_back(Entry{std::move(name), std::move(t), {}, true, {}, 0});
+  return static_cast<int>(entries.size()) - 1;
+}
+
+int WeightSet::add_rows(std::string name, const Tensor& base, int64_t begin, int64_t count,
+                        bool mapped) {
+  Entry e{std::move(name), base.slice(begin, count), {}, mapped, base, begin};
+  entries.push_back(std::move(e));
   return static_cast<int>(entries.size()) - 1;
 }
 
 int WeightSet::add_packed(std::string name, kernels::PackedWeights p) {
-  entries.push_back(Entry{std::move(name), Tensor(), std::move(p)});
+  entries.push_back(Entry{std::move(name), Tensor(), std::move(p), false, {}, 0});
   return static_cast<int>(entries.size()) - 1;
 }
 
@@ -30,6 +42,20 @@ const char* op_name(Op op) {
       return "softmax";
     case Op::embedding:
       return "embedding";
+    case Op::bias_add:
+      return "bias_add";
+    case Op::scale:
+      return "scale";
+    case Op::gather:
+      return "gather";
+    case Op::add_positions:
+      return "add_positions";
+    case Op::attention_scores:
+      return "attention_scores";
+    case Op::attention_context:
+      return "attention_context";
+    case Op::constant:
+      return "constant";
   }
   return "?";
 }
@@ -53,6 +79,21 @@ void Graph::mark_output(ValueId v, const std::string& name) {
   values_.at(static_cast<size_t>(v)).name = name;
   values_.at(static_cast<size_t>(v)).is_output = true;
   outputs_.push_back(v);
+}
+
+ValueId Graph::add_value(const std::string& name) {
+  values_.push_back(Value{name, false, false, false});
+  return static_cast<ValueId>(values_.size()) - 1;
+}
+
+std::vector<std::vector<std::pair<int, int>>> Graph::consumers() const {
+  std::vector<std::vector<std::pair<int, int>>> c(values_.size());
+  for (size_t i = 0; i < nodes_.size(); ++i)
+    for (size_t j = 0; j < nodes_[i].inputs.size(); ++j)
+      if (nodes_[i].inputs[j] != kNone)
+        c[static_cast<size_t>(nodes_[i].inputs[j])].emplace_back(static_cast<int>(i),
+                                                                 static_cast<int>(j));
+  return c;
 }
 
 ValueId Graph::find(const std::string& name) const {

@@ -121,6 +121,11 @@ NodeCost node_cost(const Graph& g, const Node& n, const std::vector<Tensor>& env
       c.bytes = nbytes(x) + e * kF32 * (pos ? 3 : 2);  // ids, table rows, (position rows), y
       return c;
     }
+    default: {  // the plain operators the passes fuse (graph run with passes off)
+      c.bytes = nbytes(x) + nbytes(input_or_null(n, 1, env)) + nbytes(y);
+      c.flops = y ? static_cast<double>(y->numel()) : 0;
+      return c;
+    }
   }
   return c;
 }

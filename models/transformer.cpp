@@ -1,5 +1,7 @@
 #include "models/transformer.h"
 
+#include "engine/passes/passes.h"
+
 #include <cmath>
 #include <set>
 #include <sstream>
@@ -80,7 +82,8 @@ class WeightLoader {
   bool has(const std::string& name) const { return dir_.has(resolve(name)); }
 
   // f32 tensor of the expected shape (a view when the file holds f32, else a converted copy).
-  Tensor tensor(const std::string& name, const Shape& expected) {
+  // *mapped (if given) tells whether it is a view of the mapped file.
+  Tensor tensor(const std::string& name, const Shape& expected, bool* mapped = nullptr) {
     const std::string real = resolve(name);
     if (!dir_.has(real))
       throw Error("model directory '" + dir_.dir() + "' has no tensor '" + real +
@@ -95,22 +98,24 @@ class WeightLoader {
                   shape_str(dir_.shape(real)) + ", expected " + shape_str(expected) +
                   " from config.json (" + summary() + ")");
     Tensor t = dir_.get(real);
+    // A view returns the same bytes each time; a copy (unaligned data) does not.
+    if (mapped) *mapped = dt == DType::f32 && dir_.get(real).raw() == t.raw();
     return dt == DType::f32 ? t : t.to_f32();
   }
 
-  int vec(const std::string& name, int64_t n) { return ws_.add(name, tensor(name, {n})); }
-  // Rows [begin, begin + count) of an already loaded [rows, n] vector/matrix as a vector.
-  int vec_part(const std::string& name, const Tensor& full, int64_t begin, int64_t count) {
-    return ws_.add(name, full.slice(begin, count));
+  // A whole tensor as one weight (a view of the file where it holds f32).
+  int whole(const std::string& name, const Shape& shape) {
+    bool mapped = false;
+    Tensor t = tensor(name, shape, &mapped);
+    return mapped ? ws_.add_mapped(name, std::move(t)) : ws_.add(name, std::move(t));
   }
-  int table(const std::string& name, const Shape& shape) {
-    return ws_.add(name, tensor(name, shape));
-  }
-  // Packs rows [begin, begin + count) of W [rows, cols] for the GEMM.
-  int packed(const std::string& label, const Tensor& w, int64_t begin, int64_t count) {
-    const int64_t cols = w.dim(1);
-    return ws_.add_packed(label,
-                          kernels::pack_weights(w.data<float>() + begin * cols, count, cols, cols));
+  int vec(const std::string& name, int64_t n) { return whole(name, {n}); }
+  int table(const std::string& name, const Shape& shape) { return whole(name, shape); }
+  // Rows [begin, begin + count) of an already loaded matrix or vector, as a view (the prepack
+  // pass packs the matrices the GEMMs read).
+  int rows(const std::string& label, const Tensor& full, bool mapped, int64_t begin,
+           int64_t count) {
+    return ws_.add_rows(label, full, begin, count, mapped);
   }
 
   void check_all_used() const {
@@ -143,13 +148,10 @@ class WeightLoader {
   std::set<std::string> used_;
 };
 
-// Weight indices of one attention block. Self-attention uses the fused [3E, E] projection;
-// cross-attention projects queries (rows 0..E) from the target and keys/values (rows E..3E)
-// from the memory.
+// Weight indices of one attention block: the q, k, v rows of in_proj_weight/in_proj_bias as
+// three projections (the fuse_qkv pass joins them again), and the output projection.
 struct AttentionWeights {
-  int qkv = -1, qkv_bias = -1;  // self-attention
-  int q = -1, q_bias = -1;      // cross-attention
-  int kv = -1, kv_bias = -1;
+  int q = -1, q_bias = -1, k = -1, k_bias = -1, v = -1, v_bias = -1;
   int out = -1, out_bias = -1;
 };
 struct NormWeights {
@@ -161,21 +163,18 @@ struct LayerWeights {
   NormWeights norm1, norm2, norm3;
 };
 
-AttentionWeights load_attention(WeightLoader& L, const std::string& p, int64_t e, bool cross) {
+AttentionWeights load_attention(WeightLoader& L, const std::string& p, int64_t e) {
   AttentionWeights w;
-  Tensor in_w = L.tensor(p + ".in_proj_weight", {3 * e, e});
-  Tensor in_b = L.tensor(p + ".in_proj_bias", {3 * e});
-  if (cross) {
-    w.q = L.packed(p + ".in_proj_weight[q]", in_w, 0, e);
-    w.q_bias = L.vec_part(p + ".in_proj_bias[q]", in_b, 0, e);
-    w.kv = L.packed(p + ".in_proj_weight[kv]", in_w, e, 2 * e);
-    w.kv_bias = L.vec_part(p + ".in_proj_bias[kv]", in_b, e, 2 * e);
-  } else {
-    w.qkv = L.packed(p + ".in_proj_weight", in_w, 0, 3 * e);
-    w.qkv_bias = L.vec_part(p + ".in_proj_bias", in_b, 0, 3 * e);
-  }
-  Tensor out_w = L.tensor(p + ".out_proj.weight", {e, e});
-  w.out = L.packed(p + ".out_proj.weight", out_w, 0, e);
+  bool mw = false, mb = false;
+  Tensor in_w = L.tensor(p + ".in_proj_weight", {3 * e, e}, &mw);
+  Tensor in_b = L.tensor(p + ".in_proj_bias", {3 * e}, &mb);
+  w.q = L.rows(p + ".in_proj_weight[q]", in_w, mw, 0, e);
+  w.k = L.rows(p + ".in_proj_weight[k]", in_w, mw, e, e);
+  w.v = L.rows(p + ".in_proj_weight[v]", in_w, mw, 2 * e, e);
+  w.q_bias = L.rows(p + ".in_proj_bias[q]", in_b, mb, 0, e);
+  w.k_bias = L.rows(p + ".in_proj_bias[k]", in_b, mb, e, e);
+  w.v_bias = L.rows(p + ".in_proj_bias[v]", in_b, mb, 2 * e, e);
+  w.out = L.whole(p + ".out_proj.weight", {e, e});
   w.out_bias = L.vec(p + ".out_proj.bias", e);
   return w;
 }
@@ -188,19 +187,21 @@ LayerWeights load_layer(WeightLoader& L, const TransformerConfig& c, const std::
                         bool decoder) {
   const int64_t e = c.d_model, f = c.dim_feedforward;
   LayerWeights w;
-  w.self_attn = load_attention(L, p + ".self_attn", e, false);
-  if (decoder) w.cross_attn = load_attention(L, p + ".multihead_attn", e, true);
-  Tensor l1 = L.tensor(p + ".linear1.weight", {f, e});
-  w.linear1 = L.packed(p + ".linear1.weight", l1, 0, f);
+  w.self_attn = load_attention(L, p + ".self_attn", e);
+  if (decoder) w.cross_attn = load_attention(L, p + ".multihead_attn", e);
+  w.linear1 = L.whole(p + ".linear1.weight", {f, e});
   w.bias1 = L.vec(p + ".linear1.bias", f);
-  Tensor l2 = L.tensor(p + ".linear2.weight", {e, f});
-  w.linear2 = L.packed(p + ".linear2.weight", l2, 0, e);
+  w.linear2 = L.whole(p + ".linear2.weight", {e, f});
   w.bias2 = L.vec(p + ".linear2.bias", e);
   w.norm1 = load_norm(L, p + ".norm1", e);
   w.norm2 = load_norm(L, p + ".norm2", e);
   if (decoder) w.norm3 = load_norm(L, p + ".norm3", e);
   return w;
 }
+
+struct MemoryKV {
+  ValueId k = kNone, v = kNone;
+};
 
 struct ModelWeights {
   std::vector<LayerWeights> enc, dec;
@@ -215,15 +216,25 @@ class Builder {
  public:
   Builder(const TransformerConfig& c, const ModelWeights& w, Graph& g) : c_(c), w_(w), g_(g) {}
 
+  // x · Wᵀ [+ bias] [-> act] [+ residual], as plain nodes (fuse_epilogue and fuse_residual
+  // fold them into the GEMM).
   ValueId linear(const std::string& name, ValueId x, int weight, int bias,
                  Activation act = Activation::none, ValueId residual = kNone) {
     NodeAttrs a;
     a.weight = weight;
-    a.bias = bias;
-    a.act = act;
-    std::vector<ValueId> in{x};
-    if (residual != kNone) in.push_back(residual);
-    return g_.add_node(Op::linear, name, in, a);
+    ValueId y = g_.add_node(Op::linear, name, {x}, a);
+    if (bias >= 0) {
+      NodeAttrs b;
+      b.bias = bias;
+      y = g_.add_node(Op::bias_add, name + ".bias", {y}, b);
+    }
+    if (act != Activation::none) {
+      NodeAttrs b;
+      b.act = act;
+      y = g_.add_node(Op::activation, name + ".act", {y}, b);
+    }
+    if (residual != kNone) y = g_.add_node(Op::add, name + ".residual", {residual, y}, NodeAttrs{});
+    return y;
   }
 
   ValueId norm(const std::string& name, ValueId x, const NormWeights& n) {
@@ -234,33 +245,33 @@ class Builder {
     return g_.add_node(Op::layernorm, name, {x}, a);
   }
 
-  ValueId attention(const std::string& name, ValueId q_src, ValueId kv_src, int64_t q_col,
-                    int64_t k_col, int64_t v_col, ValueId mask, ValueId padding, int cache_slot) {
+  // softmax(q·kᵀ / sqrt(D) + masks) · v as three nodes (fuse_attention makes them one).
+  ValueId attention(const std::string& name, ValueId q, ValueId k, ValueId v, ValueId mask,
+                    ValueId padding, int cache_slot) {
     NodeAttrs a;
     a.heads = c_.nhead;
     a.head_dim = c_.head_dim();
-    a.q_col = q_col;
-    a.k_col = k_col;
-    a.v_col = v_col;
     a.cache_slot = cache_slot;
     a.causal = cache_slot >= 0;  // decode steps: each new token sees the cache and itself
-    return g_.add_node(Op::attention, name, {q_src, kv_src, mask, padding}, a);
+    ValueId s = g_.add_node(Op::attention_scores, name + ".scores", {q, k, mask, padding}, a);
+    ValueId p = g_.add_node(Op::softmax, name + ".softmax", {s}, NodeAttrs{});
+    return g_.add_node(Op::attention_context, name + ".context", {p, v}, a);
   }
 
-  // Self-attention block with the residual added in the out-projection's epilogue.
   ValueId self_attention(const std::string& p, ValueId x, const AttentionWeights& w, ValueId mask,
                          ValueId padding, int cache_slot, ValueId residual) {
-    const int64_t e = c_.d_model;
-    ValueId qkv = linear(p + ".in_proj", x, w.qkv, w.qkv_bias);
-    ValueId a = attention(p, qkv, qkv, 0, e, 2 * e, mask, padding, cache_slot);
+    ValueId q = linear(p + ".q_proj", x, w.q, w.q_bias);
+    ValueId k = linear(p + ".k_proj", x, w.k, w.k_bias);
+    ValueId v = linear(p + ".v_proj", x, w.v, w.v_bias);
+    ValueId a = attention(p, q, k, v, mask, padding, cache_slot);
     return linear(p + ".out_proj", a, w.out, w.out_bias, Activation::none, residual);
   }
 
-  ValueId cross_attention(const std::string& p, ValueId x, ValueId memory_kv,
+  ValueId cross_attention(const std::string& p, ValueId x, const MemoryKV& kv,
                           const AttentionWeights& w, ValueId mask, ValueId padding,
                           ValueId residual) {
     ValueId q = linear(p + ".q_proj", x, w.q, w.q_bias);
-    ValueId a = attention(p, q, memory_kv, 0, 0, c_.d_model, mask, padding, -1);
+    ValueId a = attention(p, q, kv.k, kv.v, mask, padding, -1);
     return linear(p + ".out_proj", a, w.out, w.out_bias, Activation::none, residual);
   }
 
@@ -287,16 +298,18 @@ class Builder {
     return x;
   }
 
-  // Cross-attention keys/values of decoder layer l, projected from the memory: [B, S, 2E].
-  ValueId memory_kv(int64_t l, ValueId memory) {
+  // Cross-attention keys and values of decoder layer l, projected from the memory: [B, S, E]
+  // each.
+  MemoryKV memory_kv(int64_t l, ValueId memory) {
     const auto& w = w_.dec[l].cross_attn;
-    return linear("decoder.layers." + std::to_string(l) + ".multihead_attn.kv_proj", memory, w.kv,
-                  w.kv_bias);
+    const std::string p = "decoder.layers." + std::to_string(l) + ".multihead_attn";
+    return MemoryKV{linear(p + ".k_proj", memory, w.k, w.k_bias),
+                    linear(p + ".v_proj", memory, w.v, w.v_bias)};
   }
 
   // kv[l]: the cross-attention keys/values of layer l. With use_cache, self-attention reads and
   // extends KV-cache slot l (and tgt_mask/tgt_padding must be kNone).
-  ValueId decoder(ValueId y, const std::vector<ValueId>& kv, ValueId tgt_mask, ValueId tgt_padding,
+  ValueId decoder(ValueId y, const std::vector<MemoryKV>& kv, ValueId tgt_mask, ValueId tgt_padding,
                   ValueId memory_mask, ValueId memory_padding, bool use_cache) {
     for (int64_t l = 0; l < c_.num_decoder_layers; ++l) {
       const auto& w = w_.dec[l];
@@ -323,14 +336,23 @@ class Builder {
     return y;
   }
 
+  // table[ids] [* sqrt(d_model)] + positions (fuse_embedding makes it one node).
   ValueId embed(const std::string& name, ValueId ids, int table, bool from_cache) {
     NodeAttrs a;
     a.table = table;
-    a.pos_table = w_.positions;
-    a.scale =
-        c_.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(c_.d_model))) : 1.0f;
-    a.positions_from_cache = from_cache;
-    return g_.add_node(Op::embedding, name, {ids}, a);
+    ValueId y = g_.add_node(Op::gather, name, {ids}, a);
+    if (c_.scale_embedding) {
+      NodeAttrs s;
+      s.scale = static_cast<float>(std::sqrt(static_cast<double>(c_.d_model)));
+      y = g_.add_node(Op::scale, name + ".scale", {y}, s);
+    }
+    if (w_.positions >= 0) {
+      NodeAttrs pa;
+      pa.pos_table = w_.positions;
+      pa.positions_from_cache = from_cache;
+      y = g_.add_node(Op::add_positions, name + ".positions", {y}, pa);
+    }
+    return y;
   }
 
   ValueId generator(ValueId y) { return linear("generator", y, w_.generator, w_.generator_bias); }
@@ -418,8 +440,7 @@ TransformerModel::TransformerModel(const ModelDir& dir)
   if (c.embeddings) {
     if (c.has_encoder()) w.src_embed = L.table("src_embed.weight", {c.src_vocab_size, e});
     w.tgt_embed = L.table("tgt_embed.weight", {c.tgt_vocab_size, e});
-    Tensor gen = L.tensor("generator.weight", {c.tgt_vocab_size, e});
-    w.generator = L.packed("generator.weight", gen, 0, c.tgt_vocab_size);
+    w.generator = L.whole("generator.weight", {c.tgt_vocab_size, e});
     if (L.has("generator.bias")) w.generator_bias = L.vec("generator.bias", c.tgt_vocab_size);
     Tensor pe(DType::f32, {c.max_position, e});
     kernels::sinusoidal_positions(c.max_position, e, pe.data<float>());
@@ -449,7 +470,7 @@ TransformerModel::TransformerModel(const ModelDir& dir)
       ValueId memory_mask = g.add_input("memory_mask", true);
       ValueId tgt_padding = g.add_input("tgt_key_padding_mask", true);
       ValueId memory_padding = g.add_input("memory_key_padding_mask", true);
-      std::vector<ValueId> kv;
+      std::vector<MemoryKV> kv;
       for (int64_t l = 0; l < c.num_decoder_layers; ++l) kv.push_back(b.memory_kv(l, memory));
       ValueId y = b.decoder(tgt, kv, tgt_mask, tgt_padding, memory_mask, memory_padding, false);
       if (c.embeddings)
@@ -468,22 +489,35 @@ TransformerModel::TransformerModel(const ModelDir& dir)
       ValueId src = b.embed("src_embed", g.add_input("src_ids"), w.src_embed, false);
       ValueId padding = g.add_input("src_key_padding_mask", true);
       ValueId memory = b.encoder(src, kNone, padding);
-      for (int64_t l = 0; l < c.num_decoder_layers; ++l)
-        g.mark_output(b.memory_kv(l, memory), "memory_kv." + std::to_string(l));
+      for (int64_t l = 0; l < c.num_decoder_layers; ++l) {
+        const MemoryKV kv = b.memory_kv(l, memory);
+        g.mark_output(kv.k, "memory_k." + std::to_string(l));
+        g.mark_output(kv.v, "memory_v." + std::to_string(l));
+      }
     }
     step_ = std::make_unique<Graph>(weights_);
     {
       Graph& g = *step_;
       Builder b(c, w, g);
       ValueId tgt = b.embed("tgt_embed", g.add_input("tgt_ids"), w.tgt_embed, true);
-      std::vector<ValueId> kv;
+      std::vector<MemoryKV> kv;
       for (int64_t l = 0; l < c.num_decoder_layers; ++l)
-        kv.push_back(g.add_input("memory_kv." + std::to_string(l)));
+        kv.push_back(MemoryKV{g.add_input("memory_k." + std::to_string(l)),
+                              g.add_input("memory_v." + std::to_string(l))});
       ValueId memory_padding = g.add_input("memory_key_padding_mask", true);
       ValueId y = b.decoder(tgt, kv, kNone, kNone, kNone, memory_padding, true);
       g.mark_output(b.generator(y), "logits");
     }
   }
+
+  // The fixed pipeline of graph passes (fusions, dead nodes, prepacking) over all three graphs.
+  std::vector<Graph*> graphs{forward_.get()};
+  if (encode_) graphs.push_back(encode_.get());
+  if (step_) graphs.push_back(step_.get());
+  pass_stats_ = passes::run(graphs);
+  forward_session_ = std::make_unique<Session>(*forward_);
+  if (encode_) encode_session_ = std::make_unique<Session>(*encode_);
+  if (step_) step_session_ = std::make_unique<Session>(*step_);
 }
 
 TensorMap TransformerModel::run(const TensorMap& inputs, NodeObserver* observer) const {
@@ -533,7 +567,7 @@ TensorMap TransformerModel::run(const TensorMap& inputs, NodeObserver* observer)
   }
   RunContext ctx;
   ctx.observer = observer;
-  return execute(*forward_, inputs, ctx);
+  return forward_session_->run(inputs, ctx);
 }
 
 TransformerModel::EncoderState TransformerModel::encode(const Tensor& src_ids,
@@ -544,7 +578,7 @@ TransformerModel::EncoderState TransformerModel::encode(const Tensor& src_ids,
   ctx.observer = observer;
   EncoderState st;
   st.memory_kv =
-      execute(*encode_, {{"src_ids", src_ids}, {"src_key_padding_mask", src_key_padding}}, ctx);
+      encode_session_->run({{"src_ids", src_ids}, {"src_key_padding_mask", src_key_padding}}, ctx);
   st.memory_key_padding = src_key_padding;
   return st;
 }
@@ -555,7 +589,7 @@ Tensor TransformerModel::decode_step(const EncoderState& enc, const Tensor& tgt_
   in["tgt_ids"] = tgt_ids;
   in["memory_key_padding_mask"] = enc.memory_key_padding;
   RunContext ctx{&cache, past_len, observer};
-  return execute(*step_, in, ctx).at("logits");
+  return step_session_->run(in, ctx).at("logits");
 }
 
 std::vector<std::vector<int64_t>> TransformerModel::greedy(

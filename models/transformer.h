@@ -3,7 +3,9 @@
 //
 // Weights are read under nn.Transformer.state_dict() names. Three graphs are built at load:
 //   forward      one full pass, the `tessera run` contract (masks as nn.Transformer.forward)
-//   encode       src_ids -> memory and every decoder layer's cross-attention keys/values
+//   encode       src_ids -> every decoder layer's cross-attention keys and values
+//
+// The builders emit plain operators; engine/passes fuses them (see passes.h) at load.
 //   decode_step  new target ids -> logits, self-attention keys/values appended to a KV cache
 #pragma once
 
@@ -14,6 +16,7 @@
 #include "engine/executor.h"
 #include "engine/graph.h"
 #include "engine/model_dir.h"
+#include "engine/passes/passes.h"
 
 namespace tessera::models {
 
@@ -46,6 +49,10 @@ class TransformerModel {
   const Graph* encode_graph() const { return encode_.get(); }
   const Graph* decode_step_graph() const { return step_.get(); }
   const WeightSet& weights() const { return *weights_; }
+  // What the graph passes did at load (passes::defaults() chose which ran).
+  const std::vector<passes::Stats>& pass_stats() const { return pass_stats_; }
+  // The session (arena, memory plans) that runs the forward graph.
+  Session& forward_session() const { return *forward_session_; }
 
   // `tessera run`: validates the named inputs (names, dtypes, ranks, shapes, token ids) against
   // the contract of DESIGN.md, then runs the forward graph. Throws Error naming the tensor.
@@ -61,7 +68,7 @@ class TransformerModel {
 
   // Building blocks of greedy(), public for tests: encode a padded batch, then run decode steps.
   struct EncoderState {
-    TensorMap memory_kv;        // "memory_kv.L": [B, S, 2E] cross-attention keys/values
+    TensorMap memory_kv;        // "memory_k.L", "memory_v.L": [B, S, E] cross-attention keys/values
     Tensor memory_key_padding;  // [B, S] u8
   };
   EncoderState encode(const Tensor& src_ids, const Tensor& src_key_padding,
@@ -75,6 +82,9 @@ class TransformerModel {
   TransformerConfig cfg_;
   std::shared_ptr<WeightSet> weights_;
   std::unique_ptr<Graph> forward_, encode_, step_;
+  std::vector<passes::Stats> pass_stats_;
+  // One arena and plan cache per graph (runs of one graph are serialized).
+  std::unique_ptr<Session> forward_session_, encode_session_, step_session_;
 };
 
 }  // namespace tessera::models

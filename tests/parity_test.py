@@ -24,6 +24,11 @@ must have none, and the engine's output must be finite everywhere.
 
 --dry-run skips tessera: it checks the PyTorch side alone (the reference recomputed from the
 exported files and the written inputs must equal the original reference exactly).
+
+Graph passes: every configuration runs with `--passes all` and `--passes none`; the configurations
+in PASS_SUBSET also run with each pass off alone (`--passes=-NAME`, the pass names read from
+tessera's own error message, so a new pass is covered without editing this file). One row per
+(configuration, passes). `--passes SPEC` runs only that one setting.
 """
 from __future__ import annotations
 
@@ -322,8 +327,24 @@ def summary(c: Config) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-def run_config(c: Config, args, workdir: str):
-    """-> (ok, row fields)."""
+# Configurations that also run with each graph pass turned off alone: every kind, pre- and
+# post-LN, masks of every form, the KV-less cross-attention and f16/bf16 weights.
+PASS_SUBSET = ["enc_pre_gelu_norm_kpm", "enc_odd_causal_float_kpm", "dec_pre_3d_memory_mask",
+               "s2s_post_relu", "s2s_pre_gelu_ragged", "tok_post_relu", "tok_h12_f16_u8_kpm"]
+
+
+def pass_names(tessera: str) -> list:
+    """The pass names, from the error tessera prints for an unknown one (it lists them)."""
+    p = subprocess.run([tessera, "--passes=-no_such_pass", "sysinfo"], capture_output=True, text=True)
+    marker = "passes: "
+    line = p.stderr.strip()
+    if p.returncode != 2 or marker not in line:
+        raise RuntimeError(f"cannot read the pass names from tessera: {line!r}")
+    return [n.strip() for n in line.rsplit(marker, 1)[1].rstrip(")").split(",")]
+
+
+def run_config(c: Config, args, workdir: str, specs=("all",)):
+    """-> [(passes spec, ok, row fields)] for each --passes spec."""
     torch.manual_seed(c.seed)
     module = build_module(c)
     perturb(module)
@@ -360,39 +381,53 @@ def run_config(c: Config, args, workdir: str):
         out = reference(reload_module(c, model_dir), c.kind, back)
         if set(back) != set(tess_inputs):
             problems.append("inputs read back differ in names")
-    else:
-        cmd = [args.tessera, "run", "--model", model_dir, "--inputs", in_path, "--outputs", out_path,
-               "--threads", str(args.threads)]
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            return False, (f"tessera timed out after {args.timeout}s", None, None, excluded)
-        if p.returncode != 0:
-            err = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
-            return False, (f"tessera exit {p.returncode}: {err[:150]}", None, None, excluded)
-        try:
-            outs, dts = safetensors_io.load_file(out_path, with_dtypes=True)
-        except Exception as e:  # noqa: BLE001
-            return False, (f"cannot read outputs: {e}", None, None, excluded)
-        if out_name not in outs:
-            return False, (f"outputs lack '{out_name}' (have {sorted(outs)})", None, None, excluded)
-        out = outs[out_name]
-        if dts[out_name] != "F32":
-            problems.append(f"{out_name} is {dts[out_name]}, expected F32")
-        if out.shape != ref.shape:
-            return False, (f"{out_name} shape {list(out.shape)} != expected {list(ref.shape)}", None, None,
-                           excluded)
-    if not np.isfinite(out).all() and not args.dry_run:
-        problems.append(f"{int((~np.isfinite(out)).sum())} non-finite values in tessera's output")
+        return [("-",) + compare(out, ref, finite_rows, excluded, problems, 0.0)]
+
+    rows = []
+    for spec in specs:
+        rows.append((spec,) + run_tessera(c, args, model_dir, in_path, out_path, out_name, spec, ref,
+                                          finite_rows, excluded, list(problems)))
+    if not args.keep:
+        shutil.rmtree(cdir, ignore_errors=True)
+    return rows
+
+
+def compare(out, ref, finite_rows, excluded, problems, tol):
+    """-> (ok, row fields) for tessera's (or the reloaded reference's) output."""
     diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))[finite_rows]
     max_err = float(diff.max()) if diff.size else 0.0
     mean_err = float(diff.mean()) if diff.size else 0.0
-    tol = 0.0 if args.dry_run else c.tol
     if not np.isfinite(max_err) or max_err > tol:
         problems.append(f"max error {max_err:.3g} > tolerance {tol:g}")
-    if not args.keep:
-        shutil.rmtree(cdir, ignore_errors=True)
     return not problems, ("; ".join(problems), max_err, mean_err, excluded)
+
+
+def run_tessera(c, args, model_dir, in_path, out_path, out_name, spec, ref, finite_rows, excluded,
+                problems):
+    cmd = [args.tessera, f"--passes={spec}", "run", "--model", model_dir, "--inputs", in_path,
+           "--outputs", out_path, "--threads", str(args.threads)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return False, (f"tessera timed out after {args.timeout}s", None, None, excluded)
+    if p.returncode != 0:
+        err = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        return False, (f"tessera exit {p.returncode}: {err[:150]}", None, None, excluded)
+    try:
+        outs, dts = safetensors_io.load_file(out_path, with_dtypes=True)
+    except Exception as e:  # noqa: BLE001
+        return False, (f"cannot read outputs: {e}", None, None, excluded)
+    if out_name not in outs:
+        return False, (f"outputs lack '{out_name}' (have {sorted(outs)})", None, None, excluded)
+    out = outs[out_name]
+    if dts[out_name] != "F32":
+        problems.append(f"{out_name} is {dts[out_name]}, expected F32")
+    if out.shape != ref.shape:
+        return False, (f"{out_name} shape {list(out.shape)} != expected {list(ref.shape)}", None, None,
+                       excluded)
+    if not np.isfinite(out).all():
+        problems.append(f"{int((~np.isfinite(out)).sum())} non-finite values in tessera's output")
+    return compare(out, ref, finite_rows, excluded, problems, c.tol)
 
 
 def main(argv=None) -> int:
@@ -404,6 +439,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per tessera run (default 300)")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these configurations")
     ap.add_argument("--list", action="store_true", help="list the configurations and exit")
+    ap.add_argument("--passes", metavar="SPEC",
+                    help="run tessera with this --passes value only (default: all and none for every "
+                         "configuration, each pass off alone for PASS_SUBSET)")
     ap.add_argument("--dry-run", action="store_true",
                     help="skip tessera; check the reference against the exported files instead")
     args = ap.parse_args(argv)
@@ -427,30 +465,44 @@ def main(argv=None) -> int:
             ap.error(f"unknown configuration(s) {sorted(unknown)}; see --list")
         configs = [c for c in CONFIGS if c.name in args.only]
 
+    names = [] if args.dry_run or args.passes else pass_names(args.tessera)
+
+    def specs_for(c):
+        if args.passes:
+            return [args.passes]
+        specs = ["all", "none"]
+        if c.name in PASS_SUBSET:
+            specs += [f"-{n}" for n in names]
+        return specs
+
     args.keep = bool(args.workdir)
     workdir = os.path.abspath(args.workdir) if args.workdir else tempfile.mkdtemp(prefix="tessera-parity-")
     os.makedirs(workdir, exist_ok=True)
     t0 = time.time()
     failed = 0
-    header = f"{'config':30s} {'summary':92s} {'max|err|':>9s} {'mean|err|':>9s} {'tol':>7s} {'nan rows':>8s}  result"
+    total_rows = 0
+    header = (f"{'config':30s} {'passes':20s} {'summary':92s} {'max|err|':>9s} {'mean|err|':>9s} {'tol':>7s} "
+              f"{'nan rows':>8s}  result")
     print(header)
     print("-" * len(header))
     try:
         for c in configs:
             try:
-                ok, (msg, max_err, mean_err, excluded) = run_config(c, args, workdir)
+                rows = run_config(c, args, workdir, specs_for(c))
             except Exception as e:  # noqa: BLE001  (a broken config must not hide the others)
-                ok, (msg, max_err, mean_err, excluded) = False, (f"{type(e).__name__}: {e}", None, None, 0)
-            failed += not ok
-            fmt = (lambda x: f"{x:9.2e}" if x is not None else f"{'-':>9s}")
-            status = ("DRY-OK" if args.dry_run else "PASS") if ok else "FAIL"
-            print(f"{c.name:30s} {summary(c):92s} {fmt(max_err)} {fmt(mean_err)} {c.tol:7.0e} {excluded:8d}  "
-                  f"{status}{'  ' + msg if msg else ''}", flush=True)
+                rows = [("?", False, (f"{type(e).__name__}: {e}", None, None, 0))]
+            for spec, ok, (msg, max_err, mean_err, excluded) in rows:
+                failed += not ok
+                total_rows += 1
+                fmt = (lambda x: f"{x:9.2e}" if x is not None else f"{'-':>9s}")
+                status = ("DRY-OK" if args.dry_run else "PASS") if ok else "FAIL"
+                print(f"{c.name:30s} {spec:20s} {summary(c):92s} {fmt(max_err)} {fmt(mean_err)} {c.tol:7.0e} "
+                      f"{excluded:8d}  {status}{'  ' + msg if msg else ''}", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"{len(configs) - failed}/{len(configs)} configurations passed in {time.time() - t0:.1f}s"
-          + (" (dry run: tessera not run)" if args.dry_run else ""))
+    print(f"{total_rows - failed}/{total_rows} runs ({len(configs)} configurations x passes settings) passed "
+          f"in {time.time() - t0:.1f}s" + (" (dry run: tessera not run)" if args.dry_run else ""))
     return 1 if failed else 0
 
 

@@ -11,10 +11,34 @@
 #include <random>
 #include <string>
 
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
 #include "engine/model_dir.h"
+#include "engine/passes/passes.h"
 #include "engine/safetensors.h"
 #include "kernels/kernels.h"
 #include "models/transformer.h"
+
+// Every operator new of this binary is counted (the allocation test below). Tensor storage is
+// aligned_alloc'ed, but every Tensor that owns storage also allocates its shape vector and its
+// shared_ptr control block with operator new, so a tensor allocated per node would be seen.
+// (GCC 12 sees doctest's inlined `new` paired with this file's free(): that is the point of a
+// replacement operator, hence the pragma.)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+static std::atomic<long> g_news{0};
+void* operator new(std::size_t n) {
+  g_news.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
 
 using namespace tessera;
 namespace fs = std::filesystem;
@@ -50,6 +74,11 @@ std::string safetensors_bytes(const std::string& json, size_t data_bytes, uint64
   out += h;
   out += std::string(data_bytes, '\0');
   return out;
+}
+
+// True when both tensors hold bit-identical f32 data of one shape.
+bool max_diff_equal(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
 std::string error_of(const std::function<void()>& f) {
@@ -206,68 +235,75 @@ TEST_CASE("safetensors: every malformed file is rejected with a message naming t
 }
 
 TEST_CASE("transformer: decoding with the KV cache equals recomputing the whole prefix") {
-  for (bool norm_first : {false, true}) {
-    RandomModel m;
-    m.norm_first = norm_first;
-    fs::path dir = make_model(m, norm_first ? "kv_pre" : "kv_post", 7);
-    ModelDir md(dir.string());
-    models::TransformerModel model(md);
+  // With every pass, with none, and with the attention-shaping passes off one at a time (the
+  // unfused attention reads and extends the cache through attention_scores/attention_context).
+  for (const char* spec : {"all", "none", "-fuse_attention", "-fuse_qkv", "-fuse_residual"})
+    for (bool norm_first : {false, true}) {
+      passes::set_default(passes::parse(spec));
+      RandomModel m;
+      m.norm_first = norm_first;
+      fs::path dir = make_model(m, norm_first ? "kv_pre" : "kv_post", 7);
+      ModelDir md(dir.string());
+      models::TransformerModel model(md);
+      passes::set_default(passes::parse("all"));
+      INFO("passes " << std::string(spec));
 
-    const std::vector<std::vector<int64_t>> src_rows = {{5, 6, 7, 8, 9, 2}, {10, 11, 2, 0, 0, 0}};
-    Tensor src = ids_tensor(src_rows);
-    Tensor pad(DType::u8, {2, 6});
-    for (int j = 3; j < 6; ++j) pad.data<uint8_t>()[6 + j] = 1;
-    auto enc = model.encode(src, pad);
+      const std::vector<std::vector<int64_t>> src_rows = {{5, 6, 7, 8, 9, 2}, {10, 11, 2, 0, 0, 0}};
+      Tensor src = ids_tensor(src_rows);
+      Tensor pad(DType::u8, {2, 6});
+      for (int j = 3; j < 6; ++j) pad.data<uint8_t>()[6 + j] = 1;
+      auto enc = model.encode(src, pad);
 
-    // Step by step: feed bos, then the argmax, 8 times; keep each step's logits.
-    const int64_t steps = 8, vocab = m.vocab;
-    KVCache cache;
-    cache.reset(static_cast<int>(m.dec), 2, steps, m.d_model);
-    std::vector<std::vector<int64_t>> tokens = {{1}, {1}};
-    std::vector<float> step_logits;  // [step][b][v]
-    for (int64_t s = 0; s < steps; ++s) {
-      Tensor cur = ids_tensor({{tokens[0].back()}, {tokens[1].back()}});
-      Tensor logits = model.decode_step(enc, cur, cache, s);
-      REQUIRE(logits.shape() == Shape{2, 1, vocab});
-      for (int b = 0; b < 2; ++b) {
-        const float* row = logits.data<float>() + b * vocab;
-        step_logits.insert(step_logits.end(), row, row + vocab);
-        tokens[b].push_back(std::max_element(row, row + vocab) - row);
-      }
-    }
-    // Full recomputation through the forward graph with a causal mask over the whole prefix.
-    std::vector<std::vector<int64_t>> prefix = {{tokens[0].begin(), tokens[0].end() - 1},
-                                                {tokens[1].begin(), tokens[1].end() - 1}};
-    TensorMap in{{"src_ids", src},
-                 {"tgt_ids", ids_tensor(prefix)},
-                 {"src_key_padding_mask", pad},
-                 {"memory_key_padding_mask", pad},
-                 {"tgt_mask", causal_mask(steps)}};
-    Tensor full = model.run(in).at("logits");  // [2, steps, V]
-    double max_err = 0;
-    for (int64_t s = 0; s < steps; ++s)
-      for (int b = 0; b < 2; ++b)
-        for (int64_t v = 0; v < vocab; ++v)
-          max_err =
-              std::max<double>(max_err, std::fabs(step_logits[(s * 2 + b) * vocab + v] -
-                                                  full.data<float>()[(b * steps + s) * vocab + v]));
-    MESSAGE("norm_first=" << norm_first << ": max |logits(step) - logits(full)| = " << max_err);
-    CHECK(max_err <= 1e-5);
-    // And the argmax of the full pass reproduces the tokens.
-    for (int b = 0; b < 2; ++b)
+      // Step by step: feed bos, then the argmax, 8 times; keep each step's logits.
+      const int64_t steps = 8, vocab = m.vocab;
+      KVCache cache;
+      cache.reset(static_cast<int>(m.dec), 2, steps, m.d_model);
+      std::vector<std::vector<int64_t>> tokens = {{1}, {1}};
+      std::vector<float> step_logits;  // [step][b][v]
       for (int64_t s = 0; s < steps; ++s) {
-        const float* row = full.data<float>() + (b * steps + s) * vocab;
-        CHECK(std::max_element(row, row + vocab) - row == tokens[b][s + 1]);
+        Tensor cur = ids_tensor({{tokens[0].back()}, {tokens[1].back()}});
+        Tensor logits = model.decode_step(enc, cur, cache, s);
+        REQUIRE(logits.shape() == Shape{2, 1, vocab});
+        for (int b = 0; b < 2; ++b) {
+          const float* row = logits.data<float>() + b * vocab;
+          step_logits.insert(step_logits.end(), row, row + vocab);
+          tokens[b].push_back(std::max_element(row, row + vocab) - row);
+        }
       }
-    // greedy() on the same sources gives the same tokens up to the first eos.
-    auto g = model.greedy({{5, 6, 7, 8, 9, 2}, {10, 11, 2}}, steps);
-    for (int b = 0; b < 2; ++b) {
-      std::vector<int64_t> want;
-      for (int64_t s = 1; s <= steps && tokens[b][s] != 2; ++s) want.push_back(tokens[b][s]);
-      CHECK(g[b] == want);
+      // Full recomputation through the forward graph with a causal mask over the whole prefix.
+      std::vector<std::vector<int64_t>> prefix = {{tokens[0].begin(), tokens[0].end() - 1},
+                                                  {tokens[1].begin(), tokens[1].end() - 1}};
+      TensorMap in{{"src_ids", src},
+                   {"tgt_ids", ids_tensor(prefix)},
+                   {"src_key_padding_mask", pad},
+                   {"memory_key_padding_mask", pad},
+                   {"tgt_mask", causal_mask(steps)}};
+      Tensor full = model.run(in).at("logits");  // [2, steps, V]
+      double max_err = 0;
+      for (int64_t s = 0; s < steps; ++s)
+        for (int b = 0; b < 2; ++b)
+          for (int64_t v = 0; v < vocab; ++v)
+            max_err = std::max<double>(max_err,
+                                       std::fabs(step_logits[(s * 2 + b) * vocab + v] -
+                                                 full.data<float>()[(b * steps + s) * vocab + v]));
+      MESSAGE("passes " << std::string(spec) << ", norm_first=" << norm_first
+                        << ": max |logits(step) - logits(full)| = " << max_err);
+      CHECK(max_err <= 1e-5);
+      // And the argmax of the full pass reproduces the tokens.
+      for (int b = 0; b < 2; ++b)
+        for (int64_t s = 0; s < steps; ++s) {
+          const float* row = full.data<float>() + (b * steps + s) * vocab;
+          CHECK(std::max_element(row, row + vocab) - row == tokens[b][s + 1]);
+        }
+      // greedy() on the same sources gives the same tokens up to the first eos.
+      auto g = model.greedy({{5, 6, 7, 8, 9, 2}, {10, 11, 2}}, steps);
+      for (int b = 0; b < 2; ++b) {
+        std::vector<int64_t> want;
+        for (int64_t s = 1; s <= steps && tokens[b][s] != 2; ++s) want.push_back(tokens[b][s]);
+        CHECK(g[b] == want);
+      }
+      fs::remove_all(dir);
     }
-    fs::remove_all(dir);
-  }
 }
 
 TEST_CASE("transformer: outputs are bit-identical for 1, 2 and 3 threads") {
@@ -349,5 +385,45 @@ TEST_CASE("transformer: generation past max_position is an error naming the limi
   const std::string msg2 = error_of([&] { model.greedy({std::vector<int64_t>(9, 5)}, 4); });
   CHECK(msg2.find("exceeds max_position 8") != std::string::npos);
   CHECK(model.greedy({{5, 6, 2}}, 8).size() == 1);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("transformer: a second run with the same shapes allocates only its outputs") {
+  RandomModel m;
+  fs::path dir = make_model(m, "alloc", 11);
+  ModelDir md(dir.string());
+  passes::set_default(passes::parse("all"));  // whatever TESSERA_PASSES says
+  models::TransformerModel model(md);
+  const std::vector<std::vector<int64_t>> rows = {{5, 6, 7, 8, 9, 2, 3}, {10, 11, 2, 4, 4, 4, 4}};
+  TensorMap in{
+      {"src_ids", ids_tensor(rows)}, {"tgt_ids", ids_tensor(rows)}, {"tgt_mask", causal_mask(7)}};
+  Tensor first = model.run(in).at("logits");
+  const size_t arena = model.forward_session().arena_bytes();
+  long counted = 0, model_run = 0;
+  {
+    // The graph run itself (TransformerModel::run adds the input validation's strings).
+    RunContext ctx;
+    const long before = g_news.load();
+    TensorMap out = model.forward_session().run(in, ctx);
+    counted = g_news.load() - before;
+    CHECK(max_diff_equal(out.at("logits"), first));
+    const long before2 = g_news.load();
+    model.run(in);
+    model_run = g_news.load() - before2;
+  }
+  // The one output "logits": its map node, its shape vector and its storage's control block.
+  MESSAGE("operator new calls in a second graph run: "
+          << counted << " (arena " << arena << " bytes); in a whole model.run(): " << model_run);
+  CHECK(counted == 3);
+  CHECK(model.forward_session().arena_bytes() == arena);
+  CHECK(model.forward_session().cached_plans() == 1);
+  // Another shape: a new plan (allocations allowed), then again none per node.
+  TensorMap in2{{"src_ids", ids_tensor({{5, 6, 2}})}, {"tgt_ids", ids_tensor({{1, 7}})}};
+  RunContext ctx;
+  model.forward_session().run(in2, ctx);
+  const long before = g_news.load();
+  model.forward_session().run(in2, ctx);
+  CHECK(g_news.load() - before == 3);
+  CHECK(model.forward_session().cached_plans() == 2);
   fs::remove_all(dir);
 }

@@ -11,6 +11,7 @@
 #include "engine/model_dir.h"
 #include "engine/profiler.h"
 #include "engine/tokenizer.h"
+#include "models/model.h"
 #include "models/transformer.h"
 
 namespace tessera::cli {
@@ -27,8 +28,10 @@ void set_verbose(bool on);
 void log_verbose(const std::string& msg);
 // Applies --threads (0 = all cores) and logs the ISA and thread count.
 void setup_threads(int threads);
-// Loads a model directory of a supported model_type.
+// Loads a `transformer` model directory (for the commands that only take that family).
 std::unique_ptr<models::TransformerModel> load_model(const ModelDir& dir);
+// Loads a model directory of any supported family (transformer, gpt2, bert).
+std::unique_ptr<models::Model> load_any_model(const ModelDir& dir);
 // The tokenizer.json of a model directory that maps text to an encoder-decoder token model;
 // throws Error naming `command` if the model or its directory cannot take text.
 CharTokenizer load_text_tokenizer(const std::string& model_dir,
@@ -40,6 +43,8 @@ Action add_generate_command(CLI::App& app);
 Action add_profile_command(CLI::App& app);
 Action add_bench_command(CLI::App& app);
 Action add_sysinfo_command(CLI::App& app);
+Action add_embed_command(CLI::App& app);
+Action add_tokenize_command(CLI::App& app);
 
 // TESSERA_PROFILE=path: a tracing profiler for any run/generate (null when the variable is not
 // set), and writing its Chrome trace to that path at the end (nothing when p is null).

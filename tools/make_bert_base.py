@@ -37,6 +37,17 @@ def main() -> int:
     layer = nn.TransformerEncoderLayer(D_MODEL, HEADS, dim_feedforward=FF, dropout=0.0,
                                        activation="gelu", batch_first=True, norm_first=False)
     model = nn.TransformerEncoder(layer, LAYERS, enable_nested_tensor=False)
+    # nn.TransformerEncoder deep-copies `layer`: every layer would start with the same weights
+    # (and caches or exporters could fold them into one). Draw each layer's weights anew.
+    with torch.no_grad():
+        for lay in model.layers:
+            for name, p in lay.named_parameters():
+                if name.endswith("bias"):
+                    nn.init.uniform_(p, -0.02, 0.02)
+                elif p.dim() == 1:  # LayerNorm weight
+                    nn.init.uniform_(p, 0.9, 1.1)
+                else:
+                    nn.init.xavier_uniform_(p)
     model.eval()
     cfg = export_model(model, args.out, dtype=args.dtype)
     params = sum(p.numel() for p in model.parameters())

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/passes/passes.h"
 #include "kernels/kernels.h"
 #include "tools/cli.h"
 
@@ -37,10 +38,17 @@ void setup_threads(int threads) {
 
 std::unique_ptr<models::TransformerModel> load_model(const ModelDir& dir) {
   const std::string type = dir.get_string("model_type", "");
+  if (type == "gpt2" || type == "bert")
+    throw Error("'" + dir.config_path() + "': model_type '" + type +
+                "' is not supported by this command (it takes transformer models)");
   if (type != "transformer")
     throw Error("'" + dir.config_path() + "': model_type '" + type +
                 "' is not supported (supported: transformer)");
   return std::make_unique<models::TransformerModel>(dir);
+}
+
+std::unique_ptr<models::Model> load_any_model(const ModelDir& dir) {
+  return models::load_model(dir);
 }
 
 CharTokenizer load_text_tokenizer(const std::string& model_dir,
@@ -69,8 +77,18 @@ int main(int argc, char** argv) {
   CLI::App app{"Tessera: a SIMD-optimized CPU inference engine for transformer models"};
   app.require_subcommand(1);
   bool verbose = false;
-  app.add_flag("-v,--verbose", verbose, "Log the ISA, threads and what is written");
+  app.add_flag("-v,--verbose", verbose,
+               "Log the ISA, threads, what is written and each graph pass's node counts");
+  std::string passes_spec;
+  std::string pass_list;
+  for (const auto& n : passes::names()) pass_list += (pass_list.empty() ? "" : ", ") + n;
+  app.add_option("--passes", passes_spec,
+                 "Graph passes run at load: 'all' (default), 'none', a comma list of passes to "
+                 "skip ('-fuse_qkv,-fuse_attention') or of the only passes to run "
+                 "('fuse_epilogue,prepack'). Default from env TESSERA_PASSES. Passes, in order: " +
+                     pass_list);
 
+  app.fallthrough();  // global options (--passes, -v) also after the subcommand
   std::vector<std::pair<CLI::App*, cli::Action>> commands;
   auto add = [&](cli::Action (*adder)(CLI::App&)) {
     const size_t before = app.get_subcommands({}).size();
@@ -84,6 +102,8 @@ int main(int argc, char** argv) {
   add(cli::add_bench_command);
   add(cli::add_sysinfo_command);
   add(cli::add_attention_command);
+  add(cli::add_embed_command);
+  add(cli::add_tokenize_command);
 
   try {
     app.parse(argc, argv);
@@ -96,6 +116,9 @@ int main(int argc, char** argv) {
   cli::set_verbose(verbose);
 
   try {
+    if (!passes_spec.empty()) passes::set_default(passes::parse(passes_spec));
+    passes::defaults();  // a bad TESSERA_PASSES is reported here, before any work
+    if (verbose) passes::set_logger([](const std::string& m) { cli::log_verbose(m); });
     for (auto& [sub, action] : commands)
       if (sub->parsed()) return action();
   } catch (const Error& e) {

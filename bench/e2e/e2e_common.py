@@ -1,0 +1,457 @@
+"""Coordinator of bench/e2e: starts one long-lived worker per engine (tessera_e2e, torch_worker.py,
+ort_worker.js) per thread count, interleaves their repetitions one by one (rotating the order),
+checks their outputs against PyTorch's, and prints a markdown table of medians (min-max) and ratios.
+
+Method (as /work/shared/reference/peers-pytorch-ort.md): every timed repetition runs under
+`flock /tmp/bench.lock` (so it never overlaps another lock holder's timing) after waiting up to
+3 s for the machine to be < 15 % busy (the busy fraction seen is logged); workers run in their own
+process session with autogroup nice -15 when allowed (root); one process per engine and thread
+count, thread counts set explicitly (PyTorch's OpenBLAS separately from its OpenMP pool).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+ENGINES = ("tessera", "pytorch", "ort")
+OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
+LABEL = {"tessera": "Tessera", "pytorch": "PyTorch", "ort": "ONNX Runtime"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments and scratch
+# ---------------------------------------------------------------------------------------------
+def arg_parser(description: str, reps: int = 5, warmup: int = 1) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--scratch", default=os.environ.get("TESSERA_E2E_SCRATCH", "/tmp/tessera-e2e"),
+                    help="where model dirs, ONNX files, inputs and results go (default "
+                         "$TESSERA_E2E_SCRATCH or /tmp/tessera-e2e); never committed")
+    ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated (default 1,2)")
+    ap.add_argument("--reps", type=int, default=reps, help=f"timed repetitions per engine (default {reps})")
+    ap.add_argument("--warmup", type=int, default=warmup,
+                    help=f"untimed repetitions per engine first; the first is checked (default {warmup})")
+    ap.add_argument("--engines", default=",".join(ENGINES), help="subset of tessera,pytorch,ort")
+    ap.add_argument("--tessera-bin", default=os.path.join(REPO, "build", "bench", "e2e", "tessera_e2e"),
+                    help="the tessera_e2e driver (built with TESSERA_BUILD_BENCH=ON)")
+    ap.add_argument("--torch-t2", choices=("omp", "blas"), default="omp",
+                    help="PyTorch at 2 threads: 'omp' = torch intra-op 2 + OpenBLAS 2 + "
+                         "OMP_WAIT_POLICY=PASSIVE (default), 'blas' = intra-op 1 + OpenBLAS 2")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    ap.add_argument("--regen", action="store_true", help="rebuild the model dirs and ONNX files")
+    ap.add_argument("--no-lock", action="store_true", help="do not take /tmp/bench.lock per repetition")
+    ap.add_argument("--no-renice", action="store_true", help="leave the workers' autogroup nice alone")
+    ap.add_argument("--quiet-wait", type=float, default=3.0,
+                    help="seconds to wait for the machine to be < 15%% busy before each repetition")
+    return ap
+
+
+def thread_list(args) -> List[int]:
+    return [int(t) for t in args.threads.split(",") if t.strip()]
+
+
+def workdir(args, name: str) -> str:
+    d = os.path.join(args.scratch, name)
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def prepared(d: str, args, build: Callable[[], None], what: str, recipe: int = 1) -> None:
+    """Runs build() unless d/prepared.json says it already ran with this seed and recipe (bump
+    `recipe` when what build() writes changes)."""
+    stamp = os.path.join(d, "prepared.json")
+    if not args.regen and os.path.exists(stamp):
+        with open(stamp, encoding="utf-8") as f:
+            stamp_data = json.load(f)
+            if stamp_data.get("seed") == args.seed and stamp_data.get("recipe", 1) == recipe:
+                log(f"reusing {what} in {d} (--regen to rebuild)")
+                return
+    if os.path.exists(stamp):
+        os.remove(stamp)
+    t0 = time.time()
+    log(f"building {what} in {d} ...")
+    build()
+    with open(stamp, "w", encoding="utf-8") as f:
+        json.dump({"seed": args.seed, "recipe": recipe, "built_s": time.time() - t0}, f)
+    log(f"built {what} in {time.time() - t0:.0f} s")
+
+
+def log(msg: str) -> None:
+    print(f"[e2e {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers
+# ---------------------------------------------------------------------------------------------
+def engine_command(engine: str, spec_path: str, threads: int, args) -> List[str]:
+    if engine == "tessera":
+        return [args.tessera_bin, "--spec", spec_path, "--threads", str(threads)]
+    if engine == "pytorch":
+        return ["/usr/bin/python3", os.path.join(HERE, "torch_worker.py"), "--spec", spec_path,
+                "--threads", str(threads), "--t2", args.torch_t2]
+    if engine == "ort":
+        return ["node", os.path.join(HERE, "ort_worker.js"), spec_path, str(threads)]
+    raise ValueError(engine)
+
+
+def engine_env(engine: str, threads: int, args) -> Dict[str, str]:
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY",
+              "OMP_PROC_BIND", "GOMP_SPINCOUNT"):
+        env.pop(k, None)
+    env["OMP_NUM_THREADS"] = str(threads)
+    if engine == "pytorch":
+        # Debian's torch calls the system libblas.so.3; the reference peers ran it on OpenBLAS
+        # 0.3.21 (pthread). Use that build for this process alone when it is installed
+        # (apt-get install libopenblas0-pthread), whatever the system's BLAS alternative is.
+        if os.path.exists(os.path.join(OPENBLAS_DIR, "libblas.so.3")):
+            env["LD_LIBRARY_PATH"] = OPENBLAS_DIR + (
+                ":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+        env["OPENBLAS_NUM_THREADS"] = str(threads)
+        if threads > 1:
+            if args.torch_t2 == "omp":
+                env["OMP_WAIT_POLICY"] = "PASSIVE"
+            else:
+                env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def torch_thread_label(threads: int, args) -> str:
+    if threads == 1:
+        return "1"
+    if args.torch_t2 == "omp":
+        return f"{threads} (OpenBLAS {threads}, intra-op {threads}, OMP_WAIT_POLICY=PASSIVE)"
+    return f"{threads} (OpenBLAS {threads}, intra-op 1)"
+
+
+class Worker:
+    def __init__(self, engine: str, spec_path: str, threads: int, args, log_dir: str):
+        self.engine = engine
+        self.error: Optional[str] = None
+        self.info: dict = {}
+        self.stderr_path = os.path.join(log_dir, f"{engine}-t{threads}.stderr")
+        cmd = engine_command(engine, spec_path, threads, args)
+        if engine == "tessera" and not os.path.exists(cmd[0]):
+            self.proc = None
+            self.error = f"{cmd[0]} not found (build with TESSERA_BUILD_BENCH=ON)"
+            return
+        self.stderr = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, env=engine_env(engine, threads, args),
+                                     cwd=HERE, text=True, bufsize=1, start_new_session=True)
+        if not args.no_renice:
+            with contextlib.suppress(OSError):  # needs root (a lower nice value)
+                with open(f"/proc/{self.proc.pid}/autogroup", "w") as f:
+                    f.write("-15")
+        ready = self._read()
+        if not ready.get("ready"):
+            self.error = ready.get("error", "no ready line")
+            self.close()
+        else:
+            self.info = ready
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            with open(self.stderr_path, encoding="utf-8", errors="replace") as f:
+                tail = f.read()[-2000:]
+            return {"error": f"{self.engine} worker exited (rc {self.proc.returncode}): {tail.strip()}"}
+        return json.loads(line)
+
+    def request(self, obj: dict) -> dict:
+        if self.error:
+            return {"error": self.error}
+        self.proc.stdin.write(json.dumps(obj) + "\n")
+        self.proc.stdin.flush()
+        r = self._read()
+        if "error" in r and self.proc.poll() is not None:
+            self.error = r["error"]
+        return r
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self.proc.stdin.write('{"cmd": "quit"}\n')
+                self.proc.stdin.flush()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing discipline
+# ---------------------------------------------------------------------------------------------
+def _cpu_times():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v), idle
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.15, window: float = 0.1) -> float:
+    """Waits until the machine was < threshold busy over `window`, at most max_wait s; returns the
+    last busy fraction seen."""
+    t_end = time.time() + max_wait
+    busy = 0.0
+    while True:
+        t0, i0 = _cpu_times()
+        time.sleep(window)
+        t1, i1 = _cpu_times()
+        busy = 1.0 - (i1 - i0) / max(1, t1 - t0)
+        if busy < threshold or time.time() >= t_end:
+            return busy
+
+
+@contextlib.contextmanager
+def bench_lock(args):
+    if args.no_lock:
+        yield
+        return
+    with open("/tmp/bench.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison
+# ---------------------------------------------------------------------------------------------
+class Metric:
+    def __init__(self, name: str, unit: str, fn: Callable[[dict], float], higher_is_better: bool):
+        self.name, self.unit, self.fn, self.higher = name, unit, fn, higher_is_better
+
+
+def stats(values: Sequence[float]) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {}
+    q1, med, q3 = np.percentile(a, [25, 50, 75])
+    return {"median": float(med), "min": float(a.min()), "max": float(a.max()), "q1": float(q1),
+            "q3": float(q3), "n": int(a.size)}
+
+
+def fmt(v: float) -> str:
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def run_comparison(name: str, title: str, spec: dict, metrics: List[Metric], args,
+                   check: Callable[[str, dict, dict, str], dict], notes: Sequence[str] = ()) -> dict:
+    """Runs every case of `spec` on every engine at every thread count; returns the results dict
+    (also written to SCRATCH/results/NAME-<time>.json) after printing the markdown table.
+
+    check(engine, reply, pytorch_reply, out_path_of(engine)) compares a warm-up reply with
+    PyTorch's and returns what to report.
+    """
+    d = workdir(args, name)
+    spec_path = os.path.join(d, "spec.json")
+    with open(spec_path, "w", encoding="utf-8") as f:
+        json.dump(spec, f, indent=1)
+    engines = [e for e in args.engines.split(",") if e]
+    log_dir = os.path.join(d, "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    results = {"name": name, "title": title, "started": _utc(), "args": vars(args).copy(),
+               "host": _host(), "runs": []}
+    for threads in thread_list(args):
+        workers: Dict[str, Worker] = {}
+        for e in engines:
+            log(f"{name}: starting {e} at {threads} thread(s)")
+            workers[e] = Worker(e, spec_path, threads, args, log_dir)
+            if workers[e].error:
+                log(f"{name}: {e} unavailable: {workers[e].error[:300]}")
+        info = {e: w.info for e, w in workers.items()}
+        for ci, case in enumerate(spec["cases"]):
+            run = {"threads": threads, "case": case["name"], "engines": {}, "checks": {},
+                   "busy": [], "info": info}
+            replies: Dict[str, dict] = {}
+            outs = {e: os.path.join(d, f"out-{e}-t{threads}-c{ci}.bin") for e in engines}
+            for p in outs.values():
+                if os.path.exists(p):
+                    os.remove(p)
+            for wi in range(args.warmup):
+                for e in engines:
+                    with bench_lock(args):
+                        r = workers[e].request({"cmd": "run", "case": ci,
+                                                **({"out": outs[e]} if wi == 0 else {})})
+                    if wi == 0:
+                        replies[e] = r
+            for e in engines:
+                if "error" in replies.get(e, {"error": "no warm-up"}):
+                    run["checks"][e] = {"error": replies.get(e, {}).get("error", "no warm-up")}
+                elif "pytorch" in replies and "error" not in replies["pytorch"]:
+                    run["checks"][e] = check(e, replies[e], replies["pytorch"], outs)
+            samples: Dict[str, List[dict]] = {e: [] for e in engines}
+            for rep in range(args.reps):
+                order = engines[rep % len(engines):] + engines[:rep % len(engines)]
+                for e in order:
+                    if workers[e].error or "error" in replies.get(e, {}):
+                        continue
+                    with bench_lock(args):
+                        busy = wait_quiet(args.quiet_wait)
+                        r = workers[e].request({"cmd": "run", "case": ci})
+                    run["busy"].append(round(busy, 3))
+                    if "error" in r:
+                        log(f"{name}: {e} failed: {r['error'][:300]}")
+                        continue
+                    r.pop("tokens", None)
+                    samples[e].append(r)
+            for e in engines:
+                err = workers[e].error or replies.get(e, {}).get("error")
+                if err or not samples[e]:
+                    run["engines"][e] = {"error": err or "no samples"}
+                    continue
+                run["engines"][e] = {"raw": samples[e],
+                                     "metrics": {m.name: stats([m.fn(s) for s in samples[e]]) for m in metrics}}
+            results["runs"].append(run)
+            log(f"{name}: {case['name']} at {threads} thread(s) done; busy before reps "
+                f"median {np.median(run['busy']) if run['busy'] else 0:.2f}")
+        for w in workers.values():
+            w.close()
+    results["finished"] = _utc()
+    out_dir = os.path.join(args.scratch, "results")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    print(markdown(results, metrics, engines, args, notes))
+    print(f"\nraw results: {path}")
+    return results
+
+
+def _utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _host() -> dict:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    return {"cpu": cpu, "cores": os.cpu_count(), "node": shutil.which("node") or ""}
+
+
+def markdown(results: dict, metrics: List[Metric], engines: List[str], args, notes) -> str:
+    lines = [f"### {results['title']}", "",
+             f"{results['started']}; median (min–max) of {args.reps} interleaved repetitions per "
+             f"engine after {args.warmup} warm-up; **noisy**: shared 2-core machine.", ""]
+    versions = {}
+    for run in results["runs"]:
+        for e, i in run["info"].items():
+            if i:
+                versions[e] = i.get("torch") or i.get("ort") or i.get("isa") or ""
+                if i.get("blas"):
+                    versions[e] += f" ({i['blas']})"
+    head = ["workload", "threads"] + [f"{LABEL[e]} {versions.get(e, '')}".strip() for e in engines]
+    ratio_peers = [e for e in engines if e != "tessera"] if "tessera" in engines else []
+    head += [f"Tessera / {LABEL[p]}" for p in ratio_peers]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in metrics:
+        for run in results["runs"]:
+            row = [f"{run['case']}: {m.name} [{m.unit}]", str(run["threads"])]
+            med = {}
+            for e in engines:
+                r = run["engines"].get(e, {})
+                s = r.get("metrics", {}).get(m.name)
+                if not s:
+                    row.append("n/a")
+                    continue
+                med[e] = s["median"]
+                row.append(f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])})")
+            for p in ratio_peers:
+                if "tessera" in med and p in med and med[p] > 0:
+                    row.append(f"{med['tessera'] / med[p]:.2f}")
+                else:
+                    row.append("n/a")
+            lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Ratios are of medians: for ms, Tessera's time / the peer's (below 1 = Tessera "
+              "faster); for tokens/s, Tessera's rate / the peer's (above 1 = Tessera faster).",
+              f"Threads: Tessera and ONNX Runtime use exactly that many; PyTorch at 2 threads = "
+              f"{torch_thread_label(2, args)}. ONNX Runtime: graphOptimizationLevel 'all', "
+              f"intraOpNumThreads = threads, interOpNumThreads 1, sequential."]
+    lines += list(notes)
+    lines += ["", "Checks (first warm-up run of each engine against PyTorch's):", ""]
+    for run in results["runs"]:
+        parts = []
+        for e, c in run["checks"].items():
+            parts.append(f"{LABEL[e]}: " + ", ".join(f"{k} {_short(v)}" for k, v in c.items()))
+        lines.append(f"- {run['case']}, {run['threads']} thread(s): " + "; ".join(parts))
+    unavailable = {}
+    for run in results["runs"]:
+        for e, r in run["engines"].items():
+            if "error" in r:
+                unavailable[e] = r["error"]
+    for e, err in unavailable.items():
+        lines.append(f"- {LABEL[e]} n/a: {err.splitlines()[0][:200] if err else ''}")
+    return "\n".join(lines)
+
+
+def _short(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, str):
+        return v.splitlines()[0][:160] if v else v
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+# ---------------------------------------------------------------------------------------------
+def tensor_check(engine: str, reply: dict, ref: dict, outs: dict) -> dict:
+    """Max |difference| of the engine's output tensor against PyTorch's."""
+    out = {} if engine != "pytorch" else {"reference": True}
+    if engine != "pytorch":
+        a = np.fromfile(outs[engine], dtype=np.float32)
+        b = np.fromfile(outs["pytorch"], dtype=np.float32)
+        if a.shape != b.shape:
+            return {"error": f"output has {a.size} values, PyTorch's {b.size}"}
+        out["max_abs_diff"] = float(np.max(np.abs(a - b))) if a.size else 0.0
+    for k in ("fused_encoder_layer_op",):
+        if k in reply:
+            out[k] = reply[k]
+    return out
+
+
+def tokens_check(engine: str, reply: dict, ref: dict, outs: dict) -> dict:
+    """Greedy tokens equal to PyTorch's, position by position (and logits, where written)."""
+    out = {}
+    a, b = reply.get("tokens", []), ref.get("tokens", [])
+    if engine != "pytorch":
+        same = sum(1 for x, y in zip(a, b) if x == y)
+        first_diff = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        out["tokens_equal"] = f"{same}/{len(b)}" + (f" (first differs at {first_diff})" if first_diff is not None else "")
+        if os.path.exists(outs[engine]) and os.path.exists(outs["pytorch"]):
+            x = np.fromfile(outs[engine], dtype=np.float32)
+            y = np.fromfile(outs["pytorch"], dtype=np.float32)
+            if x.size == y.size and x.size:
+                out["last_logits_max_abs_diff"] = float(np.max(np.abs(x - y)))
+    else:
+        out["tokens"] = len(a)
+    if "fused_encoder_layer_op" in reply:
+        out["fused_encoder_layer_op"] = reply["fused_encoder_layer_op"]
+    return out

@@ -1,0 +1,388 @@
+#include "models/bert.h"
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+namespace tessera::models {
+
+namespace {
+
+using kernels::Activation;
+
+BertConfig read_config(const ModelDir& dir) {
+  const std::string path = dir.config_path();
+  const std::string type = dir.get_string("model_type", "");
+  if (type != "bert") throw Error("'" + path + "': model_type is '" + type + "', expected 'bert'");
+  BertConfig c;
+  c.vocab_size = dir.get_int("vocab_size");
+  c.hidden_size = dir.get_int("hidden_size");
+  c.num_hidden_layers = dir.get_int("num_hidden_layers");
+  c.num_attention_heads = dir.get_int("num_attention_heads");
+  c.intermediate_size = dir.get_int("intermediate_size");
+  c.max_position_embeddings = dir.get_int("max_position_embeddings");
+  c.type_vocab_size = dir.get_int("type_vocab_size", 2);
+  c.layer_norm_eps = static_cast<float>(dir.get_float("layer_norm_eps", 1e-12));
+  if (dir.config().contains("pad_token_id") && !dir.config().at("pad_token_id").is_null())
+    c.pad_token_id = dir.get_int("pad_token_id");
+  const std::string act = dir.get_string("hidden_act", "gelu");
+  if (act == "gelu")
+    c.hidden_act = Activation::gelu_erf;
+  else if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast")
+    c.hidden_act = Activation::gelu_tanh;
+  else if (act == "relu")
+    c.hidden_act = Activation::relu;
+  else
+    throw Error("'" + path + "': hidden_act '" + act +
+                "' is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu)");
+  const std::string pos = dir.get_string("position_embedding_type", "absolute");
+  if (pos != "absolute")
+    throw Error("'" + path + "': position_embedding_type '" + pos +
+                "' is not supported (absolute)");
+  if (c.hidden_size < 1 || c.num_attention_heads < 1 || c.hidden_size % c.num_attention_heads)
+    throw Error("'" + path + "': hidden_size " + std::to_string(c.hidden_size) +
+                " must be a positive multiple of num_attention_heads " +
+                std::to_string(c.num_attention_heads));
+  if (c.vocab_size < 1 || c.num_hidden_layers < 1 || c.intermediate_size < 1 ||
+      c.max_position_embeddings < 1 || c.type_vocab_size < 1)
+    throw Error("'" + path +
+                "': vocab_size, num_hidden_layers, intermediate_size, max_position_embeddings and "
+                "type_vocab_size must be positive");
+  if (!(c.layer_norm_eps > 0)) throw Error("'" + path + "': layer_norm_eps must be > 0");
+  return c;
+}
+
+std::string summary(const BertConfig& c) {
+  std::ostringstream os;
+  os << "hidden_size=" << c.hidden_size << ", num_hidden_layers=" << c.num_hidden_layers
+     << ", num_attention_heads=" << c.num_attention_heads
+     << ", intermediate_size=" << c.intermediate_size << ", vocab_size=" << c.vocab_size
+     << ", max_position_embeddings=" << c.max_position_embeddings
+     << ", type_vocab_size=" << c.type_vocab_size;
+  return os.str();
+}
+
+struct Norm {
+  int gamma = -1, beta = -1;
+};
+struct Layer {
+  int qkv = -1, qkv_b = -1, attn_out = -1, attn_out_b = -1;
+  Norm attn_ln, out_ln;
+  int inter = -1, inter_b = -1, out = -1, out_b = -1;
+};
+struct Weights {
+  int word = -1, position = -1, token_type = -1;
+  Norm emb_ln;
+  std::vector<Layer> layers;
+  int pooler = -1, pooler_b = -1;
+};
+
+class Builder {
+ public:
+  Builder(const BertConfig& c, const Weights& w, Graph& g) : c_(c), w_(w), g_(g) {}
+
+  ValueId norm(const std::string& name, ValueId x, const Norm& n, ValueId residual = kNone) {
+    NodeAttrs a;
+    a.gamma = n.gamma;
+    a.beta = n.beta;
+    a.eps = c_.layer_norm_eps;
+    std::vector<ValueId> in{x};
+    if (residual != kNone) in.push_back(residual);
+    return g_.add_node(Op::layernorm, name, in, a);
+  }
+  ValueId linear(const std::string& name, ValueId x, int weight, int bias,
+                 Activation act = Activation::none, ValueId residual = kNone) {
+    NodeAttrs a;
+    a.weight = weight;
+    a.bias = bias;
+    a.act = act;
+    std::vector<ValueId> in{x};
+    if (residual != kNone) in.push_back(residual);
+    return g_.add_node(Op::linear, name, in, a);
+  }
+  ValueId gather(const std::string& name, ValueId ids, int table) {
+    NodeAttrs a;
+    a.table = table;
+    return g_.add_node(Op::embedding, name, {ids}, a);
+  }
+
+  // LN(word[ids] + position[pos] + token_type[tt]): [.., H]
+  ValueId embeddings(ValueId ids, ValueId pos, ValueId tt) {
+    ValueId words = gather("embeddings.word_embeddings", ids, w_.word);
+    ValueId sum =
+        g_.add_node(Op::add, "embeddings.add_positions",
+                    {words, gather("embeddings.position_embeddings", pos, w_.position)}, {});
+    return norm("embeddings.LayerNorm", sum, w_.emb_ln,
+                gather("embeddings.token_type_embeddings", tt, w_.token_type));
+  }
+  // Fused q/k/v projection of layer l: [.., 3H].
+  ValueId qkv(int64_t l, ValueId x) {
+    const Layer& L = w_.layers[l];
+    return linear(prefix(l) + ".attention.self.qkv", x, L.qkv, L.qkv_b);
+  }
+  ValueId attention(int64_t l, ValueId qkv, ValueId padding) {
+    NodeAttrs a;
+    a.heads = c_.num_attention_heads;
+    a.head_dim = c_.head_dim();
+    a.q_col = 0;
+    a.k_col = c_.hidden_size;
+    a.v_col = 2 * c_.hidden_size;
+    return g_.add_node(Op::attention, prefix(l) + ".attention.self", {qkv, qkv, kNone, padding}, a);
+  }
+  // The rest of layer l after attention: output projection, LN, feed-forward, LN.
+  ValueId after_attention(int64_t l, ValueId attn, ValueId x) {
+    const Layer& L = w_.layers[l];
+    const std::string p = prefix(l);
+    ValueId y =
+        linear(p + ".attention.output.dense", attn, L.attn_out, L.attn_out_b, Activation::none, x);
+    x = norm(p + ".attention.output.LayerNorm", y, L.attn_ln);
+    ValueId h = linear(p + ".intermediate.dense", x, L.inter, L.inter_b, c_.hidden_act);
+    y = linear(p + ".output.dense", h, L.out, L.out_b, Activation::none, x);
+    return norm(p + ".output.LayerNorm", y, L.out_ln);
+  }
+  ValueId pooler(ValueId cls) { return linear("pooler.dense", cls, w_.pooler, w_.pooler_b); }
+
+ private:
+  static std::string prefix(int64_t l) { return "encoder.layer." + std::to_string(l); }
+  const BertConfig& c_;
+  const Weights& w_;
+  Graph& g_;
+};
+
+}  // namespace
+
+struct BertModel::Prepared {
+  Tensor ids, pos, tt;  // I64 [B, T]
+  Tensor padding;       // U8 [B, T] (1 = padding), empty when there is no attention_mask
+  bool has_padding = false;
+};
+
+BertModel::BertModel(const ModelDir& dir)
+    : cfg_(read_config(dir)), weights_(std::make_shared<WeightSet>()) {
+  auto& c = cfg_;
+  hf::CheckpointReader R(dir, "bert.", summary(c));
+  WeightSet& ws = *weights_;
+  const int64_t h = c.hidden_size, inter = c.intermediate_size;
+  auto vec = [&](const std::string& name, int64_t n) { return ws.add(name, R.get(name, {n})); };
+  auto norm = [&](const std::string& p) {
+    return Norm{vec(p + ".weight", h), vec(p + ".bias", h)};
+  };
+  auto dense = [&](const std::string& p, int64_t out, int64_t in, int& w, int& b) {
+    w = ws.add_packed(p + ".weight", hf::pack_nk(R.get(p + ".weight", {out, in})));
+    b = vec(p + ".bias", out);
+  };
+  Weights w;
+  w.word = ws.add("embeddings.word_embeddings.weight",
+                  R.get("embeddings.word_embeddings.weight", {c.vocab_size, h}));
+  w.position =
+      ws.add("embeddings.position_embeddings.weight",
+             R.get("embeddings.position_embeddings.weight", {c.max_position_embeddings, h}));
+  w.token_type = ws.add("embeddings.token_type_embeddings.weight",
+                        R.get("embeddings.token_type_embeddings.weight", {c.type_vocab_size, h}));
+  w.emb_ln = norm("embeddings.LayerNorm");
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = "encoder.layer." + std::to_string(l);
+    Layer L;
+    // q, k, v stacked into one [3H, H] projection (rows: q, then k, then v).
+    Tensor qkv(DType::f32, {3 * h, h}, false), qkv_b(DType::f32, {3 * h}, false);
+    const char* parts[] = {"query", "key", "value"};
+    for (int i = 0; i < 3; ++i) {
+      const std::string q = p + ".attention.self." + parts[i];
+      Tensor wt = R.get(q + ".weight", {h, h});
+      Tensor bt = R.get(q + ".bias", {h});
+      std::memcpy(qkv.data<float>() + i * h * h, wt.raw(), wt.nbytes());
+      std::memcpy(qkv_b.data<float>() + i * h, bt.raw(), bt.nbytes());
+    }
+    L.qkv = ws.add_packed(p + ".attention.self.qkv.weight", hf::pack_nk(qkv));
+    L.qkv_b = ws.add(p + ".attention.self.qkv.bias", qkv_b);
+    dense(p + ".attention.output.dense", h, h, L.attn_out, L.attn_out_b);
+    L.attn_ln = norm(p + ".attention.output.LayerNorm");
+    dense(p + ".intermediate.dense", inter, h, L.inter, L.inter_b);
+    dense(p + ".output.dense", h, inter, L.out, L.out_b);
+    L.out_ln = norm(p + ".output.LayerNorm");
+    w.layers.push_back(L);
+  }
+  c.pooler = R.has("pooler.dense.weight");
+  if (c.pooler) dense("pooler.dense", h, h, w.pooler, w.pooler_b);
+  R.check_all_used([](const std::string& name) {
+    return name == "embeddings.position_ids" || name.rfind("cls.", 0) == 0;
+  });
+
+  forward_ = std::make_unique<Graph>(weights_);
+  {
+    Graph& g = *forward_;
+    Builder b(c, w, g);
+    ValueId x = b.embeddings(g.add_input("input_ids"), g.add_input("position_ids"),
+                             g.add_input("token_type_ids"));
+    ValueId pad = g.add_input("key_padding_mask", true);
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+      x = b.after_attention(l, b.attention(l, b.qkv(l, x), pad), x);
+    g.mark_output(x, "last_hidden_state");
+  }
+  for (int64_t s = 0; s <= c.num_hidden_layers; ++s) {
+    auto g = std::make_unique<Graph>(weights_);
+    Builder b(c, w, *g);
+    ValueId x;
+    if (s == 0) {
+      x = b.embeddings(g->add_input("input_ids"), g->add_input("position_ids"),
+                       g->add_input("token_type_ids"));
+    } else {
+      ValueId prev = g->add_input("x");
+      x = b.after_attention(s - 1, g->add_input("attn"), prev);
+    }
+    if (s < c.num_hidden_layers) {
+      g->mark_output(x, "x");
+      g->mark_output(b.qkv(s, x), "qkv");
+    } else {
+      g->mark_output(x, "last_hidden_state");
+    }
+    segments_.push_back(std::move(g));
+  }
+  if (c.pooler) {
+    pooler_ = std::make_unique<Graph>(weights_);
+    Builder b(c, w, *pooler_);
+    pooler_->mark_output(b.pooler(pooler_->add_input("cls")), "pooler_output");
+  }
+}
+
+BertModel::Prepared BertModel::prepare(const TensorMap& inputs) const {
+  const auto& c = cfg_;
+  hf::check_names(inputs, {"input_ids", "attention_mask", "token_type_ids", "position_ids"},
+                  {"input_ids"});
+  Prepared p;
+  p.ids = inputs.at("input_ids");
+  hf::check_ids(p.ids, "input_ids", -1, c.vocab_size, "vocab_size");
+  const int64_t batch = p.ids.dim(0), len = p.ids.dim(1);
+  if (batch < 1 || len < 1)
+    throw Error("input 'input_ids' must have at least one row and one position, got " +
+                hf::describe(p.ids));
+  if (len > c.max_position_embeddings)
+    throw Error("input 'input_ids' has " + std::to_string(len) +
+                " positions, more than the model's max_position_embeddings " +
+                std::to_string(c.max_position_embeddings));
+  auto optional_ids = [&](const char* name, int64_t limit, const char* limit_name) {
+    auto it = inputs.find(name);
+    if (it == inputs.end()) return Tensor();
+    if (it->second.shape() != Shape{batch, len})
+      throw Error(std::string("input '") + name + "' must be I64 " + shape_str({batch, len}) +
+                  ", got " + hf::describe(it->second));
+    hf::check_ids(it->second, name, batch, limit, limit_name);
+    return it->second;
+  };
+  p.tt = optional_ids("token_type_ids", c.type_vocab_size, "type_vocab_size");
+  if (p.tt.empty()) p.tt = Tensor(DType::i64, {batch, len});  // zeros
+  p.pos = optional_ids("position_ids", c.max_position_embeddings, "max_position_embeddings");
+  if (p.pos.empty()) {
+    p.pos = Tensor(DType::i64, {batch, len}, false);
+    for (int64_t i = 0; i < p.pos.numel(); ++i) p.pos.data<int64_t>()[i] = i % len;
+  }
+  if (auto it = inputs.find("attention_mask"); it != inputs.end()) {
+    p.padding = hf::key_padding_from_attention_mask(it->second, "attention_mask", batch, len);
+    for (int64_t i = 0; i < p.padding.numel() && !p.has_padding; ++i)
+      p.has_padding = p.padding.data<uint8_t>()[i] != 0;
+  }
+  return p;
+}
+
+TensorMap BertModel::run(const TensorMap& inputs, NodeObserver* observer) const {
+  const Prepared p = prepare(inputs);
+  TensorMap out = p.has_padding ? run_packed(p, observer) : run_batched(p, observer);
+  pool(out, observer);
+  return out;
+}
+
+TensorMap BertModel::run_padded(const TensorMap& inputs, NodeObserver* observer) const {
+  TensorMap out = run_batched(prepare(inputs), observer);
+  pool(out, observer);
+  return out;
+}
+
+TensorMap BertModel::run_batched(const Prepared& p, NodeObserver* observer) const {
+  TensorMap in{{"input_ids", p.ids}, {"position_ids", p.pos}, {"token_type_ids", p.tt}};
+  if (p.has_padding) in["key_padding_mask"] = p.padding;
+  RunContext ctx;
+  ctx.observer = observer;
+  return execute(*forward_, in, ctx);
+}
+
+TensorMap BertModel::run_packed(const Prepared& p, NodeObserver* observer) const {
+  const auto& c = cfg_;
+  const int64_t batch = p.ids.dim(0), len = p.ids.dim(1), h = c.hidden_size;
+  // The real tokens of every row, in order: row b owns packed positions [begin[b], begin[b+1]).
+  std::vector<int64_t> begin(static_cast<size_t>(batch) + 1, 0), where;  // where: b * len + t
+  const uint8_t* pad = p.padding.data<uint8_t>();
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < len; ++t)
+      if (!pad[b * len + t]) where.push_back(b * len + t);
+    begin[b + 1] = static_cast<int64_t>(where.size());
+  }
+  const int64_t total = static_cast<int64_t>(where.size());
+  Tensor hidden(DType::f32, {batch, len, h});  // zeros at padded positions
+  if (total > 0) {
+    Tensor ids(DType::i64, {1, total}, false), pos(DType::i64, {1, total}, false),
+        tt(DType::i64, {1, total}, false);
+    for (int64_t i = 0; i < total; ++i) {
+      ids.data<int64_t>()[i] = p.ids.data<int64_t>()[where[i]];
+      pos.data<int64_t>()[i] = p.pos.data<int64_t>()[where[i]];
+      tt.data<int64_t>()[i] = p.tt.data<int64_t>()[where[i]];
+    }
+    RunContext ctx;
+    ctx.observer = observer;
+    TensorMap state = execute(
+        *segments_[0], {{"input_ids", ids}, {"position_ids", pos}, {"token_type_ids", tt}}, ctx);
+    for (size_t s = 1; s < segments_.size(); ++s) {
+      // Attention of each row over its own tokens: q/k/v read in place from the fused
+      // projection [1, total, 3H] at the row's packed offset.
+      const Tensor& qkv = state.at("qkv");
+      Tensor attn(DType::f32, {1, total, h}, false);
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t n = begin[b + 1] - begin[b];
+        if (n == 0) continue;
+        kernels::AttentionArgs a;
+        a.batch = 1;
+        a.heads = c.num_attention_heads;
+        a.head_dim = c.head_dim();
+        a.q_len = a.kv_len = n;
+        const float* base = qkv.data<float>() + begin[b] * 3 * h;
+        a.q = base;
+        a.k = base + h;
+        a.v = base + 2 * h;
+        a.q_sb = a.k_sb = a.v_sb = n * 3 * h;
+        a.q_st = a.k_ss = a.v_ss = 3 * h;
+        a.q_sh = a.k_sh = a.v_sh = c.head_dim();
+        a.out = attn.data<float>() + begin[b] * h;
+        a.o_sb = n * h;
+        a.o_st = h;
+        a.o_sh = c.head_dim();
+        a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim())));
+        kernels::attention(a);
+      }
+      TensorMap in{{"x", state.at("x")}, {"attn", attn}};
+      state = execute(*segments_[s], in, ctx);
+    }
+    const Tensor& packed = state.at("last_hidden_state");  // [1, total, H]
+    for (int64_t i = 0; i < total; ++i)
+      std::memcpy(hidden.data<float>() + where[i] * h, packed.data<float>() + i * h,
+                  sizeof(float) * static_cast<size_t>(h));
+  }
+  return {{"last_hidden_state", hidden}};
+}
+
+void BertModel::pool(TensorMap& out, NodeObserver* observer) const {
+  if (!pooler_) return;
+  const Tensor& x = out.at("last_hidden_state");  // [B, T, H]
+  const int64_t batch = x.dim(0), len = x.dim(1), h = x.dim(2);
+  Tensor cls(DType::f32, {batch, h}, false);
+  for (int64_t b = 0; b < batch; ++b)
+    std::memcpy(cls.data<float>() + b * h, x.data<float>() + b * len * h,
+                sizeof(float) * static_cast<size_t>(h));
+  RunContext ctx;
+  ctx.observer = observer;
+  Tensor pooled = execute(*pooler_, {{"cls", cls}}, ctx).at("pooler_output");  // [B, H]
+  // tanh: no activation kernel has it (yet); B x H elements once per call.
+  float* y = pooled.data<float>();
+  for (int64_t i = 0; i < pooled.numel(); ++i) y[i] = std::tanh(y[i]);
+  out["pooler_output"] = pooled;
+}
+
+}  // namespace tessera::models

@@ -1,0 +1,98 @@
+// A loaded model of any family, behind one interface: what `tessera run` (and any other caller
+// that only needs a forward pass) uses without knowing the family.
+//
+//   auto model = models::load_model(ModelDir(path));     // dispatches on config.json model_type
+//   TensorMap out = model->run(inputs);                   // the DESIGN.md `tessera run` contract
+//   if (const auto* g = model->gpt2()) ...                // family-specific APIs (generation, ...)
+//
+// Also here: the pieces the Hugging Face families share (checkpoint reading with prefixes and
+// aliases, Conv1D weight packing, attention-mask parsing).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "engine/executor.h"
+#include "engine/graph.h"
+#include "engine/model_dir.h"
+
+namespace tessera::models {
+
+class TransformerModel;
+class Gpt2Model;
+class BertModel;
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  // "transformer", "gpt2" or "bert" (config.json model_type).
+  virtual const char* family() const = 0;
+  // One forward pass on named inputs (names, dtypes and shapes as DESIGN.md's `tessera run`
+  // table); throws Error naming the tensor on bad input. `observer` watches every graph node.
+  virtual TensorMap run(const TensorMap& inputs, NodeObserver* observer = nullptr) const = 0;
+  // The graph run() executes in the plain case (for `inspect --graph`, the profiler).
+  virtual const Graph& forward_graph() const = 0;
+  // The family's own class, or null when the model is of another family.
+  virtual const TransformerModel* transformer() const { return nullptr; }
+  virtual const Gpt2Model* gpt2() const { return nullptr; }
+  virtual const BertModel* bert() const { return nullptr; }
+};
+
+// Reads config.json's model_type ("transformer", "gpt2", "bert") and loads that family.
+// Throws Error naming config.json for a missing or unknown model_type.
+std::unique_ptr<Model> load_model(const ModelDir& dir);
+
+namespace hf {
+
+// Reads the tensors of a Hugging Face checkpoint: each name is looked up with the family's
+// prefix ("transformer.", "bert.") when the checkpoint uses one, and without; LayerNorm weights
+// are also found under their old names (gamma/beta). Every tensor is checked for presence,
+// dtype (F32/F16/BF16, converted to f32) and shape, and marked used; check_all_used() then
+// rejects a checkpoint holding tensors the model does not know (except those `ignorable` says).
+class CheckpointReader {
+ public:
+  CheckpointReader(const ModelDir& dir, const std::string& prefix, std::string summary);
+
+  const ModelDir& dir() const { return dir_; }
+  bool has(const std::string& name) const { return !resolve(name).empty(); }
+  // The name as stored in the checkpoint (with the prefix where it has one).
+  std::string stored_name(const std::string& name) const;
+  // f32 tensor of the expected shape (a view when stored as f32, else a converted copy).
+  Tensor get(const std::string& name, const Shape& expected);
+  void check_all_used(const std::function<bool(const std::string&)>& ignorable) const;
+
+ private:
+  std::string resolve(const std::string& name) const;  // "" when absent
+
+  const ModelDir& dir_;
+  std::string prefix_;  // "" when the checkpoint has no prefixed names
+  std::string summary_;
+  std::set<std::string> used_;
+};
+
+// Packs W [n, k] (a PyTorch Linear weight, rows = output features) for the GEMM.
+kernels::PackedWeights pack_nk(const Tensor& w);
+// Packs W [k, n] (a Hugging Face Conv1D weight, rows = input features) for the GEMM.
+kernels::PackedWeights pack_kn(const Tensor& w);
+
+// An `attention_mask` input [B, T] of BOOL, U8, I32, I64 or F32 holding 0/1 (1 = keep): the key
+// padding mask [B, T] U8 the attention operator takes (1 = padding). Throws Error naming `name`
+// on other dtypes, shapes or values.
+Tensor key_padding_from_attention_mask(const Tensor& mask, const std::string& name, int64_t batch,
+                                       int64_t len);
+
+// "input 'NAME' must be ..., got DTYPE [shape]" helpers.
+std::string describe(const Tensor& t);
+// Checks token ids: I64 [B, T] (batch < 0: any), every id in [0, limit).
+void check_ids(const Tensor& t, const std::string& name, int64_t batch, int64_t limit,
+               const std::string& limit_name);
+// Rejects input names other than `allowed`, and missing required ones.
+void check_names(const TensorMap& in, const std::vector<std::string>& allowed,
+                 const std::vector<std::string>& required);
+
+}  // namespace hf
+
+}  // namespace tessera::models

@@ -1,0 +1,170 @@
+// tessera embed: pooled (optionally L2-normalized) vectors of texts from a `bert` model, one JSON
+// line per input:
+//   {"index": 0, "tokens": 7, "embedding": [0.0123, ...]}
+//
+// Pooling (--pooling): cls (default: last_hidden_state of the first token, [CLS]), mean (average
+// of last_hidden_state over the real tokens) or pooler (pooler_output: tanh(dense(CLS)), needs
+// the checkpoint's pooler). --normalize divides each vector by its L2 norm.
+// Inputs are texts, or with --ids strings of token ids ("101 7592 102", special tokens
+// included); with none given, one input per line of stdin. Inputs are batched (--batch-size)
+// with padding, which the model removes before the dense layers. At the end one line on stderr:
+// inputs, tokens, milliseconds.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "models/bert.h"
+#include "tools/cli.h"
+
+namespace tessera::cli {
+
+namespace {
+
+std::vector<int64_t> parse_ids(const std::string& s, size_t index) {
+  std::vector<int64_t> ids;
+  std::istringstream in(s);
+  std::string word;
+  while (in >> word) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size())
+      throw Error("embed --ids: input " + std::to_string(index) + ": '" + word +
+                  "' is not a token id");
+    ids.push_back(v);
+  }
+  if (ids.empty()) throw Error("embed --ids: input " + std::to_string(index) + " has no token ids");
+  return ids;
+}
+
+// Text -> token ids with the model directory's WordPiece tokenizer.
+// HOOK: the BERT WordPiece tokenizer (engine/tokenizers.h, load_tokenizer(dir)) is being written
+// separately; until it is merged, text input is refused and --ids must be used.
+std::vector<std::vector<int64_t>> tokenize_texts(const std::string& model_dir,
+                                                 const std::vector<std::string>& texts) {
+  (void)texts;
+  throw Error("embed: reading text needs the WordPiece tokenizer of '" + model_dir +
+              "', which this build does not have yet; pass token ids with --ids");
+}
+
+std::string format_float(float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));
+  return buf;
+}
+
+}  // namespace
+
+Action add_embed_command(CLI::App& app) {
+  struct Options {
+    std::string model, pooling = "cls";
+    std::vector<std::string> inputs;
+    bool ids = false, normalize = false;
+    int64_t batch_size = 32;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand("embed", "Pooled vectors of texts from a bert model (JSON lines)");
+  cmd->add_option("--model", o->model, "Model directory (model_type bert)")->required();
+  cmd->add_option("--pooling", o->pooling, "cls (default), mean or pooler")
+      ->check(CLI::IsMember({"cls", "mean", "pooler"}));
+  cmd->add_flag("--normalize", o->normalize, "L2-normalize each vector");
+  cmd->add_flag("--ids", o->ids,
+                "Inputs are token ids separated by spaces (special tokens included)");
+  cmd->add_option("--batch-size", o->batch_size, "Inputs run together (default 32)");
+  cmd->add_option("--threads", o->threads, "Threads (default: all cores)");
+  cmd->add_option("inputs", o->inputs, "Texts (or id strings with --ids); default: stdin lines");
+  return [o] {
+    setup_threads(o->threads);
+    if (o->batch_size < 1) throw Error("--batch-size must be at least 1");
+    ModelDir dir(o->model);
+    auto model = load_any_model(dir);
+    const models::BertModel* bert = model->bert();
+    if (!bert)
+      throw Error("embed needs a bert model; '" + dir.config_path() + "' has model_type '" +
+                  model->family() + "'");
+    if (o->pooling == "pooler" && !bert->config().pooler)
+      throw Error("--pooling pooler: model directory '" + o->model +
+                  "' has no pooler.dense weights (use cls or mean)");
+    std::vector<std::string> inputs = o->inputs;
+    if (inputs.empty()) {
+      std::string line;
+      while (std::getline(std::cin, line)) inputs.push_back(line);
+    }
+    std::vector<std::vector<int64_t>> seqs;
+    if (o->ids) {
+      for (size_t i = 0; i < inputs.size(); ++i) seqs.push_back(parse_ids(inputs[i], i));
+    } else if (!inputs.empty()) {
+      seqs = tokenize_texts(o->model, inputs);
+    }
+
+    const auto t0 = std::chrono::steady_clock::now();
+    int64_t tokens = 0;
+    const size_t step = static_cast<size_t>(o->batch_size);
+    for (size_t first = 0; first < seqs.size(); first += step) {
+      const size_t last = std::min(seqs.size(), first + step);
+      const int64_t batch = static_cast<int64_t>(last - first);
+      int64_t len = 1;
+      for (size_t i = first; i < last; ++i)
+        len = std::max<int64_t>(len, static_cast<int64_t>(seqs[i].size()));
+      Tensor ids(DType::i64, {batch, len}), mask(DType::i64, {batch, len});
+      for (int64_t b = 0; b < batch; ++b) {
+        const auto& s = seqs[first + b];
+        for (size_t t = 0; t < s.size(); ++t) {
+          ids.data<int64_t>()[b * len + static_cast<int64_t>(t)] = s[t];
+          mask.data<int64_t>()[b * len + static_cast<int64_t>(t)] = 1;
+        }
+        tokens += static_cast<int64_t>(s.size());
+      }
+      TensorMap out = model->run({{"input_ids", ids}, {"attention_mask", mask}});
+      const Tensor& hidden = out.at("last_hidden_state");  // [B, T, H]
+      const int64_t h = hidden.dim(2);
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t n = static_cast<int64_t>(seqs[first + b].size());
+        std::vector<double> v(static_cast<size_t>(h), 0.0);
+        if (o->pooling == "pooler") {
+          const float* p = out.at("pooler_output").data<float>() + b * h;
+          for (int64_t j = 0; j < h; ++j) v[j] = p[j];
+        } else if (o->pooling == "cls") {
+          const float* p = hidden.data<float>() + b * len * h;
+          for (int64_t j = 0; j < h; ++j) v[j] = p[j];
+        } else {
+          for (int64_t t = 0; t < n; ++t) {
+            const float* p = hidden.data<float>() + (b * len + t) * h;
+            for (int64_t j = 0; j < h; ++j) v[j] += p[j];
+          }
+          for (auto& x : v) x /= static_cast<double>(n);
+        }
+        if (o->normalize) {
+          double norm = 0;
+          for (double x : v) norm += x * x;
+          norm = std::sqrt(norm);
+          if (norm > 0)
+            for (auto& x : v) x /= norm;
+        }
+        std::string line = "{\"index\": " + std::to_string(first + b) +
+                           ", \"tokens\": " + std::to_string(n) + ", \"embedding\": [";
+        for (int64_t j = 0; j < h; ++j)
+          line += (j ? ", " : "") + format_float(static_cast<float>(v[j]));
+        line += "]}\n";
+        std::cout << line;
+      }
+      std::cout.flush();
+    }
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "tessera embed: %zu inputs, %lld tokens, %.1f ms\n", seqs.size(),
+                  static_cast<long long>(tokens), ms);
+    std::cerr << buf;
+    return 0;
+  };
+}
+
+}  // namespace tessera::cli
