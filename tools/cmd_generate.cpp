@@ -19,6 +19,7 @@
 
 #include "engine/generation.h"
 #include "engine/tokenizer.h"
+#include "models/gpt2.h"
 #include "models/transformer_lm.h"
 #include "tools/cli.h"
 
@@ -57,24 +58,43 @@ struct Generator {
 };
 
 Generator make_generator(const std::string& model_dir, bool want_text,
-                         std::shared_ptr<const models::TransformerModel> model,
-                         NodeObserver* observer) {
+                         std::shared_ptr<const models::Model> any, NodeObserver* observer) {
   Generator g;
-  const auto& c = model->config();
-  // Checks the family can generate at all (throws naming what is missing).
-  models::TransformerLM probe(*model);
-  g.max_positions = probe.max_positions();
-  g.prompts_are_prefix = probe.prompts_are_decoder_prefix();
-  g.new_session = [model, observer](int64_t) {
-    return std::make_unique<models::TransformerLM>(*model, observer);
-  };
-  if (c.eos_id >= 0) g.eos_ids = {c.eos_id};
-  g.append_eos_to_text = c.eos_id >= 0;
-  if (want_text) {
-    if (!std::filesystem::exists(model_dir + "/tokenizer.json"))
-      throw Error("model directory '" + model_dir +
-                  "' has no tokenizer.json to read text with; give token ids with --ids");
-    g.codec = std::make_unique<CharCodec>(load_text_tokenizer(model_dir, *model, "generate"));
+  if (const models::TransformerModel* model = any->transformer()) {
+    const auto& c = model->config();
+    // Checks the family can generate at all (throws naming what is missing).
+    models::TransformerLM probe(*model);
+    g.max_positions = probe.max_positions();
+    g.prompts_are_prefix = probe.prompts_are_decoder_prefix();
+    g.new_session = [any, model, observer](int64_t) {
+      return std::make_unique<models::TransformerLM>(*model, observer);
+    };
+    if (c.eos_id >= 0) g.eos_ids = {c.eos_id};
+    g.append_eos_to_text = c.eos_id >= 0;
+    if (want_text) {
+      if (!std::filesystem::exists(model_dir + "/tokenizer.json"))
+        throw Error("model directory '" + model_dir +
+                    "' has no tokenizer.json to read text with; give token ids with --ids");
+      g.codec = std::make_unique<CharCodec>(load_text_tokenizer(model_dir, *model, "generate"));
+    }
+  } else if (const models::Gpt2Model* model = any->gpt2()) {
+    const auto& c = model->config();
+    g.max_positions = c.n_positions;
+    g.prompts_are_prefix = true;
+    g.new_session = [any, model, observer](int64_t max_new) {
+      return model->new_session(max_new, observer);
+    };
+    if (c.eos_token_id >= 0) g.eos_ids = {c.eos_token_id};
+    // The GPT-2 BPE tokenizer plugs in here (a TextCodec over vocab.json + merges.txt).
+    if (want_text)
+      throw Error(
+          "generate cannot read text for a gpt2 model yet (no GPT-2 tokenizer in this "
+          "build); give token ids with --ids");
+  } else {
+    throw Error(
+        "generate needs a token model: a transformer encoder-decoder with embeddings, "
+        "or gpt2 (model_type '" +
+        std::string(any->family()) + "' has no generation)");
   }
   return g;
 }
@@ -264,7 +284,7 @@ Action add_generate_command(CLI::App& app) {
 
     setup_threads(o->threads);
     ModelDir dir(o->model);
-    std::shared_ptr<const models::TransformerModel> model = load_model(dir);
+    std::shared_ptr<const models::Model> model = load_any_model(dir);
     auto profiler = env_profiler();  // TESSERA_PROFILE=path: trace every node
     Generator gen = make_generator(o->model, !o->ids, model, profiler.get());
     opt.eos_ids = gen.eos_ids;
