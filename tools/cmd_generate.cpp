@@ -148,7 +148,7 @@ size_t complete_utf8_prefix(const std::string& s) {
 // Streams one sequence: prints the new part of its decoded text after each token.
 class Streamer {
  public:
-  Streamer(const TextCodec* codec) : codec_(codec) {}
+  explicit Streamer(const TextCodec* codec) : codec_(codec) {}
   void add(int64_t token) {
     ids_.push_back(token);
     if (!codec_) {
@@ -157,7 +157,13 @@ class Streamer {
     }
     const std::string text = codec_->decode(ids_);
     if (text.compare(0, printed_, shown_) != 0) return;  // an earlier part changed: wait
-    const size_t upto = complete_utf8_prefix(text);
+    size_t upto = complete_utf8_prefix(text);
+    // A lossy decoder shows a character cut between tokens as U+FFFD until the next token
+    // completes it: hold trailing ones back too, so what was printed stays a prefix.
+    static const std::string kReplacement = "\xEF\xBF\xBD";
+    while (upto >= printed_ + kReplacement.size() &&
+           text.compare(upto - kReplacement.size(), kReplacement.size(), kReplacement) == 0)
+      upto -= kReplacement.size();
     if (upto > printed_) {
       std::cout << text.substr(printed_, upto - printed_) << std::flush;
       shown_ = text.substr(0, upto);
