@@ -13,6 +13,8 @@ checks:
 * beam: --n-best lines per prompt with --scores (non-increasing), one beam equals greedy;
 * --stop (the stop string ends the output and is kept), --repetition-penalty, --ids (ids in, ids
   out: the same result as text), --jsonl;
+* a random-weight gpt2 checkpoint (tools/make_hf_checkpoint.py, numpy only): ids in and out,
+  ragged prompts in one batch equal to each alone, beam, seeded sampling;
 * bad flags and inputs: exit code 2, one line on stderr naming the flag or the limit, nothing
   on stdout.
 
@@ -65,6 +67,38 @@ class Run:
 
     def why(self) -> str:
         return f"`{self.cmd}` exited {self.rc}, stdout {self.out[:200]!r}, stderr {self.err[:300]!r}"
+
+
+def gpt2_checks(args, tmp: str) -> None:
+    """A random-weight GPT-2 (tools/make_hf_checkpoint.py): ids in and out, ragged prompts."""
+    g = os.path.join(tmp, "gpt2")
+    subprocess.run([sys.executable, os.path.join(_ROOT, "tools", "make_hf_checkpoint.py"), "gpt2", g,
+                    "--vocab", "50", "--positions", "32", "--seed", "3"], check=True, capture_output=True)
+    prompts = ["1 2 3", "4 5 6 7 8 9", "10", "11 12"]
+    base = ["--ids", "--max-new-tokens", "8"]
+    r = Run(args, base, prompts, model=g)
+    alone = [Run(args, base, [p], model=g) for p in prompts]
+    check("gpt2: greedy on ragged prompts in one batch equals each prompt alone",
+          r.ok() and len(r.lines) == 4 and all(a.ok() and a.lines == [x] for a, x in zip(alone, r.lines)), r.why())
+    b = Run(args, base + ["--method", "beam", "--num-beams", "1", "--length-penalty", "0"], prompts, model=g)
+    check("gpt2: one beam equals greedy", b.ok() and b.lines == r.lines, b.why())
+    b = Run(args, base + ["--method", "beam", "--num-beams", "3", "--n-best", "3", "--scores"], prompts, model=g)
+    ok = b.ok() and len(b.lines) == 12
+    for p in range(4 if ok else 0):
+        scores = [float(x.split("\t")[1]) for x in b.lines[3 * p:3 * p + 3]]
+        ok = ok and scores == sorted(scores, reverse=True)
+    check("gpt2: beam 3-best per prompt, best first", ok, b.why())
+    hot = base + ["--method", "sample", "--temperature", "3", "--seed", "5"]
+    s1, s2 = Run(args, hot, prompts, model=g), Run(args, hot + ["--batch-size", "1"], prompts, model=g)
+    check("gpt2: sampling is reproducible and independent of --batch-size",
+          s1.ok() and s2.ok() and s1.lines == s2.lines and len(s1.lines) == 4, s2.why())
+    for flags, prompt, word in [([], "1 2", "--ids"),
+                                (["--ids", "--max-new-tokens", "30"], "1 2 3", "maximum of 32 positions"),
+                                (["--ids"], "1 50", "token id 50 is out of range")]:
+        r = Run(args, flags, [prompt], model=g)
+        err = r.err.strip().split("\n")
+        check(f"gpt2 bad: {' '.join(flags) or '(text)'} -> exit 2 naming {word!r}",
+              r.rc == 2 and r.out == "" and len(err) == 1 and word in err[0], r.why())
 
 
 def main(argv=None) -> int:
@@ -156,9 +190,10 @@ def main(argv=None) -> int:
             objs[0]["ids"] == [tok_id[ch] for ch in WANT[0]] and objs[0]["score"] >= objs[1]["score"]
     check("--jsonl: prompt, rank, text, ids, score, finish", ok, r.why())
 
-    # --- bad flags ------------------------------------------------------------------------
+    # --- bad flags (and a gpt2 checkpoint) ------------------------------------------------
     tmp = tempfile.mkdtemp(prefix="tessera_generate_cli_")
     try:
+        gpt2_checks(args, tmp)
         no_tok = os.path.join(tmp, "no-tokenizer")
         os.makedirs(no_tok)
         for f in ("config.json", "model.safetensors"):

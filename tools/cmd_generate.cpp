@@ -11,6 +11,7 @@
 // decode steps per second of decoding, a batch of B rows counting B per step).
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -18,6 +19,7 @@
 
 #include "engine/generation.h"
 #include "engine/tokenizer.h"
+#include "models/gpt2.h"
 #include "models/transformer_lm.h"
 #include "tools/cli.h"
 
@@ -46,29 +48,53 @@ class CharCodec final : public TextCodec {
 
 // The model-family specifics of generation: the one place a family (gpt2) is added.
 struct Generator {
-  std::function<std::unique_ptr<CausalLM>()> new_session;  // one per batch
+  // One session per batch; a family may size its KV cache from max_new_tokens.
+  std::function<std::unique_ptr<CausalLM>(int64_t max_new_tokens)> new_session;
+  int64_t max_positions = 0;        // the sessions' max_positions()
+  bool prompts_are_prefix = false;  // the sessions' prompts_are_decoder_prefix()
   std::vector<int64_t> eos_ids;
   bool append_eos_to_text = false;   // the transformer demo's sources end with eos
   std::unique_ptr<TextCodec> codec;  // null with --ids
 };
 
 Generator make_generator(const std::string& model_dir, bool want_text,
-                         std::shared_ptr<const models::TransformerModel> model,
-                         NodeObserver* observer) {
+                         std::shared_ptr<const models::Model> any, NodeObserver* observer) {
   Generator g;
-  const auto& c = model->config();
-  // Checks the family can generate at all (throws naming what is missing).
-  models::TransformerLM probe(*model);
-  g.new_session = [model, observer] {
-    return std::make_unique<models::TransformerLM>(*model, observer);
-  };
-  if (c.eos_id >= 0) g.eos_ids = {c.eos_id};
-  g.append_eos_to_text = c.eos_id >= 0;
-  if (want_text) {
-    if (!std::filesystem::exists(model_dir + "/tokenizer.json"))
-      throw Error("model directory '" + model_dir +
-                  "' has no tokenizer.json to read text with; give token ids with --ids");
-    g.codec = std::make_unique<CharCodec>(load_text_tokenizer(model_dir, *model, "generate"));
+  if (const models::TransformerModel* model = any->transformer()) {
+    const auto& c = model->config();
+    // Checks the family can generate at all (throws naming what is missing).
+    models::TransformerLM probe(*model);
+    g.max_positions = probe.max_positions();
+    g.prompts_are_prefix = probe.prompts_are_decoder_prefix();
+    g.new_session = [any, model, observer](int64_t) {
+      return std::make_unique<models::TransformerLM>(*model, observer);
+    };
+    if (c.eos_id >= 0) g.eos_ids = {c.eos_id};
+    g.append_eos_to_text = c.eos_id >= 0;
+    if (want_text) {
+      if (!std::filesystem::exists(model_dir + "/tokenizer.json"))
+        throw Error("model directory '" + model_dir +
+                    "' has no tokenizer.json to read text with; give token ids with --ids");
+      g.codec = std::make_unique<CharCodec>(load_text_tokenizer(model_dir, *model, "generate"));
+    }
+  } else if (const models::Gpt2Model* model = any->gpt2()) {
+    const auto& c = model->config();
+    g.max_positions = c.n_positions;
+    g.prompts_are_prefix = true;
+    g.new_session = [any, model, observer](int64_t max_new) {
+      return model->new_session(max_new, observer);
+    };
+    if (c.eos_token_id >= 0) g.eos_ids = {c.eos_token_id};
+    // The GPT-2 BPE tokenizer plugs in here (a TextCodec over vocab.json + merges.txt).
+    if (want_text)
+      throw Error(
+          "generate cannot read text for a gpt2 model yet (no GPT-2 tokenizer in this "
+          "build); give token ids with --ids");
+  } else {
+    throw Error(
+        "generate needs a token model: a transformer encoder-decoder with embeddings, "
+        "or gpt2 (model_type '" +
+        std::string(any->family()) + "' has no generation)");
   }
   return g;
 }
@@ -122,7 +148,7 @@ size_t complete_utf8_prefix(const std::string& s) {
 // Streams one sequence: prints the new part of its decoded text after each token.
 class Streamer {
  public:
-  Streamer(const TextCodec* codec) : codec_(codec) {}
+  explicit Streamer(const TextCodec* codec) : codec_(codec) {}
   void add(int64_t token) {
     ids_.push_back(token);
     if (!codec_) {
@@ -131,7 +157,13 @@ class Streamer {
     }
     const std::string text = codec_->decode(ids_);
     if (text.compare(0, printed_, shown_) != 0) return;  // an earlier part changed: wait
-    const size_t upto = complete_utf8_prefix(text);
+    size_t upto = complete_utf8_prefix(text);
+    // A lossy decoder shows a character cut between tokens as U+FFFD until the next token
+    // completes it: hold trailing ones back too, so what was printed stays a prefix.
+    static const std::string kReplacement = "\xEF\xBF\xBD";
+    while (upto >= printed_ + kReplacement.size() &&
+           text.compare(upto - kReplacement.size(), kReplacement.size(), kReplacement) == 0)
+      upto -= kReplacement.size();
     if (upto > printed_) {
       std::cout << text.substr(printed_, upto - printed_) << std::flush;
       shown_ = text.substr(0, upto);
@@ -258,7 +290,7 @@ Action add_generate_command(CLI::App& app) {
 
     setup_threads(o->threads);
     ModelDir dir(o->model);
-    std::shared_ptr<const models::TransformerModel> model = load_model(dir);
+    std::shared_ptr<const models::Model> model = load_any_model(dir);
     auto profiler = env_profiler();  // TESSERA_PROFILE=path: trace every node
     Generator gen = make_generator(o->model, !o->ids, model, profiler.get());
     opt.eos_ids = gen.eos_ids;
@@ -285,15 +317,13 @@ Action add_generate_command(CLI::App& app) {
       if (gen.append_eos_to_text) ids.push_back(gen.eos_ids.front());
       prompts.push_back(std::move(ids));
     }
-    std::unique_ptr<CausalLM> first = gen.new_session();
     if (max_new->count() > 0) {
       opt.max_new_tokens = o->max_new_tokens;
     } else {  // 64, or what the positions allow after the longest prompt
       int64_t longest = 0;
-      if (first->prompts_are_decoder_prefix())
+      if (gen.prompts_are_prefix)
         for (const auto& p : prompts) longest = std::max<int64_t>(longest, p.size());
-      opt.max_new_tokens =
-          std::max<int64_t>(1, std::min<int64_t>(64, first->max_positions() - longest));
+      opt.max_new_tokens = std::max<int64_t>(1, std::min<int64_t>(64, gen.max_positions - longest));
     }
 
     const bool stream =
@@ -304,7 +334,7 @@ Action add_generate_command(CLI::App& app) {
       const size_t end = std::min(prompts.size(), begin + step);
       std::vector<std::vector<int64_t>> batch(prompts.begin() + begin, prompts.begin() + end);
       opt.row_offset = static_cast<int64_t>(begin);
-      std::unique_ptr<CausalLM> lm = begin == 0 ? std::move(first) : gen.new_session();
+      std::unique_ptr<CausalLM> lm = gen.new_session(opt.max_new_tokens);
       Streamer streamer(gen.codec.get());
       TokenCallback on_token;
       if (stream) on_token = [&](int64_t, int64_t, int64_t tok) { streamer.add(tok); };
