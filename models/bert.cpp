@@ -179,7 +179,7 @@ BertModel::BertModel(const ModelDir& dir)
   hf::CheckpointReader R(dir, "bert.", summary(c));
   WeightSet& ws = *weights_;
   const int64_t h = c.hidden_size, inter = c.intermediate_size;
-  auto vec = [&](const std::string& name, int64_t n) { return R.add(ws, name, {n}); };
+  auto vec = [&](const std::string& name, int64_t n) { return R.add_copy(ws, name, {n}); };
   auto norm = [&](const std::string& p) {
     return Norm{vec(p + ".weight", h), vec(p + ".bias", h)};
   };
@@ -191,8 +191,9 @@ BertModel::BertModel(const ModelDir& dir)
   };
   Weights w;
   w.word = R.add(ws, "embeddings.word_embeddings.weight", {c.vocab_size, h});
-  w.position = R.add(ws, "embeddings.position_embeddings.weight", {c.max_position_embeddings, h});
-  w.token_type = R.add(ws, "embeddings.token_type_embeddings.weight", {c.type_vocab_size, h});
+  w.position =
+      R.add_copy(ws, "embeddings.position_embeddings.weight", {c.max_position_embeddings, h});
+  w.token_type = R.add_copy(ws, "embeddings.token_type_embeddings.weight", {c.type_vocab_size, h});
   w.emb_ln = norm("embeddings.LayerNorm");
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "encoder.layer." + std::to_string(l);
@@ -205,7 +206,7 @@ BertModel::BertModel(const ModelDir& dir)
     for (int i = 0; i < 3; ++i) {
       const std::string q = p + ".attention.self." + parts[i];
       const int wi = R.add(ws, q + ".weight", {h, h});
-      const int bi = R.add(ws, q + ".bias", {h});
+      const int bi = R.add_copy(ws, q + ".bias", {h});
       const Tensor& wt = ws.at(wi).tensor;
       const Tensor& bt = ws.at(bi).tensor;
       std::memcpy(qkv.data<float>() + i * h * h, wt.raw(), wt.nbytes());

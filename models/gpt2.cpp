@@ -299,7 +299,7 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
   hf::CheckpointReader R(dir, "transformer.", summary(c));
   WeightSet& ws = *weights_;
   const int64_t e = c.n_embd, in = c.n_inner;
-  auto vec = [&](const std::string& name, int64_t n) { return R.add(ws, name, {n}); };
+  auto vec = [&](const std::string& name, int64_t n) { return R.add_copy(ws, name, {n}); };
   auto norm = [&](const std::string& p) {
     return Norm{vec(p + ".weight", e), vec(p + ".bias", e)};
   };
@@ -317,7 +317,7 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
   // wte: the token table, and the LM head when tied (the prepack pass packs it for the head and
   // the gathers then read its rows from the packed copy: one resident copy of the table).
   w.wte = R.add(ws, "wte.weight", {c.vocab_size, e});
-  w.wpe = R.add(ws, "wpe.weight", {c.n_positions, e});
+  w.wpe = R.add_copy(ws, "wpe.weight", {c.n_positions, e});
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const std::string p = "h." + std::to_string(l);
     Layer L;

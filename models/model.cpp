@@ -1,6 +1,7 @@
 #include "models/model.h"
 
 #include <cmath>
+#include <cstring>
 #include <sstream>
 
 #include "models/bert.h"
@@ -89,6 +90,15 @@ Tensor CheckpointReader::get(const std::string& name, const Shape& expected, boo
   // A view returns the same bytes each time; a copy (unaligned data) does not.
   if (mapped) *mapped = dt == DType::f32 && dir_.get(real).raw() == t.raw();
   return dt == DType::f32 ? t : t.to_f32();
+}
+
+int CheckpointReader::add_copy(WeightSet& ws, const std::string& name, const Shape& expected) {
+  bool mapped = false;
+  Tensor t = get(name, expected, &mapped);
+  if (!mapped) return ws.add(name, std::move(t));
+  Tensor copy(DType::f32, t.shape(), false);
+  std::memcpy(copy.raw(), t.raw(), t.nbytes());
+  return ws.add(name, std::move(copy));
 }
 
 int CheckpointReader::add(WeightSet& ws, const std::string& name, const Shape& expected) {

@@ -71,6 +71,11 @@ class CheckpointReader {
   // The tensor registered in `ws` as one weight: WeightSet::add_mapped for a view of the file
   // (the prepack pass may release its pages once packed), else WeightSet::add.
   int add(WeightSet& ws, const std::string& name, const Shape& expected);
+  // The tensor registered in `ws` as an owned copy (never a view of the file). For the small
+  // tensors read as f32 at run time (biases, LayerNorm parameters, position tables): the file
+  // cache may hand out large folios, and touching a view would map a whole folio back into the
+  // process, pages of released GEMM weights included.
+  int add_copy(WeightSet& ws, const std::string& name, const Shape& expected);
   void check_all_used(const std::function<bool(const std::string&)>& ignorable) const;
 
  private:
