@@ -17,7 +17,8 @@ Every case runs with `tessera --passes all` and `--passes none`; the cases of PA
 with each graph pass off alone (`--passes=-NAME`, the names read from tessera's error message for
 an unknown pass). DECODE cases run (with TESSERA_PASSES=all and =none) tests/gpt2_decode_check (KV-cache decoding equals recomputation within 1e-5,
 tokens identical, select_rows, limits) and compare its greedy tokens and logits with the
-reference's own KV-cache greedy decoding. EMBED cases check `tessera embed`. ERROR cases check
+reference's own KV-cache greedy decoding. EMBED cases check `tessera embed`, INSPECT checks
+`tessera inspect --graph` of both families. ERROR cases check
 that bad checkpoints and inputs give one-line errors (exit 2) naming the tensor or key.
 
     hf_parity.py --tessera build/tools/tessera --decode-check build/tests/gpt2_decode_check
@@ -435,6 +436,39 @@ def check_errors(args, workdir):
     return problems
 
 
+def check_inspect(args, workdir):
+    """`tessera inspect --graph` for both families: nodes with shapes, arena size, --dot, and fewer
+    nodes after the passes than before."""
+    problems = []
+    for family, opts in (("gpt2", dict(layers=2, hidden=24, heads=2, vocab=30, positions=16)),
+                         ("bert", dict(layers=2, hidden=24, heads=2, vocab=30, positions=16, prefix=True))):
+        model_dir = os.path.join(workdir, "inspect_" + family)
+        make_hf_checkpoint.write(ckpt_args(family, model_dir, opts, 9))
+        nodes = {}
+        for spec in ("all", "none"):
+            dot = os.path.join(workdir, f"inspect_{family}_{spec}.dot")
+            p = subprocess.run([args.tessera, f"--passes={spec}", "inspect", "--model", model_dir, "--graph",
+                                "--batch", "2", "--seq", "5", "--dot", dot],
+                               capture_output=True, text=True, timeout=args.timeout)
+            out = p.stdout
+            head = "forward graph (batch 2, seq 5): "
+            if p.returncode != 0 or head not in out or "arena bytes: " not in out:
+                problems.append(f"inspect {family} --passes {spec}: exit {p.returncode}: "
+                                f"{(p.stderr or out).strip()[-150:]}")
+                continue
+            nodes[spec] = int(out.split(head, 1)[1].split()[0])
+            want_shape = "[2, 5, 30]" if family == "gpt2" else "[2, 5, 24]"
+            if want_shape not in out:
+                problems.append(f"inspect {family} --passes {spec}: no output of shape {want_shape}")
+            with open(dot) as f:
+                if not f.read().startswith("digraph"):
+                    problems.append(f"inspect {family}: --dot is not Graphviz")
+        if len(nodes) == 2 and not nodes["all"] < nodes["none"]:
+            problems.append(f"inspect {family}: {nodes['all']} nodes after passes, {nodes['none']} before")
+        print(f"  inspect {family}: {nodes.get('none')} nodes before passes, {nodes.get('all')} after")
+    return problems
+
+
 def summary(c: Case) -> str:
     k = c.ckpt
     extras = [x for x in ("prefix", "old_names", "lm_head", "attn_bias_buffers", "no_pooler", "cls_head",
@@ -457,13 +491,13 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NAME")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args(argv)
-    names = [c.name for c in CASES] + [d.name for d in DECODES] + ["embed", "errors"]
+    names = [c.name for c in CASES] + [d.name for d in DECODES] + ["embed", "inspect", "errors"]
     if args.list:
         for c in CASES:
             print(f"{c.name:42s} {c.family:5s} {summary(c)}  tol {c.tol:g}")
         for d in DECODES:
             print(f"{d.name:42s} gpt2  decode {d.ckpt} prompts {d.prompts} steps {d.steps}")
-        print("embed\nerrors")
+        print("embed\ninspect\nerrors")
         return 0
     if not args.tessera:
         ap.error("--tessera is required")
@@ -522,6 +556,12 @@ def main(argv=None) -> int:
             failed += bool(problems)
             print(f"{'embed':42s} {'bert':6s} {'tessera embed --ids, cls/mean/pooler, with/without --normalize; text':84s} "
                   f"{err:9.2e} {1e-4:7.0e}  {'FAIL  ' + '; '.join(problems) if problems else 'PASS'}", flush=True)
+        if want("inspect"):
+            total += 1
+            problems = check_inspect(args, workdir)
+            failed += bool(problems)
+            print(f"{'inspect':42s} {'both':6s} {'tessera inspect --graph --dot, passes all/none':84s}"
+                  f"{'':18s}  {'FAIL  ' + '; '.join(problems) if problems else 'PASS'}", flush=True)
         if want("errors"):
             total += 1
             print("errors (bad checkpoints and inputs: exit 2, one line naming the tensor/key):")
