@@ -50,7 +50,7 @@ int64_t linear_n(const WeightSet& w, const Node& n) {
   const auto& e = w.at(n.attrs.weight);
   if (!e.packed.empty()) return e.packed.n();
   if (e.tensor.rank() != 2) throw Error(n.name + ": weight '" + e.name + "' is not a matrix");
-  return e.tensor.dim(0);
+  return e.kn_layout ? e.tensor.dim(1) : e.tensor.dim(0);
 }
 
 void run_linear(const Node& n, const WeightSet& w, std::vector<Tensor>& env) {
@@ -61,8 +61,10 @@ void run_linear(const Node& n, const WeightSet& w, std::vector<Tensor>& env) {
   const kernels::PackedWeights* packed = &e.packed;
   if (packed->empty()) {
     // The prepack pass is off: pack for this call only.
-    local =
-        k::pack_weights(e.tensor.data<float>(), e.tensor.dim(0), e.tensor.dim(1), e.tensor.dim(1));
+    local = e.kn_layout ? k::pack_weights_kn(e.tensor.data<float>(), e.tensor.dim(0),
+                                             e.tensor.dim(1), e.tensor.dim(1))
+                        : k::pack_weights(e.tensor.data<float>(), e.tensor.dim(0), e.tensor.dim(1),
+                                          e.tensor.dim(1));
     packed = &local;
   }
   if (x.rank() < 1 || x.dim(-1) != packed->k())
@@ -341,9 +343,37 @@ const float* positions_for(const Node& n, const WeightSet& w, int64_t offset, in
   return pt.data<float>();
 }
 
+// An embedding table is an f32 [vocab, dim] tensor, or (a tied LM head whose f32 original the
+// prepack pass dropped) the packed weights of that head: rows read with kernels::packed_rows.
+const kernels::PackedWeights* packed_table(const WeightSet& w, const Node& n) {
+  const int i = n.attrs.table;
+  if (i >= 0 && static_cast<size_t>(i) < w.entries.size() && w.at(i).tensor.empty() &&
+      !w.at(i).packed.empty())
+    return &w.at(i).packed;
+  return nullptr;
+}
+Shape table_shape(const WeightSet& w, const Node& n) {
+  if (const auto* p = packed_table(w, n)) return Shape{p->n(), p->k()};
+  return weight_tensor(w, n.attrs.table, n, "embedding table").shape();
+}
+
 void run_embedding(const Node& n, const WeightSet& w, std::vector<Tensor>& env,
                    const RunContext& ctx) {
   const Tensor& ids = env[n.inputs[0]];
+  if (const auto* packed = packed_table(w, n)) {
+    check_ids(n, ids, packed->n());
+    const int64_t dim = packed->k(), len = ids.dim(1), rows = ids.numel();
+    float* y = env[n.outputs[0]].data<float>();
+    k::packed_rows(*packed, ids.data<int64_t>(), rows, y, dim);
+    const int64_t offset = n.attrs.positions_from_cache ? ctx.past_len : 0;
+    const float* pt = n.attrs.pos_table >= 0 ? positions_for(n, w, offset, len) : nullptr;
+    if (n.attrs.scale != 1.0f || pt)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < dim; ++i)
+          y[r * dim + i] =
+              y[r * dim + i] * n.attrs.scale + (pt ? pt[(offset + r % len) * dim + i] : 0.0f);
+    return;
+  }
   const Tensor& table = weight_tensor(w, n.attrs.table, n, "embedding table");
   check_ids(n, ids, table.dim(0));
   const int64_t dim = table.dim(1), len = ids.dim(1);
@@ -380,6 +410,12 @@ void run_node(const Node& n, const WeightSet& w, std::vector<Tensor>& env, RunCo
       return;
     case Op::gather: {
       const Tensor& ids = env[n.inputs[0]];
+      if (const auto* packed = packed_table(w, n)) {
+        check_ids(n, ids, packed->n());
+        k::packed_rows(*packed, ids.data<int64_t>(), ids.numel(), env[n.outputs[0]].data<float>(),
+                       packed->k());
+        return;
+      }
       const Tensor& table = weight_tensor(w, n.attrs.table, n, "embedding table");
       check_ids(n, ids, table.dim(0));
       k::embedding(ids.numel(), ids.data<int64_t>(), table.data<float>(), table.dim(1), 1.0f,
@@ -531,9 +567,9 @@ std::vector<Shape> infer_shapes(const Graph& graph, const TensorMap& inputs, int
       }
       case Op::embedding:
       case Op::gather: {
-        const Tensor& table = weight_tensor(w, n.attrs.table, n, "embedding table");
+        const Shape table = table_shape(w, n);
         if (in(0).size() != 2) shape_error(n, "token ids must be [B, T], got " + shape_str(in(0)));
-        out = Shape{in(0)[0], in(0)[1], table.dim(1)};
+        out = Shape{in(0)[0], in(0)[1], table[1]};
         break;
       }
       case Op::constant:

@@ -32,6 +32,9 @@ struct WeightSet {
     // one in_proj_weight): passes concatenate consecutive rows of one base without a copy.
     Tensor base;
     int64_t base_row = 0;
+    // `tensor` is a GEMM weight stored [K, N] (a Hugging Face Conv1D) instead of [N, K]: packed
+    // with kernels::pack_weights_kn.
+    bool kn_layout = false;
   };
   std::vector<Entry> entries;
   // Concatenations made by passes (fuse_qkv), by source weights: shared by every graph.
@@ -100,7 +103,9 @@ struct NodeAttrs {
   // layernorm
   int gamma = -1, beta = -1;
   float eps = 1e-5f;
-  // embedding: table [vocab, dim], optional positional table [max_positions, dim]
+  // embedding: table [vocab, dim], optional positional table [max_positions, dim]. A table
+  // that is also a linear's weight (a tied LM head) may be read from its packed copy
+  // (kernels::packed_rows) once the prepack pass has dropped the f32 original.
   // (gather: table; add_positions: pos_table and positions_from_cache; scale: scale)
   int table = -1, pos_table = -1;
   float scale = 1.0f;

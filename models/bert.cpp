@@ -1,5 +1,7 @@
 #include "models/bert.h"
 
+#include "engine/passes/passes.h"
+
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -77,33 +79,43 @@ struct Weights {
   int pooler = -1, pooler_b = -1;
 };
 
+// Emits the plain operators the transformer family's builder emits (linear, bias_add,
+// activation, add, layernorm, gather, attention_scores -> softmax -> attention_context); the
+// passes of engine/passes fuse them.
 class Builder {
  public:
   Builder(const BertConfig& c, const Weights& w, Graph& g) : c_(c), w_(w), g_(g) {}
 
-  ValueId norm(const std::string& name, ValueId x, const Norm& n, ValueId residual = kNone) {
+  ValueId norm(const std::string& name, ValueId x, const Norm& n) {
     NodeAttrs a;
     a.gamma = n.gamma;
     a.beta = n.beta;
     a.eps = c_.layer_norm_eps;
-    std::vector<ValueId> in{x};
-    if (residual != kNone) in.push_back(residual);
-    return g_.add_node(Op::layernorm, name, in, a);
+    return g_.add_node(Op::layernorm, name, {x}, a);
   }
+  // x · Wᵀ [+ bias] [-> act] [+ residual] as plain nodes.
   ValueId linear(const std::string& name, ValueId x, int weight, int bias,
                  Activation act = Activation::none, ValueId residual = kNone) {
     NodeAttrs a;
     a.weight = weight;
-    a.bias = bias;
-    a.act = act;
-    std::vector<ValueId> in{x};
-    if (residual != kNone) in.push_back(residual);
-    return g_.add_node(Op::linear, name, in, a);
+    ValueId y = g_.add_node(Op::linear, name, {x}, a);
+    if (bias >= 0) {
+      NodeAttrs ba;
+      ba.bias = bias;
+      y = g_.add_node(Op::bias_add, name + ".bias", {y}, ba);
+    }
+    if (act != Activation::none) {
+      NodeAttrs aa;
+      aa.act = act;
+      y = g_.add_node(Op::activation, name + ".act", {y}, aa);
+    }
+    if (residual != kNone) y = g_.add_node(Op::add, name + ".residual", {residual, y}, NodeAttrs{});
+    return y;
   }
   ValueId gather(const std::string& name, ValueId ids, int table) {
     NodeAttrs a;
     a.table = table;
-    return g_.add_node(Op::embedding, name, {ids}, a);
+    return g_.add_node(Op::gather, name, {ids}, a);
   }
 
   // LN(word[ids] + position[pos] + token_type[tt]): [.., H]
@@ -112,10 +124,11 @@ class Builder {
     ValueId sum =
         g_.add_node(Op::add, "embeddings.add_positions",
                     {words, gather("embeddings.position_embeddings", pos, w_.position)}, {});
-    return norm("embeddings.LayerNorm", sum, w_.emb_ln,
-                gather("embeddings.token_type_embeddings", tt, w_.token_type));
+    sum = g_.add_node(Op::add, "embeddings.add_token_types",
+                      {sum, gather("embeddings.token_type_embeddings", tt, w_.token_type)}, {});
+    return norm("embeddings.LayerNorm", sum, w_.emb_ln);
   }
-  // Fused q/k/v projection of layer l: [.., 3H].
+  // The q/k/v projection of layer l as one linear (q, k, v stacked at load): [.., 3H].
   ValueId qkv(int64_t l, ValueId x) {
     const Layer& L = w_.layers[l];
     return linear(prefix(l) + ".attention.self.qkv", x, L.qkv, L.qkv_b);
@@ -127,7 +140,10 @@ class Builder {
     a.q_col = 0;
     a.k_col = c_.hidden_size;
     a.v_col = 2 * c_.hidden_size;
-    return g_.add_node(Op::attention, prefix(l) + ".attention.self", {qkv, qkv, kNone, padding}, a);
+    const std::string p = prefix(l) + ".attention.self";
+    ValueId s = g_.add_node(Op::attention_scores, p + ".scores", {qkv, qkv, kNone, padding}, a);
+    ValueId pr = g_.add_node(Op::softmax, p + ".softmax", {s}, NodeAttrs{});
+    return g_.add_node(Op::attention_context, p + ".context", {pr, qkv}, a);
   }
   // The rest of layer l after attention: output projection, LN, feed-forward, LN.
   ValueId after_attention(int64_t l, ValueId attn, ValueId x) {
@@ -163,37 +179,40 @@ BertModel::BertModel(const ModelDir& dir)
   hf::CheckpointReader R(dir, "bert.", summary(c));
   WeightSet& ws = *weights_;
   const int64_t h = c.hidden_size, inter = c.intermediate_size;
-  auto vec = [&](const std::string& name, int64_t n) { return ws.add(name, R.get(name, {n})); };
+  auto vec = [&](const std::string& name, int64_t n) { return R.add_copy(ws, name, {n}); };
   auto norm = [&](const std::string& p) {
     return Norm{vec(p + ".weight", h), vec(p + ".bias", h)};
   };
+  // Linear weights as views of the mapped file: the prepack pass packs them and releases the
+  // mapped pages.
   auto dense = [&](const std::string& p, int64_t out, int64_t in, int& w, int& b) {
-    w = ws.add_packed(p + ".weight", hf::pack_nk(R.get(p + ".weight", {out, in})));
+    w = R.add(ws, p + ".weight", {out, in});
     b = vec(p + ".bias", out);
   };
   Weights w;
-  w.word = ws.add("embeddings.word_embeddings.weight",
-                  R.get("embeddings.word_embeddings.weight", {c.vocab_size, h}));
+  w.word = R.add(ws, "embeddings.word_embeddings.weight", {c.vocab_size, h});
   w.position =
-      ws.add("embeddings.position_embeddings.weight",
-             R.get("embeddings.position_embeddings.weight", {c.max_position_embeddings, h}));
-  w.token_type = ws.add("embeddings.token_type_embeddings.weight",
-                        R.get("embeddings.token_type_embeddings.weight", {c.type_vocab_size, h}));
+      R.add_copy(ws, "embeddings.position_embeddings.weight", {c.max_position_embeddings, h});
+  w.token_type = R.add_copy(ws, "embeddings.token_type_embeddings.weight", {c.type_vocab_size, h});
   w.emb_ln = norm("embeddings.LayerNorm");
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "encoder.layer." + std::to_string(l);
     Layer L;
-    // q, k, v stacked into one [3H, H] projection (rows: q, then k, then v).
+    // q, k, v stacked into one [3H, H] projection (rows: q, then k, then v): the padding-removal
+    // segments hand the fused projection to attention. The stored q/k/v stay registered as
+    // views no node reads, so the prepack pass releases their mapped pages.
     Tensor qkv(DType::f32, {3 * h, h}, false), qkv_b(DType::f32, {3 * h}, false);
     const char* parts[] = {"query", "key", "value"};
     for (int i = 0; i < 3; ++i) {
       const std::string q = p + ".attention.self." + parts[i];
-      Tensor wt = R.get(q + ".weight", {h, h});
-      Tensor bt = R.get(q + ".bias", {h});
+      const int wi = R.add(ws, q + ".weight", {h, h});
+      const int bi = R.add_copy(ws, q + ".bias", {h});
+      const Tensor& wt = ws.at(wi).tensor;
+      const Tensor& bt = ws.at(bi).tensor;
       std::memcpy(qkv.data<float>() + i * h * h, wt.raw(), wt.nbytes());
       std::memcpy(qkv_b.data<float>() + i * h, bt.raw(), bt.nbytes());
     }
-    L.qkv = ws.add_packed(p + ".attention.self.qkv.weight", hf::pack_nk(qkv));
+    L.qkv = ws.add(p + ".attention.self.qkv.weight", qkv);
     L.qkv_b = ws.add(p + ".attention.self.qkv.bias", qkv_b);
     dense(p + ".attention.output.dense", h, h, L.attn_out, L.attn_out_b);
     L.attn_ln = norm(p + ".attention.output.LayerNorm");
@@ -246,6 +265,15 @@ BertModel::BertModel(const ModelDir& dir)
     Builder b(c, w, *pooler_);
     pooler_->mark_output(b.pooler(pooler_->add_input("cls")), "pooler_output");
   }
+  // The fixed pipeline of graph passes over every graph (one shared weight set), then one
+  // session (arena, memory plans) per graph.
+  std::vector<Graph*> graphs{forward_.get()};
+  for (auto& g : segments_) graphs.push_back(g.get());
+  if (pooler_) graphs.push_back(pooler_.get());
+  pass_stats_ = passes::run(graphs);
+  forward_session_ = std::make_unique<Session>(*forward_);
+  for (auto& g : segments_) segment_sessions_.push_back(std::make_unique<Session>(*g));
+  if (pooler_) pooler_session_ = std::make_unique<Session>(*pooler_);
 }
 
 BertModel::Prepared BertModel::prepare(const TensorMap& inputs) const {
@@ -305,7 +333,7 @@ TensorMap BertModel::run_batched(const Prepared& p, NodeObserver* observer) cons
   if (p.has_padding) in["key_padding_mask"] = p.padding;
   RunContext ctx;
   ctx.observer = observer;
-  return execute(*forward_, in, ctx);
+  return forward_session_->run(in, ctx);
 }
 
 TensorMap BertModel::run_packed(const Prepared& p, NodeObserver* observer) const {
@@ -331,8 +359,8 @@ TensorMap BertModel::run_packed(const Prepared& p, NodeObserver* observer) const
     }
     RunContext ctx;
     ctx.observer = observer;
-    TensorMap state = execute(
-        *segments_[0], {{"input_ids", ids}, {"position_ids", pos}, {"token_type_ids", tt}}, ctx);
+    TensorMap state = segment_sessions_[0]->run(
+        {{"input_ids", ids}, {"position_ids", pos}, {"token_type_ids", tt}}, ctx);
     for (size_t s = 1; s < segments_.size(); ++s) {
       // Attention of each row over its own tokens: q/k/v read in place from the fused
       // projection [1, total, 3H] at the row's packed offset.
@@ -361,7 +389,7 @@ TensorMap BertModel::run_packed(const Prepared& p, NodeObserver* observer) const
         kernels::attention(a);
       }
       TensorMap in{{"x", state.at("x")}, {"attn", attn}};
-      state = execute(*segments_[s], in, ctx);
+      state = segment_sessions_[s]->run(in, ctx);
     }
     const Tensor& packed = state.at("last_hidden_state");  // [1, total, H]
     for (int64_t i = 0; i < total; ++i)
@@ -381,7 +409,7 @@ void BertModel::pool(TensorMap& out, NodeObserver* observer) const {
                 sizeof(float) * static_cast<size_t>(h));
   RunContext ctx;
   ctx.observer = observer;
-  Tensor pooled = execute(*pooler_, {{"cls", cls}}, ctx).at("pooler_output");  // [B, H]
+  Tensor pooled = pooler_session_->run({{"cls", cls}}, ctx).at("pooler_output");  // [B, H]
   // tanh: no activation kernel has it (yet); B x H elements once per call.
   float* y = pooled.data<float>();
   for (int64_t i = 0; i < pooled.numel(); ++i) y[i] = std::tanh(y[i]);

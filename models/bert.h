@@ -54,13 +54,17 @@ struct BertConfig {
 
 class BertModel final : public Model {
  public:
-  // Reads the config, checks every tensor's presence and shape, packs the GEMM weights.
+  // Reads the config, checks every tensor's presence and shape, builds the graphs and runs the
+  // graph passes (which pack the GEMM weights).
   explicit BertModel(const ModelDir& dir);
 
   const BertConfig& config() const { return cfg_; }
   const char* family() const override { return "bert"; }
   TensorMap run(const TensorMap& inputs, NodeObserver* observer = nullptr) const override;
   const Graph& forward_graph() const override { return *forward_; }
+  // The session (arena, memory plans) that runs the forward graph.
+  Session& forward_session() const override { return *forward_session_; }
+  const std::vector<passes::Stats>& pass_stats() const override { return pass_stats_; }
   const BertModel* bert() const override { return this; }
 
   // run() without padding removal (the batched graph with a key padding mask), for tests and
@@ -81,6 +85,11 @@ class BertModel final : public Model {
   // last one ends with last_hidden_state): the packed path runs attention between them.
   std::unique_ptr<Graph> forward_, pooler_;
   std::vector<std::unique_ptr<Graph>> segments_;
+  std::vector<passes::Stats> pass_stats_;
+  // One session per graph (runs of one session are serialized by its mutex, so a shared model
+  // may be run from several threads).
+  std::unique_ptr<Session> forward_session_, pooler_session_;
+  std::vector<std::unique_ptr<Session>> segment_sessions_;
 };
 
 }  // namespace tessera::models

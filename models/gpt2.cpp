@@ -1,5 +1,7 @@
 #include "models/gpt2.h"
 
+#include "engine/passes/passes.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -78,6 +80,9 @@ struct Weights {
   std::vector<Layer> layers;
 };
 
+// Emits the plain operators the transformer family's builder emits (linear, bias_add,
+// activation, add, layernorm, gather, attention_scores -> softmax -> attention_context); the
+// passes of engine/passes fuse them.
 class Builder {
  public:
   Builder(const Gpt2Config& c, const Weights& w, Graph& g) : c_(c), w_(w), g_(g) {}
@@ -89,20 +94,29 @@ class Builder {
     a.eps = c_.layer_norm_epsilon;
     return g_.add_node(Op::layernorm, name, {x}, a);
   }
+  // x · W [+ bias] [-> act] [+ residual] as plain nodes.
   ValueId linear(const std::string& name, ValueId x, int weight, int bias,
                  Activation act = Activation::none, ValueId residual = kNone) {
     NodeAttrs a;
     a.weight = weight;
-    a.bias = bias;
-    a.act = act;
-    std::vector<ValueId> in{x};
-    if (residual != kNone) in.push_back(residual);
-    return g_.add_node(Op::linear, name, in, a);
+    ValueId y = g_.add_node(Op::linear, name, {x}, a);
+    if (bias >= 0) {
+      NodeAttrs ba;
+      ba.bias = bias;
+      y = g_.add_node(Op::bias_add, name + ".bias", {y}, ba);
+    }
+    if (act != Activation::none) {
+      NodeAttrs aa;
+      aa.act = act;
+      y = g_.add_node(Op::activation, name + ".act", {y}, aa);
+    }
+    if (residual != kNone) y = g_.add_node(Op::add, name + ".residual", {residual, y}, NodeAttrs{});
+    return y;
   }
   ValueId gather(const std::string& name, ValueId ids, int table) {
     NodeAttrs a;
     a.table = table;
-    return g_.add_node(Op::embedding, name, {ids}, a);
+    return g_.add_node(Op::gather, name, {ids}, a);
   }
 
   // input_ids, position_ids [B, T] -> hidden states before ln_f [B, T, E].
@@ -113,6 +127,7 @@ class Builder {
     for (int64_t l = 0; l < c_.n_layer; ++l) {
       const Layer& L = w_.layers[l];
       const std::string p = "h." + std::to_string(l);
+      // q, k, v read in place from the [.., 3E] c_attn projection.
       ValueId qkv = linear(p + ".attn.c_attn", norm(p + ".ln_1", x, L.ln_1), L.c_attn, L.c_attn_b);
       NodeAttrs a;
       a.heads = c_.n_head;
@@ -122,7 +137,10 @@ class Builder {
       a.v_col = 2 * e;
       a.causal = true;
       a.cache_slot = cached ? static_cast<int>(l) : -1;
-      ValueId att = g_.add_node(Op::attention, p + ".attn", {qkv, qkv, kNone, padding}, a);
+      ValueId s =
+          g_.add_node(Op::attention_scores, p + ".attn.scores", {qkv, qkv, kNone, padding}, a);
+      ValueId pr = g_.add_node(Op::softmax, p + ".attn.softmax", {s}, NodeAttrs{});
+      ValueId att = g_.add_node(Op::attention_context, p + ".attn.context", {pr, qkv}, a);
       x = linear(p + ".attn.c_proj", att, L.attn_proj, L.attn_proj_b, Activation::none, x);
       ValueId h =
           linear(p + ".mlp.c_fc", norm(p + ".ln_2", x, L.ln_2), L.c_fc, L.c_fc_b, c_.activation);
@@ -281,18 +299,25 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
   hf::CheckpointReader R(dir, "transformer.", summary(c));
   WeightSet& ws = *weights_;
   const int64_t e = c.n_embd, in = c.n_inner;
-  auto vec = [&](const std::string& name, int64_t n) { return ws.add(name, R.get(name, {n})); };
+  auto vec = [&](const std::string& name, int64_t n) { return R.add_copy(ws, name, {n}); };
   auto norm = [&](const std::string& p) {
     return Norm{vec(p + ".weight", e), vec(p + ".bias", e)};
   };
+  // Conv1D weights [in, out] registered as they are stored (views of the mapped file); the
+  // prepack pass packs them with pack_weights_kn and releases the mapped pages.
+  auto kn = [&](int i) {
+    ws.at_mut(i).kn_layout = true;
+    return i;
+  };
   auto conv = [&](const std::string& p, int64_t k, int64_t n, int& w, int& b) {
-    w = ws.add_packed(p + ".weight", hf::pack_kn(R.get(p + ".weight", {k, n})));
+    w = kn(R.add(ws, p + ".weight", {k, n}));
     b = vec(p + ".bias", n);
   };
   Weights w;
-  Tensor wte = R.get("wte.weight", {c.vocab_size, e});
-  w.wte = ws.add("wte.weight", wte);
-  w.wpe = ws.add("wpe.weight", R.get("wpe.weight", {c.n_positions, e}));
+  // wte: the token table, and the LM head when tied (the prepack pass packs it for the head and
+  // the gathers then read its rows from the packed copy: one resident copy of the table).
+  w.wte = R.add(ws, "wte.weight", {c.vocab_size, e});
+  w.wpe = R.add_copy(ws, "wpe.weight", {c.n_positions, e});
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const std::string p = "h." + std::to_string(l);
     Layer L;
@@ -301,9 +326,11 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
     // scalings (scale_attn_weights false, 1/(layer+1)) are folded into the query projection.
     double q_scale = c.scale_attn_weights ? 1.0 : std::sqrt(static_cast<double>(c.head_dim()));
     if (c.scale_attn_by_inverse_layer_idx) q_scale /= static_cast<double>(l + 1);
-    Tensor aw = R.get(p + ".attn.c_attn.weight", {e, 3 * e});
-    Tensor ab = R.get(p + ".attn.c_attn.bias", {3 * e});
-    if (q_scale != 1.0) {
+    if (q_scale == 1.0) {
+      conv(p + ".attn.c_attn", e, 3 * e, L.c_attn, L.c_attn_b);
+    } else {
+      Tensor aw = R.get(p + ".attn.c_attn.weight", {e, 3 * e});
+      Tensor ab = R.get(p + ".attn.c_attn.bias", {3 * e});
       Tensor aw2(DType::f32, aw.shape(), false), ab2(DType::f32, ab.shape(), false);
       std::memcpy(aw2.raw(), aw.raw(), aw.nbytes());
       std::memcpy(ab2.raw(), ab.raw(), ab.nbytes());
@@ -311,11 +338,9 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
       for (int64_t i = 0; i < e; ++i)
         for (int64_t j = 0; j < e; ++j) aw2.data<float>()[i * 3 * e + j] *= s;
       for (int64_t j = 0; j < e; ++j) ab2.data<float>()[j] *= s;
-      aw = aw2;
-      ab = ab2;
+      L.c_attn = kn(ws.add(p + ".attn.c_attn.weight", aw2));
+      L.c_attn_b = ws.add(p + ".attn.c_attn.bias", ab2);
     }
-    L.c_attn = ws.add_packed(p + ".attn.c_attn.weight", hf::pack_kn(aw));
-    L.c_attn_b = ws.add(p + ".attn.c_attn.bias", ab);
     conv(p + ".attn.c_proj", e, e, L.attn_proj, L.attn_proj_b);
     L.ln_2 = norm(p + ".ln_2");
     conv(p + ".mlp.c_fc", e, in, L.c_fc, L.c_fc_b);
@@ -324,9 +349,7 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
   }
   w.ln_f = norm("ln_f");
   c.tied_head = !R.has("lm_head.weight");
-  w.lm_head =
-      ws.add_packed("lm_head.weight",
-                    hf::pack_nk(c.tied_head ? wte : R.get("lm_head.weight", {c.vocab_size, e})));
+  w.lm_head = c.tied_head ? w.wte : R.add(ws, "lm_head.weight", {c.vocab_size, e});
   R.check_all_used([](const std::string& name) {
     // Causal-mask buffers of old checkpoints.
     auto ends_with = [&](const char* s) {
@@ -361,6 +384,12 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
     Builder b(c, w, g);
     g.mark_output(b.head(g.add_input("hidden")), "logits");
   }
+  // The fixed pipeline of graph passes over the three graphs (one shared weight set), then one
+  // session (arena, memory plans) per graph.
+  pass_stats_ = passes::run({forward_.get(), cached_.get(), head_.get()});
+  forward_session_ = std::make_unique<Session>(*forward_);
+  cached_session_ = std::make_unique<Session>(*cached_);
+  head_session_ = std::make_unique<Session>(*head_);
 }
 
 TensorMap Gpt2Model::run(const TensorMap& inputs, NodeObserver* observer) const {
@@ -392,14 +421,15 @@ TensorMap Gpt2Model::run(const TensorMap& inputs, NodeObserver* observer) const 
         hf::key_padding_from_attention_mask(it->second, "attention_mask", batch, len);
   RunContext ctx;
   ctx.observer = observer;
-  return execute(*forward_, in, ctx);
+  return forward_session_->run(in, ctx);
 }
 
 Tensor Gpt2Model::decode(const Tensor& ids, const Tensor& positions, const Tensor& key_padding,
                          KVCache& cache, int64_t past_len, NodeObserver* observer) const {
   RunContext ctx{&cache, past_len, observer};
   Tensor hidden =
-      execute(*cached_,
+      cached_session_
+          ->run(
               {{"input_ids", ids}, {"position_ids", positions}, {"key_padding_mask", key_padding}},
               ctx)
           .at("hidden");  // [B, T, E]
@@ -413,7 +443,7 @@ Tensor Gpt2Model::decode(const Tensor& ids, const Tensor& positions, const Tenso
   }
   RunContext head_ctx;
   head_ctx.observer = observer;
-  Tensor logits = execute(*head_, {{"hidden", last}}, head_ctx).at("logits");  // [B, 1, V]
+  Tensor logits = head_session_->run({{"hidden", last}}, head_ctx).at("logits");  // [B, 1, V]
   return logits.reshaped({batch, logits.dim(2)});
 }
 

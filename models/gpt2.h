@@ -29,6 +29,7 @@
 #include "engine/generation.h"
 #include "engine/graph.h"
 #include "engine/model_dir.h"
+#include "engine/passes/passes.h"
 #include "models/model.h"
 
 namespace tessera::models {
@@ -46,13 +47,17 @@ struct Gpt2Config {
 
 class Gpt2Model final : public Model {
  public:
-  // Reads the config, checks every tensor's presence and shape, packs the GEMM weights.
+  // Reads the config, checks every tensor's presence and shape, builds the graphs and runs the
+  // graph passes (which pack the GEMM weights).
   explicit Gpt2Model(const ModelDir& dir);
 
   const Gpt2Config& config() const { return cfg_; }
   const char* family() const override { return "gpt2"; }
   TensorMap run(const TensorMap& inputs, NodeObserver* observer = nullptr) const override;
   const Graph& forward_graph() const override { return *forward_; }
+  // The session (arena, memory plans) that runs the forward graph.
+  Session& forward_session() const override { return *forward_session_; }
+  const std::vector<passes::Stats>& pass_stats() const override { return pass_stats_; }
   const Gpt2Model* gpt2() const override { return this; }
 
   // A generation session whose KV cache holds the longest prompt plus max_new_tokens tokens.
@@ -74,6 +79,10 @@ class Gpt2Model final : public Model {
   Gpt2Config cfg_;
   std::shared_ptr<WeightSet> weights_;
   std::unique_ptr<Graph> forward_, cached_, head_;
+  std::vector<passes::Stats> pass_stats_;
+  // One session per graph: runs of one session are serialized by its mutex, so a shared model
+  // may be run from several threads (they queue on the graph they share).
+  std::unique_ptr<Session> forward_session_, cached_session_, head_session_;
 };
 
 }  // namespace tessera::models

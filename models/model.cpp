@@ -1,6 +1,7 @@
 #include "models/model.h"
 
 #include <cmath>
+#include <cstring>
 #include <sstream>
 
 #include "models/bert.h"
@@ -20,6 +21,8 @@ class TransformerFamily final : public Model {
     return m_.run(inputs, observer);
   }
   const Graph& forward_graph() const override { return m_.forward_graph(); }
+  Session& forward_session() const override { return m_.forward_session(); }
+  const std::vector<passes::Stats>& pass_stats() const override { return m_.pass_stats(); }
   const TransformerModel* transformer() const override { return &m_; }
 
  private:
@@ -69,7 +72,7 @@ std::string CheckpointReader::stored_name(const std::string& name) const {
   return r.empty() ? prefix_ + name : r;
 }
 
-Tensor CheckpointReader::get(const std::string& name, const Shape& expected) {
+Tensor CheckpointReader::get(const std::string& name, const Shape& expected, bool* mapped) {
   const std::string real = resolve(name);
   if (real.empty())
     throw Error("model directory '" + dir_.dir() + "' has no tensor '" + prefix_ + name +
@@ -84,7 +87,24 @@ Tensor CheckpointReader::get(const std::string& name, const Shape& expected) {
                 shape_str(dir_.shape(real)) + ", expected " + shape_str(expected) +
                 " from config.json (" + summary_ + ")");
   Tensor t = dir_.get(real);
+  // A view returns the same bytes each time; a copy (unaligned data) does not.
+  if (mapped) *mapped = dt == DType::f32 && dir_.get(real).raw() == t.raw();
   return dt == DType::f32 ? t : t.to_f32();
+}
+
+int CheckpointReader::add_copy(WeightSet& ws, const std::string& name, const Shape& expected) {
+  bool mapped = false;
+  Tensor t = get(name, expected, &mapped);
+  if (!mapped) return ws.add(name, std::move(t));
+  Tensor copy(DType::f32, t.shape(), false);
+  std::memcpy(copy.raw(), t.raw(), t.nbytes());
+  return ws.add(name, std::move(copy));
+}
+
+int CheckpointReader::add(WeightSet& ws, const std::string& name, const Shape& expected) {
+  bool mapped = false;
+  Tensor t = get(name, expected, &mapped);
+  return mapped ? ws.add_mapped(name, std::move(t)) : ws.add(name, std::move(t));
 }
 
 void CheckpointReader::check_all_used(

@@ -18,6 +18,7 @@
 #include "engine/executor.h"
 #include "engine/graph.h"
 #include "engine/model_dir.h"
+#include "engine/passes/passes.h"
 
 namespace tessera::models {
 
@@ -35,6 +36,10 @@ class Model {
   virtual TensorMap run(const TensorMap& inputs, NodeObserver* observer = nullptr) const = 0;
   // The graph run() executes in the plain case (for `inspect --graph`, the profiler).
   virtual const Graph& forward_graph() const = 0;
+  // The session (arena, memory plans) that runs forward_graph().
+  virtual Session& forward_session() const = 0;
+  // Nodes before/after each graph pass over the model's graphs (inspect, --verbose).
+  virtual const std::vector<passes::Stats>& pass_stats() const = 0;
   // The family's own class, or null when the model is of another family.
   virtual const TransformerModel* transformer() const { return nullptr; }
   virtual const Gpt2Model* gpt2() const { return nullptr; }
@@ -61,7 +66,16 @@ class CheckpointReader {
   // The name as stored in the checkpoint (with the prefix where it has one).
   std::string stored_name(const std::string& name) const;
   // f32 tensor of the expected shape (a view when stored as f32, else a converted copy).
-  Tensor get(const std::string& name, const Shape& expected);
+  // *mapped (when given) tells whether it is a view of the mapped file.
+  Tensor get(const std::string& name, const Shape& expected, bool* mapped = nullptr);
+  // The tensor registered in `ws` as one weight: WeightSet::add_mapped for a view of the file
+  // (the prepack pass may release its pages once packed), else WeightSet::add.
+  int add(WeightSet& ws, const std::string& name, const Shape& expected);
+  // The tensor registered in `ws` as an owned copy (never a view of the file). For the small
+  // tensors read as f32 at run time (biases, LayerNorm parameters, position tables): the file
+  // cache may hand out large folios, and touching a view would map a whole folio back into the
+  // process, pages of released GEMM weights included.
+  int add_copy(WeightSet& ws, const std::string& name, const Shape& expected);
   void check_all_used(const std::function<bool(const std::string&)>& ignorable) const;
 
  private:

@@ -13,9 +13,12 @@ outputs F32 and finite everywhere. Compared: gpt2 logits and bert last_hidden_st
 (unpadded) positions, pooler_output of rows whose position 0 is real; bert's padded positions
 must hold exactly zero (what Tessera defines, since padding is removed before the dense layers).
 
-DECODE cases run tests/gpt2_decode_check (KV-cache decoding equals recomputation within 1e-5,
+Every case runs with `tessera --passes all` and `--passes none`; the cases of PASS_SUBSET also
+with each graph pass off alone (`--passes=-NAME`, the names read from tessera's error message for
+an unknown pass). DECODE cases run (with TESSERA_PASSES=all and =none) tests/gpt2_decode_check (KV-cache decoding equals recomputation within 1e-5,
 tokens identical, select_rows, limits) and compare its greedy tokens and logits with the
-reference's own KV-cache greedy decoding. EMBED cases check `tessera embed`. ERROR cases check
+reference's own KV-cache greedy decoding. EMBED cases check `tessera embed`, INSPECT checks
+`tessera inspect --graph` of both families. ERROR cases check
 that bad checkpoints and inputs give one-line errors (exit 2) naming the tensor or key.
 
     hf_parity.py --tessera build/tools/tessera --decode-check build/tests/gpt2_decode_check
@@ -94,6 +97,14 @@ CASES = [
 for _i, _c in enumerate(CASES):
     _c.seed = 2000 + _i
 
+# Every case runs with `--passes all` and `--passes none`; these also run with each graph pass
+# turned off alone (`--passes=-NAME`, the names read from tessera's error message): tied and
+# untied heads, f32 (mapped) and f16/bf16 (converted) weights, every mask form, bert's batched
+# graph and its padding-removal segments, the folded query scale.
+PASS_SUBSET = ["gpt2_left_pad_untied_buffers_shards", "gpt2_gelu_erf_inverse_scale_bf16",
+               "gpt2_relu_len200_ones_mask", "bert_hd20_right_pad_types_old_names_f16",
+               "bert_left_pad_no_pooler_shards_cls", "bert_batch4_no_mask_relu"]
+
 
 @dataclass
 class Decode:
@@ -147,18 +158,31 @@ def make_inputs(c: Case, rng: np.random.Generator, vocab: int, type_vocab: int):
     return inputs, real
 
 
-def run_tessera(args, model_dir, inputs, cdir):
+def pass_names(tessera: str) -> list:
+    """The pass names, from the error tessera prints for an unknown one (it lists them)."""
+    p = subprocess.run([tessera, "--passes=-no_such_pass", "sysinfo"], capture_output=True, text=True)
+    marker = "passes: "
+    line = p.stderr.strip()
+    if p.returncode != 2 or marker not in line:
+        raise RuntimeError(f"cannot read the pass names from tessera: {line!r}")
+    return [n.strip() for n in line.rsplit(marker, 1)[1].rstrip(")").split(",")]
+
+
+def run_tessera(args, model_dir, inputs, cdir, spec="all"):
     in_path, out_path = os.path.join(cdir, "in.safetensors"), os.path.join(cdir, "out.safetensors")
     safetensors_io.save_file(inputs, in_path)
-    cmd = [args.tessera, "run", "--model", model_dir, "--inputs", in_path, "--outputs", out_path,
-           "--threads", str(args.threads)]
+    if os.path.exists(out_path):
+        os.remove(out_path)
+    cmd = [args.tessera, f"--passes={spec}", "run", "--model", model_dir, "--inputs", in_path,
+           "--outputs", out_path, "--threads", str(args.threads)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if p.returncode != 0:
         raise RuntimeError(f"tessera exit {p.returncode}: {p.stderr.strip()[:200]}")
     return safetensors_io.load_file(out_path, with_dtypes=True)
 
 
-def check_case(c: Case, args, workdir):
+def check_case(c: Case, args, workdir, specs=("all",)):
+    """-> [(passes spec, problems, max error)] for each --passes spec (one reference run)."""
     cdir = os.path.join(workdir, c.name)
     os.makedirs(cdir, exist_ok=True)
     model_dir = os.path.join(cdir, "model")
@@ -166,10 +190,24 @@ def check_case(c: Case, args, workdir):
     make_hf_checkpoint.write(a)
     rng = np.random.default_rng(c.seed)
     inputs, real = make_inputs(c, rng, a.vocab, a.type_vocab)
-    outs, dts = run_tessera(args, model_dir, inputs, cdir)
     ref = hf_reference.load(model_dir)
-    problems, errs = [], []
+    if c.family == "gpt2":
+        want_out = ref(inputs["input_ids"], inputs.get("attention_mask"))[0].numpy()
+    else:
+        want_out = ref(inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids"))
+    results = []
+    for spec in specs:
+        try:
+            outs, dts = run_tessera(args, model_dir, inputs, cdir, spec)
+            problems, err = compare_case(c, outs, dts, want_out, real)
+        except Exception as e:  # noqa: BLE001
+            problems, err = [f"{type(e).__name__}: {e}"], float("nan")
+        results.append((spec, problems, err))
+    return results
 
+
+def compare_case(c: Case, outs, dts, want_out, real):
+    problems, errs = [], []
     def compare(name, got, want, rows):
         if name not in outs:
             problems.append(f"no output '{name}'")
@@ -185,12 +223,11 @@ def check_case(c: Case, args, workdir):
         errs.append(float(d.max()) if d.size else 0.0)
 
     if c.family == "gpt2":
-        want = ref(inputs["input_ids"], inputs.get("attention_mask"))[0].numpy()
-        compare("logits", outs.get("logits"), want, real)
+        compare("logits", outs.get("logits"), want_out, real)
         if set(outs) != {"logits"}:
             problems.append(f"outputs {sorted(outs)}")
     else:
-        hidden, pooled = ref(inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids"))
+        hidden, pooled = want_out
         compare("last_hidden_state", outs.get("last_hidden_state"), hidden.numpy(), real)
         if "last_hidden_state" in outs and (~real).any():
             pad_vals = outs["last_hidden_state"][~real]
@@ -206,15 +243,16 @@ def check_case(c: Case, args, workdir):
     return problems, max_err
 
 
-def check_decode(d: Decode, args, workdir, seed):
-    cdir = os.path.join(workdir, d.name)
+def check_decode(d: Decode, args, workdir, seed, spec="all"):
+    cdir = os.path.join(workdir, d.name + "_" + spec)
     os.makedirs(cdir, exist_ok=True)
     model_dir = os.path.join(cdir, "model")
     make_hf_checkpoint.write(ckpt_args("gpt2", model_dir, d.ckpt, seed))
     out = os.path.join(cdir, "decode.safetensors")
     cmd = [args.decode_check, "--model", model_dir, "--steps", str(d.steps), "--outputs", out,
            "--threads", str(args.threads)] + [" ".join(map(str, p)) for p in d.prompts]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    env = dict(os.environ, TESSERA_PASSES=spec)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     problems = []
     cache_vs_recompute = float("nan")
     for line in p.stdout.splitlines():
@@ -398,6 +436,39 @@ def check_errors(args, workdir):
     return problems
 
 
+def check_inspect(args, workdir):
+    """`tessera inspect --graph` for both families: nodes with shapes, arena size, --dot, and fewer
+    nodes after the passes than before."""
+    problems = []
+    for family, opts in (("gpt2", dict(layers=2, hidden=24, heads=2, vocab=30, positions=16)),
+                         ("bert", dict(layers=2, hidden=24, heads=2, vocab=30, positions=16, prefix=True))):
+        model_dir = os.path.join(workdir, "inspect_" + family)
+        make_hf_checkpoint.write(ckpt_args(family, model_dir, opts, 9))
+        nodes = {}
+        for spec in ("all", "none"):
+            dot = os.path.join(workdir, f"inspect_{family}_{spec}.dot")
+            p = subprocess.run([args.tessera, f"--passes={spec}", "inspect", "--model", model_dir, "--graph",
+                                "--batch", "2", "--seq", "5", "--dot", dot],
+                               capture_output=True, text=True, timeout=args.timeout)
+            out = p.stdout
+            head = "forward graph (batch 2, seq 5): "
+            if p.returncode != 0 or head not in out or "arena bytes: " not in out:
+                problems.append(f"inspect {family} --passes {spec}: exit {p.returncode}: "
+                                f"{(p.stderr or out).strip()[-150:]}")
+                continue
+            nodes[spec] = int(out.split(head, 1)[1].split()[0])
+            want_shape = "[2, 5, 30]" if family == "gpt2" else "[2, 5, 24]"
+            if want_shape not in out:
+                problems.append(f"inspect {family} --passes {spec}: no output of shape {want_shape}")
+            with open(dot) as f:
+                if not f.read().startswith("digraph"):
+                    problems.append(f"inspect {family}: --dot is not Graphviz")
+        if len(nodes) == 2 and not nodes["all"] < nodes["none"]:
+            problems.append(f"inspect {family}: {nodes['all']} nodes after passes, {nodes['none']} before")
+        print(f"  inspect {family}: {nodes.get('none')} nodes before passes, {nodes.get('all')} after")
+    return problems
+
+
 def summary(c: Case) -> str:
     k = c.ckpt
     extras = [x for x in ("prefix", "old_names", "lm_head", "attn_bias_buffers", "no_pooler", "cls_head",
@@ -420,13 +491,13 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NAME")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args(argv)
-    names = [c.name for c in CASES] + [d.name for d in DECODES] + ["embed", "errors"]
+    names = [c.name for c in CASES] + [d.name for d in DECODES] + ["embed", "inspect", "errors"]
     if args.list:
         for c in CASES:
             print(f"{c.name:42s} {c.family:5s} {summary(c)}  tol {c.tol:g}")
         for d in DECODES:
             print(f"{d.name:42s} gpt2  decode {d.ckpt} prompts {d.prompts} steps {d.steps}")
-        print("embed\nerrors")
+        print("embed\ninspect\nerrors")
         return 0
     if not args.tessera:
         ap.error("--tessera is required")
@@ -445,40 +516,52 @@ def main(argv=None) -> int:
     t0 = time.time()
     failed = total = 0
     try:
-        print(f"{'case':42s} {'family':6s} {'configuration':84s} {'max|err|':>9s} {'tol':>7s}  result")
+        names = pass_names(args.tessera)
+        print(f"{'case':42s} {'family':6s} {'passes':22s} {'configuration':84s} {'max|err|':>9s} {'tol':>7s}  "
+              "result")
         for c in CASES:
             if not want(c.name):
                 continue
-            total += 1
+            specs = ["all", "none"] + (["-" + n for n in names] if c.name in PASS_SUBSET else [])
             try:
-                problems, err = check_case(c, args, workdir)
+                results = check_case(c, args, workdir, specs)
             except Exception as e:  # noqa: BLE001
-                problems, err = [f"{type(e).__name__}: {e}"], float("nan")
-            failed += bool(problems)
-            print(f"{c.name:42s} {c.family:6s} {summary(c):84s} {err:9.2e} {c.tol:7.0e}  "
-                  f"{'FAIL  ' + '; '.join(problems) if problems else 'PASS'}", flush=True)
+                results = [(spec, [f"{type(e).__name__}: {e}"], float("nan")) for spec in specs]
+            for spec, problems, err in results:
+                total += 1
+                failed += bool(problems)
+                print(f"{c.name:42s} {c.family:6s} {spec:22s} {summary(c):84s} {err:9.2e} {c.tol:7.0e}  "
+                      f"{'FAIL  ' + '; '.join(problems) if problems else 'PASS'}", flush=True)
         for i, d in enumerate(DECODES):
             if not want(d.name):
                 continue
-            total += 1
             if not args.decode_check:
+                total += 1
                 print(f"{d.name:42s} skipped (no --decode-check)")
                 continue
-            try:
-                problems, err, cvr = check_decode(d, args, workdir, 3000 + i)
-            except Exception as e:  # noqa: BLE001
-                problems, err, cvr = [f"{type(e).__name__}: {e}"], float("nan"), float("nan")
-            failed += bool(problems)
-            desc = (f"decode {len(d.prompts)} prompts x {d.steps} steps; cache vs recompute {cvr:.2e} "
-                    f"(tol 1e-05), vs reference")
-            print(f"{d.name:42s} {'gpt2':6s} {desc:84s} {err:9.2e} {d.tol:7.0e}  "
-                  f"{'FAIL  ' + '; '.join(problems) if problems else 'PASS'}", flush=True)
+            for spec in ("all", "none"):  # TESSERA_PASSES for gpt2_decode_check
+                total += 1
+                try:
+                    problems, err, cvr = check_decode(d, args, workdir, 3000 + i, spec)
+                except Exception as e:  # noqa: BLE001
+                    problems, err, cvr = [f"{type(e).__name__}: {e}"], float("nan"), float("nan")
+                failed += bool(problems)
+                desc = (f"decode {len(d.prompts)} prompts x {d.steps} steps; cache vs recompute {cvr:.2e} "
+                        f"(tol 1e-05), vs reference")
+                print(f"{d.name:42s} {'gpt2':6s} {spec:22s} {desc:84s} {err:9.2e} {d.tol:7.0e}  "
+                      f"{'FAIL  ' + '; '.join(problems) if problems else 'PASS'}", flush=True)
         if want("embed"):
             total += 1
             problems, err = check_embed(args, workdir)
             failed += bool(problems)
             print(f"{'embed':42s} {'bert':6s} {'tessera embed --ids, cls/mean/pooler, with/without --normalize; text':84s} "
                   f"{err:9.2e} {1e-4:7.0e}  {'FAIL  ' + '; '.join(problems) if problems else 'PASS'}", flush=True)
+        if want("inspect"):
+            total += 1
+            problems = check_inspect(args, workdir)
+            failed += bool(problems)
+            print(f"{'inspect':42s} {'both':6s} {'tessera inspect --graph --dot, passes all/none':84s}"
+                  f"{'':18s}  {'FAIL  ' + '; '.join(problems) if problems else 'PASS'}", flush=True)
         if want("errors"):
             total += 1
             print("errors (bad checkpoints and inputs: exit 2, one line naming the tensor/key):")

@@ -616,3 +616,65 @@ TEST_CASE("planner: plans are cached per input shape") {
   CHECK(s.arena_bytes() > small);
   CHECK(s.plan(inputs(40)).arena_bytes == s.arena_bytes());
 }
+
+TEST_CASE("passes: prepack packs [K, N] weights (kn_layout) and a tied table read from its pack") {
+  // A GPT-2-like tail: table rows gathered, a Conv1D-style weight stored [K, N], and an LM head
+  // tied to the table. Odd sizes (vocab 17, K 7, N 3) exercise the packing tails.
+  std::mt19937 rng(12);
+  auto ws = std::make_shared<WeightSet>();
+  const int table = ws->add("wte", random_tensor({17, 7}, rng));
+  const int kn = ws->add("conv", random_tensor({7, 7}, rng));
+  ws->at_mut(kn).kn_layout = true;
+  const int kn2 = ws->add("conv2", random_tensor({7, 3}, rng));
+  ws->at_mut(kn2).kn_layout = true;
+  Graph g(ws);
+  ValueId ids = g.add_input("ids");
+  NodeAttrs ga;
+  ga.table = table;
+  ValueId x = g.add_node(Op::gather, "wte", {ids}, ga);
+  ValueId h = g.add_node(Op::linear, "conv", {x}, with_weight(kn));
+  g.mark_output(g.add_node(Op::linear, "conv2", {h}, with_weight(kn2)), "small");
+  g.mark_output(g.add_node(Op::linear, "head", {h}, with_weight(table)), "logits");
+  g.mark_output(x, "embedded");
+  Tensor idt(DType::i64, {2, 3});
+  for (int64_t i = 0; i < 6; ++i) idt.data<int64_t>()[i] = (i * 5 + 16) % 17;
+
+  // Plain references: y = x · W for [K, N] weights, logits = h · tableᵀ.
+  const float* t = ws->at(table).tensor.data<float>();
+  const float* w1 = ws->at(kn).tensor.data<float>();
+  const float* w2 = ws->at(kn2).tensor.data<float>();
+  std::vector<double> want_h(6 * 7, 0), want_small(6 * 3, 0), want_logits(6 * 17, 0);
+  for (int r = 0; r < 6; ++r) {
+    const float* row = t + idt.data<int64_t>()[r] * 7;
+    for (int n = 0; n < 7; ++n)
+      for (int k = 0; k < 7; ++k) want_h[r * 7 + n] += double(row[k]) * w1[k * 7 + n];
+    for (int n = 0; n < 3; ++n)
+      for (int k = 0; k < 7; ++k) want_small[r * 3 + n] += want_h[r * 7 + k] * w2[k * 3 + n];
+    for (int v = 0; v < 17; ++v)
+      for (int k = 0; k < 7; ++k) want_logits[r * 17 + v] += want_h[r * 7 + k] * t[v * 7 + k];
+  }
+  auto check = [&](const TensorMap& out) {
+    REQUIRE(out.at("small").shape() == Shape{2, 3, 3});
+    REQUIRE(out.at("logits").shape() == Shape{2, 3, 17});
+    for (int i = 0; i < 18; ++i)
+      CHECK(std::fabs(out.at("small").data<float>()[i] - want_small[i]) < 1e-4);
+    for (int i = 0; i < 102; ++i)
+      CHECK(std::fabs(out.at("logits").data<float>()[i] - want_logits[i]) < 1e-4);
+    for (int r = 0; r < 6; ++r)
+      for (int k = 0; k < 7; ++k)
+        CHECK(out.at("embedded").data<float>()[r * 7 + k] == t[idt.data<int64_t>()[r] * 7 + k]);
+  };
+  RunContext ctx;
+  const Tensor table_copy = ws->at(table).tensor;  // keeps the rows alive for the references
+  check(execute(g, {{"ids", idt}}, ctx));          // f32 weights, packed per call
+  CHECK(passes::prepack({&g}) == 3);
+  CHECK(ws->at(kn).tensor.empty());
+  CHECK(ws->at(kn).packed.n() == 7);
+  CHECK(ws->at(kn2).packed.n() == 3);
+  CHECK(ws->at(kn2).packed.k() == 7);
+  CHECK(ws->at(table).tensor.empty());  // the table is read from the packed head now
+  check(execute(g, {{"ids", idt}}, ctx));
+  // Out-of-range ids are still rejected when the table is packed.
+  idt.data<int64_t>()[0] = 17;
+  CHECK_THROWS_AS(execute(g, {{"ids", idt}}, ctx), Error);
+}

@@ -44,15 +44,22 @@ namespace {
 
 // Inputs of the given batch and sequence length for every required input of the forward graph
 // (ids I64 [B, S], float tensors F32 [B, S, d_model]): what the shapes and the plan need.
-TensorMap shape_inputs(const models::TransformerModel& m, int64_t batch, int64_t seq) {
+TensorMap shape_inputs(const models::Model& m, int64_t batch, int64_t seq) {
   TensorMap in;
   const Graph& g = m.forward_graph();
   for (ValueId v : g.inputs()) {
     const Value& val = g.values()[v];
     if (val.optional) continue;
     const bool ids = val.name.size() > 4 && val.name.compare(val.name.size() - 4, 4, "_ids") == 0;
-    in[val.name] = ids ? Tensor(DType::i64, {batch, seq})
-                       : Tensor(DType::f32, {batch, seq, m.config().d_model});
+    if (ids) {
+      in[val.name] = Tensor(DType::i64, {batch, seq});  // zeros: valid ids and positions
+    } else {
+      const auto* t = m.transformer();
+      if (!t)
+        throw Error("inspect --graph: cannot make a shape for input '" + val.name + "' of a " +
+                    m.family() + " model");
+      in[val.name] = Tensor(DType::f32, {batch, seq, t->config().d_model});
+    }
   }
   return in;
 }
@@ -121,8 +128,7 @@ std::string details(const Graph& g, const Node& n) {
   return s.empty() ? s : s + ")";
 }
 
-void print_graph(const models::TransformerModel& m, int64_t batch, int64_t seq,
-                 const std::string& dot_path) {
+void print_graph(const models::Model& m, int64_t batch, int64_t seq, const std::string& dot_path) {
   const Graph& g = m.forward_graph();
   const TensorMap in = shape_inputs(m, batch, seq);
   const std::vector<Shape> shapes = infer_shapes(g, in);
@@ -228,7 +234,7 @@ Action add_inspect_command(CLI::App& app) {
     if (o->batch < 1 || o->seq < 1) throw Error("--batch and --seq must be at least 1");
     if (!o->dot.empty() && !o->graph) throw Error("--dot needs --graph");
     if (o->graph) {
-      auto m = load_model(dir);
+      auto m = models::load_model(dir);  // any family
       print_graph(*m, o->batch, o->seq, o->dot);
     }
     return 0;

@@ -4,6 +4,9 @@
 // weight file its pages are released (madvise MADV_DONTNEED) right after packing, so the
 // resident set never holds the packed and the mapped copy of the same weight at once.
 // Entries no node reads any more (the parts of a fused q/k/v projection) drop their views too.
+// A weight stored [K, N] (Entry::kn_layout, Hugging Face Conv1D) is packed with pack_weights_kn.
+// An embedding table that is also a GEMM weight (a tied LM head) is read by gather/embedding
+// from the packed copy (kernels::packed_rows), so its f32 original is dropped as well.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -33,21 +36,27 @@ int prepack(const std::vector<Graph*>& graphs) {
   for (const Graph* g : graphs)
     if (g->mutable_weights() != ws) return 0;  // not one shared set: leave it alone
   const size_t nw = ws->entries.size();
-  std::vector<bool> gemm(nw, false), f32(nw, false);
+  std::vector<bool> gemm(nw, false), f32(nw, false), table(nw, false);
   for (const Graph* g : graphs)
     for (const auto& n : g->nodes()) {
       const auto& a = n.attrs;
       if (n.op == Op::linear && a.weight >= 0) gemm[a.weight] = true;
       if (n.op == Op::constant && a.weight >= 0) f32[a.weight] = true;
-      for (int w : {a.bias, a.gamma, a.beta, a.table, a.pos_table})
+      for (int w : {a.bias, a.gamma, a.beta, a.pos_table})
         if (w >= 0) f32[w] = true;
+      if (a.table >= 0) table[a.table] = true;
     }
   int packed = 0;
   for (size_t i = 0; i < nw; ++i) {
     auto& e = ws->entries[i];
+    if (table[i] && !gemm[i]) f32[i] = true;  // a plain table: gathered from its f32 rows
     if (!gemm[i] || !e.packed.empty() || e.tensor.empty()) continue;
-    e.packed = kernels::pack_weights(e.tensor.data<float>(), e.tensor.dim(0), e.tensor.dim(1),
-                                     e.tensor.dim(1));
+    if (e.kn_layout)
+      e.packed = kernels::pack_weights_kn(e.tensor.data<float>(), e.tensor.dim(0), e.tensor.dim(1),
+                                          e.tensor.dim(1));
+    else
+      e.packed = kernels::pack_weights(e.tensor.data<float>(), e.tensor.dim(0), e.tensor.dim(1),
+                                       e.tensor.dim(1));
     ++packed;
     if (!f32[i]) {
       if (e.mapped) release_pages(e.tensor.raw(), e.tensor.nbytes());
@@ -55,9 +64,12 @@ int prepack(const std::vector<Graph*>& graphs) {
       e.base = Tensor();
     }
   }
-  // Views nothing reads any more.
+  // Views nothing reads any more (their mapped pages go too: a private read-only mapping
+  // reads them back from the file should anything touch them again).
   for (size_t i = 0; i < nw; ++i)
-    if (!gemm[i] && !f32[i]) {
+    if (!gemm[i] && !f32[i] && !table[i]) {
+      auto& e = ws->entries[i];
+      if (e.mapped && !e.tensor.empty()) release_pages(e.tensor.raw(), e.tensor.nbytes());
       ws->entries[i].tensor = Tensor();
       ws->entries[i].base = Tensor();
     }
