@@ -3,6 +3,7 @@
 #include "engine/passes/passes.h"
 
 #include <cmath>
+#include <cstring>
 #include <set>
 #include <sstream>
 
@@ -209,6 +210,25 @@ struct ModelWeights {
   int src_embed = -1, tgt_embed = -1, positions = -1, generator = -1, generator_bias = -1;
 };
 
+// One weight over the consecutive rows of `ids` (q, k, v of one in_proj_weight, or its k, v): a
+// view, recorded where the fuse_qkv pass looks, so the graphs it fuses share the same entry.
+int joined_rows(WeightSet& ws, const std::vector<int>& ids, const std::string& name) {
+  if (auto it = ws.concatenated.find(ids); it != ws.concatenated.end()) return it->second;
+  const Tensor base = ws.at(ids[0]).base;
+  const int64_t first_row = ws.at(ids[0]).base_row;
+  const bool mapped = ws.at(ids[0]).mapped;
+  int64_t rows = 0;
+  for (int id : ids) {
+    const auto& e = ws.at(id);
+    if (e.base.empty() || e.base.raw() != base.raw() || e.base_row != first_row + rows)
+      throw Error("internal: '" + e.name + "' is not a consecutive row block of its matrix");
+    rows += e.tensor.dim(0);
+  }
+  const int out = ws.add_rows(name, base, first_row, rows, mapped);
+  ws.concatenated[ids] = out;
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Graph building
 // ---------------------------------------------------------------------------------------------
@@ -296,6 +316,28 @@ class Builder {
     }
     if (c_.encoder_norm) x = norm("encoder.norm", x, w_.enc_norm);
     return x;
+  }
+
+  // Encoder layer l split around its self-attention, for the packed encode path (attention runs
+  // per source between the halves). The fused q|k|v projection [.., 3E] of the layer's input:
+  ValueId encoder_qkv(int64_t l, ValueId x, int qkv_weight, int qkv_bias) {
+    const auto& w = w_.enc[l];
+    const std::string p = "encoder.layers." + std::to_string(l);
+    ValueId in = c_.norm_first ? norm(p + ".norm1", x, w.norm1) : x;
+    return linear(p + ".self_attn.qkv_proj", in, qkv_weight, qkv_bias);
+  }
+  // ... and the rest of the layer after the attention heads' output `attn` [.., E].
+  ValueId encoder_after_attention(int64_t l, ValueId attn, ValueId x) {
+    const auto& w = w_.enc[l];
+    const std::string p = "encoder.layers." + std::to_string(l);
+    ValueId y = linear(p + ".self_attn.out_proj", attn, w.self_attn.out, w.self_attn.out_bias,
+                       Activation::none, x);
+    if (c_.norm_first) return feed_forward(p, norm(p + ".norm2", y, w.norm2), w, y);
+    y = norm(p + ".norm1", y, w.norm1);
+    return norm(p + ".norm2", feed_forward(p, y, w, y), w.norm2);
+  }
+  ValueId encoder_final_norm(ValueId x) {
+    return c_.encoder_norm ? norm("encoder.norm", x, w_.enc_norm) : x;
   }
 
   // Cross-attention keys and values of decoder layer l, projected from the memory: [B, S, E]
@@ -495,6 +537,43 @@ TransformerModel::TransformerModel(const ModelDir& dir)
         g.mark_output(kv.v, "memory_v." + std::to_string(l));
       }
     }
+    // The packed encode path (padding removal): the embeddings of the padded batch, then one
+    // graph per gap between self-attentions over the real tokens only [1, total, E].
+    if (c.has_decoder()) {
+      enc_embed_ = std::make_unique<Graph>(weights_);
+      Builder b(c, w, *enc_embed_);
+      enc_embed_->mark_output(
+          b.embed("src_embed", enc_embed_->add_input("src_ids"), w.src_embed, false), "x");
+      std::vector<std::pair<int, int>> qkv;  // fused weight and bias of each encoder layer
+      for (int64_t l = 0; l < c.num_encoder_layers; ++l) {
+        const auto& a = w.enc[l].self_attn;
+        const std::string p = "encoder.layers." + std::to_string(l) + ".self_attn.qkv_proj";
+        qkv.emplace_back(joined_rows(*weights_, {a.q, a.k, a.v}, p + ".weight"),
+                         joined_rows(*weights_, {a.q_bias, a.k_bias, a.v_bias}, p + ".bias"));
+      }
+      for (int64_t s = 0; s <= c.num_encoder_layers; ++s) {
+        auto g = std::make_unique<Graph>(weights_);
+        Builder b(c, w, *g);
+        ValueId x = g->add_input("x");
+        if (s > 0) {
+          x = b.encoder_after_attention(s - 1, g->add_input("attn"), x);
+          if (s < c.num_encoder_layers) g->mark_output(x, "x");
+        }
+        if (s < c.num_encoder_layers) {
+          g->mark_output(b.encoder_qkv(s, x, qkv[s].first, qkv[s].second), "qkv");
+        } else {
+          x = b.encoder_final_norm(x);
+          for (int64_t l = 0; l < c.num_decoder_layers; ++l) {
+            const auto& a = w.dec[l].cross_attn;
+            const std::string p = "decoder.layers." + std::to_string(l) + ".multihead_attn.kv_proj";
+            g->mark_output(b.linear(p, x, joined_rows(*weights_, {a.k, a.v}, p + ".weight"),
+                                    joined_rows(*weights_, {a.k_bias, a.v_bias}, p + ".bias")),
+                           "memory_kv." + std::to_string(l));
+          }
+        }
+        enc_segments_.push_back(std::move(g));
+      }
+    }
     step_ = std::make_unique<Graph>(weights_);
     {
       Graph& g = *step_;
@@ -514,10 +593,14 @@ TransformerModel::TransformerModel(const ModelDir& dir)
   std::vector<Graph*> graphs{forward_.get()};
   if (encode_) graphs.push_back(encode_.get());
   if (step_) graphs.push_back(step_.get());
+  if (enc_embed_) graphs.push_back(enc_embed_.get());
+  for (auto& g : enc_segments_) graphs.push_back(g.get());
   pass_stats_ = passes::run(graphs);
   forward_session_ = std::make_unique<Session>(*forward_);
   if (encode_) encode_session_ = std::make_unique<Session>(*encode_);
   if (step_) step_session_ = std::make_unique<Session>(*step_);
+  if (enc_embed_) enc_embed_session_ = std::make_unique<Session>(*enc_embed_);
+  for (auto& g : enc_segments_) enc_segment_sessions_.push_back(std::make_unique<Session>(*g));
 }
 
 TensorMap TransformerModel::run(const TensorMap& inputs, NodeObserver* observer) const {
@@ -574,13 +657,99 @@ TransformerModel::EncoderState TransformerModel::encode(const Tensor& src_ids,
                                                         const Tensor& src_key_padding,
                                                         NodeObserver* observer) const {
   if (!encode_) throw Error("this model has no encoder with token embeddings to generate from");
+  bool padded = false;
+  if (!src_key_padding.empty()) {
+    if (src_key_padding.dtype() != DType::u8 || src_key_padding.shape() != src_ids.shape())
+      throw Error("encode: src_key_padding_mask must be U8 " + shape_str(src_ids.shape()) +
+                  ", got " + shape_str(src_key_padding.shape()));
+    const uint8_t* pad = src_key_padding.data<uint8_t>();
+    for (int64_t i = 0; i < src_key_padding.numel() && !padded; ++i) padded = pad[i] != 0;
+  }
+  EncoderState st;
+  st.memory_key_padding = src_key_padding;
+  if (padded && !enc_segments_.empty()) {
+    st.memory_kv = encode_packed(src_ids, src_key_padding, observer);
+    return st;
+  }
   RunContext ctx;
   ctx.observer = observer;
-  EncoderState st;
-  st.memory_kv =
-      encode_session_->run({{"src_ids", src_ids}, {"src_key_padding_mask", src_key_padding}}, ctx);
-  st.memory_key_padding = src_key_padding;
+  TensorMap in{{"src_ids", src_ids}};
+  if (!src_key_padding.empty()) in["src_key_padding_mask"] = src_key_padding;
+  st.memory_kv = encode_session_->run(in, ctx);
   return st;
+}
+
+TensorMap TransformerModel::encode_packed(const Tensor& src_ids, const Tensor& src_key_padding,
+                                          NodeObserver* observer) const {
+  const auto& c = cfg_;
+  const int64_t batch = src_ids.dim(0), len = src_ids.dim(1), e = c.d_model;
+  RunContext ctx;
+  ctx.observer = observer;
+  // Embeddings of the padded batch (positions as the dense encoder sees them), cheap next to
+  // the layers; then the real tokens of every row, in order: row b owns packed positions
+  // [begin[b], begin[b + 1]), taken from padded position where[i] = b * len + t.
+  const Tensor embedded = enc_embed_session_->run({{"src_ids", src_ids}}, ctx).at("x");
+  std::vector<int64_t> begin(static_cast<size_t>(batch) + 1, 0), where;
+  const uint8_t* pad = src_key_padding.data<uint8_t>();
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < len; ++t)
+      if (!pad[b * len + t]) where.push_back(b * len + t);
+    begin[b + 1] = static_cast<int64_t>(where.size());
+  }
+  const int64_t total = static_cast<int64_t>(where.size());
+  TensorMap out;
+  for (int64_t l = 0; l < c.num_decoder_layers; ++l)  // zeros at padded positions (never read)
+    for (const char* kv : {"memory_k.", "memory_v."})
+      out[kv + std::to_string(l)] = Tensor(DType::f32, {batch, len, e});
+  if (total == 0) return out;
+
+  Tensor x(DType::f32, {1, total, e}, false);
+  for (int64_t i = 0; i < total; ++i)
+    std::memcpy(x.data<float>() + i * e, embedded.data<float>() + where[i] * e,
+                sizeof(float) * static_cast<size_t>(e));
+  TensorMap state = enc_segment_sessions_[0]->run({{"x", x}}, ctx);
+  state["x"] = x;
+  for (size_t s = 1; s < enc_segment_sessions_.size(); ++s) {
+    // Self-attention of each source over its own tokens: q/k/v read in place from the fused
+    // projection [1, total, 3E] at the row's packed offset.
+    const Tensor& qkv = state.at("qkv");
+    Tensor attn(DType::f32, {1, total, e}, false);
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t n = begin[b + 1] - begin[b];
+      if (n == 0) continue;
+      kernels::AttentionArgs a;
+      a.batch = 1;
+      a.heads = c.nhead;
+      a.head_dim = c.head_dim();
+      a.q_len = a.kv_len = n;
+      const float* base = qkv.data<float>() + begin[b] * 3 * e;
+      a.q = base;
+      a.k = base + e;
+      a.v = base + 2 * e;
+      a.q_sb = a.k_sb = a.v_sb = n * 3 * e;
+      a.q_st = a.k_ss = a.v_ss = 3 * e;
+      a.q_sh = a.k_sh = a.v_sh = c.head_dim();
+      a.out = attn.data<float>() + begin[b] * e;
+      a.o_sb = n * e;
+      a.o_st = e;
+      a.o_sh = c.head_dim();
+      a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim())));
+      kernels::attention(a);
+    }
+    TensorMap next = enc_segment_sessions_[s]->run({{"x", state.at("x")}, {"attn", attn}}, ctx);
+    state = std::move(next);
+  }
+  // Cross-attention keys/values [1, total, 2E] back to the padded layout [B, S, E] each.
+  for (int64_t l = 0; l < c.num_decoder_layers; ++l) {
+    const float* kv = state.at("memory_kv." + std::to_string(l)).data<float>();
+    float* k = out.at("memory_k." + std::to_string(l)).data<float>();
+    float* v = out.at("memory_v." + std::to_string(l)).data<float>();
+    for (int64_t i = 0; i < total; ++i) {
+      std::memcpy(k + where[i] * e, kv + i * 2 * e, sizeof(float) * static_cast<size_t>(e));
+      std::memcpy(v + where[i] * e, kv + i * 2 * e + e, sizeof(float) * static_cast<size_t>(e));
+    }
+  }
+  return out;
 }
 
 Tensor TransformerModel::decode_step(const EncoderState& enc, const Tensor& tgt_ids, KVCache& cache,

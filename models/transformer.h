@@ -67,6 +67,10 @@ class TransformerModel {
                                            NodeObserver* observer = nullptr) const;
 
   // Building blocks of greedy(), public for tests: encode a padded batch, then run decode steps.
+  // encode() removes the padding: when src_key_padding marks any position, only the real tokens
+  // run through the encoder layers (packed into one sequence, attention per source), and the
+  // memory keys/values come back in the padded layout with ZEROS at padded positions (the
+  // decoder's cross-attention masks them, so they are never read). `tessera run` stays dense.
   struct EncoderState {
     TensorMap memory_kv;        // "memory_k.L", "memory_v.L": [B, S, E] cross-attention keys/values
     Tensor memory_key_padding;  // [B, S] u8
@@ -85,6 +89,17 @@ class TransformerModel {
   std::vector<passes::Stats> pass_stats_;
   // One arena and plan cache per graph (runs of one graph are serialized).
   std::unique_ptr<Session> forward_session_, encode_session_, step_session_;
+  // Padding removal in encode(): enc_embed_ embeds the padded batch; enc_segments_[0] gives
+  // layer 0's fused q|k|v projection, enc_segments_[l] (l >= 1) the rest of layer l-1 and layer
+  // l's q|k|v (the last: the final norm and each decoder layer's cross-attention k|v), over the
+  // real tokens packed into one sequence; attention runs per source between them.
+  std::unique_ptr<Graph> enc_embed_;
+  std::vector<std::unique_ptr<Graph>> enc_segments_;
+  std::unique_ptr<Session> enc_embed_session_;
+  std::vector<std::unique_ptr<Session>> enc_segment_sessions_;
+
+  TensorMap encode_packed(const Tensor& src_ids, const Tensor& src_key_padding,
+                          NodeObserver* observer) const;
 };
 
 }  // namespace tessera::models

@@ -15,6 +15,10 @@ checks:
   out: the same result as text), --jsonl;
 * a random-weight gpt2 checkpoint (tools/make_hf_checkpoint.py, numpy only): ids in and out,
   ragged prompts in one batch equal to each alone, beam, seeded sampling;
+* a random gpt2 with GPT-2's real vocabulary and tokenizer files: text in, streamed text out
+  equal to decoding the --ids path's output (greedy, beam, seeded sampling; emoji and CJK
+  prompts), the stats line, the n_positions limit; a gpt2 whose weights force " 日本語 😀" (byte
+  tokens splitting the characters) streams it whole;
 * bad flags and inputs: exit code 2, one line on stderr naming the flag or the limit, nothing
   on stdout.
 
@@ -99,6 +103,109 @@ def gpt2_checks(args, tmp: str) -> None:
         err = r.err.strip().split("\n")
         check(f"gpt2 bad: {' '.join(flags) or '(text)'} -> exit 2 naming {word!r}",
               r.rc == 2 and r.out == "" and len(err) == 1 and word in err[0], r.why())
+
+
+def gpt2_byte_decoder(vocab_path: str):
+    """ids -> text as GPT-2 decodes them: vocab strings -> bytes (the byte-level alphabet) -> UTF-8,
+    invalid sequences replaced by U+FFFD."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    byte_of = {chr(c): b for b, c in zip(bs, cs)}
+    with open(vocab_path, encoding="utf-8") as f:
+        token = {i: t for t, i in json.load(f).items()}
+    return lambda ids: bytes(byte_of[ch] for i in ids for ch in token[i]).decode("utf-8", errors="replace")
+
+
+def gpt2_text_checks(args, tmp: str) -> None:
+    """A random-weight GPT-2 with the real vocabulary (50257) and GPT-2's vocab.json + merges.txt:
+    text in, streamed text out, equal to decoding the ids the --ids path prints for the same
+    prompt ids (the tokenizer's reference ids, tests/data/tokenizers/gpt2/cases.jsonl)."""
+    g = os.path.join(tmp, "gpt2-text")
+    subprocess.run([sys.executable, os.path.join(_ROOT, "tools", "make_hf_checkpoint.py"), "gpt2", g,
+                    "--vocab", "50257", "--positions", "64", "--hidden", "32", "--heads", "2", "--layers", "2",
+                    "--seed", "7"], check=True, capture_output=True)
+    data = os.path.join(_ROOT, "tests", "data", "tokenizers", "gpt2")
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(data, f), g)
+    decode = gpt2_byte_decoder(os.path.join(g, "vocab.json"))
+    with open(os.path.join(data, "cases.jsonl"), encoding="utf-8") as f:
+        ref = {c["text"]: c["ids"] for c in map(json.loads, f)}
+    texts = ["Hello world", " this is 🦙.cpp"]
+    cjk = [t for t in ref if re.search("[\u4e00-\u9fff]", t) and 0 < len(ref[t]) <= 32]
+    check("gpt2 text: the reference cases hold a CJK prompt", bool(cjk))
+    texts += cjk[:1]
+    ids = [" ".join(map(str, ref[t])) for t in texts]
+    for t, i in zip(texts, ids):
+        for name, flags in [("greedy", []), ("seeded sampling", ["--method", "sample", "--temperature", "5",
+                                                                 "--seed", "9"])]:
+            flags = flags + ["--max-new-tokens", "24"]
+            a, b = Run(args, flags, [t], model=g), Run(args, ["--ids"] + flags, [i], model=g)
+            got = [int(x) for x in b.lines[0].split()] if b.ok() and len(b.lines) == 1 else None
+            check(f"gpt2 text {name} {t!r}: streamed text = decode(--ids output)",
+                  a.ok() and got is not None and len(got) > 0 and a.out == decode(got) + "\n",
+                  a.why() + " / " + b.why())
+            m = STATS.match(a.err.strip())
+            check(f"gpt2 text {name} {t!r}: stats line counts the generated tokens",
+                  m is not None and got is not None and int(m.group(1)) == len(got) + (len(got) < 24), a.why())
+    beam = ["--method", "beam", "--num-beams", "3", "--n-best", "2", "--max-new-tokens", "12"]
+    a, b = Run(args, beam, texts, model=g), Run(args, ["--ids"] + beam, ids, model=g)
+    check("gpt2 text beam (3 prompts, 2-best): text = decode(--ids output)",
+          a.ok() and b.ok() and len(a.lines) == 6 and len(b.lines) == 6 and
+          all(x == decode([int(v) for v in y.split()]) for x, y in zip(a.lines, b.lines)), a.why() + " / " + b.why())
+    hot = ["--method", "sample", "--temperature", "8", "--seed", "3", "--max-new-tokens", "30"]
+    a, b = Run(args, hot + ["--jsonl"], texts, model=g), Run(args, ["--ids"] + hot, ids, model=g)
+    objs = [json.loads(x) for x in a.lines] if a.ok() else []
+    check("gpt2 text sampling, a batch, --jsonl: text = decode(ids) and ids = the --ids path's",
+          len(objs) == 3 and b.ok() and all(o["text"] == decode(o["ids"]) for o in objs) and
+          [o["ids"] for o in objs] == [[int(v) for v in y.split()] for y in b.lines], a.why() + " / " + b.why())
+    r = Run(args, ["--max-new-tokens", "70"], ["Hello world"], model=g)
+    err = r.err.strip().split("\n")
+    check("gpt2 text: --max-new-tokens past n_positions -> exit 2 naming the limit",
+          r.rc == 2 and r.out == "" and len(err) == 1 and "maximum of 64 positions" in err[0], r.why())
+
+    # A model that must say " 日本語 😀" after "Hi" (then eos): a bigram table in the weights
+    # (attention and MLP outputs zeroed, no positions, lm_head rows aimed at the next token's
+    # embedding). GPT-2 spells these characters as byte tokens that split them, so the stream
+    # must hold the partial bytes back: any U+FFFD in the output is a bug.
+    sys.path.insert(0, os.path.join(_ROOT, "tools"))
+    import numpy as np
+    import safetensors_io
+    f = os.path.join(tmp, "gpt2-forced")
+    subprocess.run([sys.executable, os.path.join(_ROOT, "tools", "make_hf_checkpoint.py"), "gpt2", f,
+                    "--vocab", "50257", "--positions", "64", "--hidden", "64", "--heads", "2", "--layers", "1",
+                    "--lm-head", "--seed", "8"], check=True, capture_output=True)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(os.path.join(data, name), f)
+    want = " 日本語 😀"
+    tok = subprocess.run([args.tessera, "tokenize", "--model", f, "Hi", want], capture_output=True, text=True,
+                         encoding="utf-8", check=True).stdout.split("\n")
+    chain = [int(x) for x in tok[0].split()] + [int(x) for x in tok[1].split()] + [50256]
+    check("gpt2 forced: the chain of tokens is distinct and splits characters",
+          len(set(chain)) == len(chain) and any("\ufffd" in decode([t]) for t in chain[1:-1]), str(chain))
+    path = os.path.join(f, "model.safetensors")
+    w = {k: np.array(v, dtype=np.float32) for k, v in safetensors_io.load_file(path).items()}
+    for k in w:
+        if ".c_proj." in k or k == "wpe.weight" or k == "ln_f.bias":
+            w[k][...] = 0
+    w["ln_f.weight"][...] = 1
+    for i, t in enumerate(chain[:-1]):
+        u = np.zeros(64, np.float32)
+        u[2 * i], u[2 * i + 1] = 1, -1
+        w["wte.weight"][t] = u
+        w["lm_head.weight"][chain[i + 1]] = 10 * u
+    safetensors_io.save_file(w, path)
+    r = Run(args, [], ["Hi"], model=f)
+    check("gpt2 forced: ' 日本語 😀' split across byte tokens streams whole, no U+FFFD",
+          r.ok() and r.out == want + "\n" and STATS.match(r.err.strip()).group(1) == str(len(chain) - 1), r.why())
+    r = Run(args, ["--ids"], [tok[0]], model=f)
+    check("gpt2 forced: the --ids path prints the chain", r.ok() and r.lines == [" ".join(map(str, chain[1:-1]))],
+          r.why())
 
 
 def main(argv=None) -> int:
@@ -194,6 +301,7 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="tessera_generate_cli_")
     try:
         gpt2_checks(args, tmp)
+        gpt2_text_checks(args, tmp)
         no_tok = os.path.join(tmp, "no-tokenizer")
         os.makedirs(no_tok)
         for f in ("config.json", "model.safetensors"):

@@ -306,6 +306,71 @@ TEST_CASE("transformer: decoding with the KV cache equals recomputing the whole 
     }
 }
 
+TEST_CASE("transformer: encode removes padding: a ragged batch equals each source alone") {
+  // Odd sizes: head_dim 7 (21 / 3), ragged lengths 1, 3, 17 and 11 in a batch padded to 17,
+  // post- and pre-LN, every pass and none. A row alone has no padding: the dense encode graph.
+  for (const char* spec : {"all", "none"})
+    for (bool norm_first : {false, true}) {
+      passes::set_default(passes::parse(spec));
+      RandomModel m;
+      m.d_model = 21;
+      m.ff = 33;
+      m.norm_first = norm_first;
+      fs::path dir = make_model(m, norm_first ? "ragged_pre" : "ragged_post", 11);
+      ModelDir md(dir.string());
+      models::TransformerModel model(md);
+      passes::set_default(passes::parse("all"));
+      INFO("passes " << std::string(spec) << ", norm_first=" << norm_first);
+
+      std::mt19937 rng(5);
+      std::vector<std::vector<int64_t>> rows;
+      for (int64_t n : {1, 3, 17, 11}) {
+        std::vector<int64_t> r;
+        for (int64_t i = 0; i < n; ++i) r.push_back(3 + static_cast<int64_t>(rng() % 16));
+        rows.push_back(r);
+      }
+      const int64_t batch = 4, len = 17, e = m.d_model;
+      Tensor src(DType::i64, {batch, len});
+      Tensor pad(DType::u8, {batch, len});
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t t = 0; t < len; ++t) {
+          const bool real = t < static_cast<int64_t>(rows[b].size());
+          src.data<int64_t>()[b * len + t] = real ? rows[b][t] : 0;
+          pad.data<uint8_t>()[b * len + t] = real ? 0 : 1;
+        }
+      const auto all = model.encode(src, pad);
+      REQUIRE(all.memory_kv.size() == static_cast<size_t>(2 * m.dec));
+      double max_err = 0;
+      bool pads_zero = true;
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t n = static_cast<int64_t>(rows[b].size());
+        const auto alone = model.encode(ids_tensor({rows[b]}), Tensor(DType::u8, {1, n}));
+        for (const auto& [name, t] : all.memory_kv) {
+          REQUIRE(t.shape() == Shape{batch, len, e});
+          const Tensor& one = alone.memory_kv.at(name);
+          REQUIRE(one.shape() == Shape{1, n, e});
+          for (int64_t i = 0; i < n * e; ++i)
+            max_err = std::max<double>(
+                max_err, std::fabs(t.data<float>()[b * len * e + i] - one.data<float>()[i]));
+          for (int64_t i = n * e; i < len * e; ++i)
+            pads_zero = pads_zero && t.data<float>()[b * len * e + i] == 0.0f;
+        }
+      }
+      MESSAGE("passes " << std::string(spec) << ", norm_first=" << norm_first
+                        << ": max |memory(ragged batch) - memory(alone)| = " << max_err);
+      CHECK(max_err <= 1e-5);
+      CHECK(pads_zero);
+      // A batch without padding takes the dense graph and gives the same as with an all-zero
+      // padding mask absent.
+      const auto dense = model.encode(ids_tensor({rows[2]}), Tensor());
+      const auto alone = model.encode(ids_tensor({rows[2]}), Tensor(DType::u8, {1, 17}));
+      for (const auto& [name, t] : dense.memory_kv)
+        for (int64_t i = 0; i < t.numel(); ++i)
+          CHECK(t.data<float>()[i] == alone.memory_kv.at(name).data<float>()[i]);
+      fs::remove_all(dir);
+    }
+}
+
 TEST_CASE("transformer: outputs are bit-identical for 1, 2 and 3 threads") {
   RandomModel m;
   m.d_model = 48;

@@ -15,10 +15,12 @@
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "engine/generation.h"
 #include "engine/tokenizer.h"
+#include "engine/tokenizers.h"
 #include "models/gpt2.h"
 #include "models/transformer_lm.h"
 #include "tools/cli.h"
@@ -27,25 +29,6 @@ namespace tessera::cli {
 
 namespace {
 
-// What generate needs of a tokenizer. Today the demo's char tokenizer backs it; another
-// tokenizer (GPT-2 BPE) plugs in here.
-class TextCodec {
- public:
-  virtual ~TextCodec() = default;
-  virtual std::vector<int64_t> encode(const std::string& text) const = 0;
-  virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
-};
-
-class CharCodec final : public TextCodec {
- public:
-  explicit CharCodec(CharTokenizer tok) : tok_(std::move(tok)) {}
-  std::vector<int64_t> encode(const std::string& text) const override { return tok_.encode(text); }
-  std::string decode(const std::vector<int64_t>& ids) const override { return tok_.decode(ids); }
-
- private:
-  CharTokenizer tok_;
-};
-
 // The model-family specifics of generation: the one place a family (gpt2) is added.
 struct Generator {
   // One session per batch; a family may size its KV cache from max_new_tokens.
@@ -53,9 +36,20 @@ struct Generator {
   int64_t max_positions = 0;        // the sessions' max_positions()
   bool prompts_are_prefix = false;  // the sessions' prompts_are_decoder_prefix()
   std::vector<int64_t> eos_ids;
-  bool append_eos_to_text = false;   // the transformer demo's sources end with eos
-  std::unique_ptr<TextCodec> codec;  // null with --ids
+  bool append_eos_to_text = false;  // the transformer demo's sources end with eos
+  // Text in and out (prompts encoded without special tokens; outputs decoded with them written
+  // as their strings); null with --ids.
+  std::unique_ptr<TextTokenizer> codec;
 };
+
+// Throws Error unless every id of `tok` is an id of the model (vocab_size rows of logits).
+void check_tokenizer_fits(const TextTokenizer& tok, int64_t model_vocab,
+                          const std::string& model_dir) {
+  if (tok.vocab_size() > model_vocab)
+    throw Error("the tokenizer of '" + model_dir + "' (" + tok.source() + ") has " +
+                std::to_string(tok.vocab_size()) + " tokens, more than the model's vocab_size " +
+                std::to_string(model_vocab));
+}
 
 Generator make_generator(const std::string& model_dir, bool want_text,
                          std::shared_ptr<const models::Model> any, NodeObserver* observer) {
@@ -75,7 +69,7 @@ Generator make_generator(const std::string& model_dir, bool want_text,
       if (!std::filesystem::exists(model_dir + "/tokenizer.json"))
         throw Error("model directory '" + model_dir +
                     "' has no tokenizer.json to read text with; give token ids with --ids");
-      g.codec = std::make_unique<CharCodec>(load_text_tokenizer(model_dir, *model, "generate"));
+      g.codec = std::make_unique<CharTokenizer>(load_text_tokenizer(model_dir, *model, "generate"));
     }
   } else if (const models::Gpt2Model* model = any->gpt2()) {
     const auto& c = model->config();
@@ -84,12 +78,21 @@ Generator make_generator(const std::string& model_dir, bool want_text,
     g.new_session = [any, model, observer](int64_t max_new) {
       return model->new_session(max_new, observer);
     };
-    if (c.eos_token_id >= 0) g.eos_ids = {c.eos_token_id};
-    // The GPT-2 BPE tokenizer plugs in here (a TextCodec over vocab.json + merges.txt).
-    if (want_text)
-      throw Error(
-          "generate cannot read text for a gpt2 model yet (no GPT-2 tokenizer in this "
-          "build); give token ids with --ids");
+    std::unique_ptr<TextTokenizer> tok;
+    if (want_text) {
+      if (!has_tokenizer(model_dir))
+        throw Error("model directory '" + model_dir +
+                    "' has no tokenizer (tokenizer.json, or vocab.json + merges.txt) to read "
+                    "text with; give token ids with --ids");
+      tok = load_tokenizer(model_dir);
+      check_tokenizer_fits(*tok, c.vocab_size, model_dir);
+    }
+    // eos: the config's, else the tokenizer's (<|endoftext|>).
+    if (c.eos_token_id >= 0)
+      g.eos_ids = {c.eos_token_id};
+    else if (tok && tok->special().eos && *tok->special().eos < c.vocab_size)
+      g.eos_ids = {*tok->special().eos};
+    g.codec = std::move(tok);
   } else {
     throw Error(
         "generate needs a token model: a transformer encoder-decoder with embeddings, "
@@ -125,64 +128,31 @@ std::string ids_text(const std::vector<int64_t>& ids) {
   return s;
 }
 
-// Bytes of `s` up to the start of an incomplete UTF-8 sequence at its end (held back while
-// streaming, until the next token completes it).
-size_t complete_utf8_prefix(const std::string& s) {
-  size_t i = s.size(), back = 0;
-  while (i > 0 && back < 4) {
-    const auto c = static_cast<unsigned char>(s[i - 1]);
-    ++back;
-    if ((c & 0xC0) != 0x80) {  // a lead byte (or ASCII)
-      const size_t need = c < 0x80           ? 1
-                          : (c >> 5) == 0x6  ? 2
-                          : (c >> 4) == 0xE  ? 3
-                          : (c >> 3) == 0x1E ? 4
-                                             : 1;
-      return back >= need ? s.size() : i - 1;
-    }
-    --i;
-  }
-  return s.size();
-}
-
-// Streams one sequence: prints the new part of its decoded text after each token.
+// Streams one sequence: prints the text each token completes (a UTF-8 character whose bytes
+// are spread over several tokens is held back until its last byte comes), or the ids.
 class Streamer {
  public:
-  explicit Streamer(const TextCodec* codec) : codec_(codec) {}
+  explicit Streamer(const TextTokenizer* codec) : codec_(codec) {
+    if (codec_) decoder_.emplace(*codec_);
+  }
   void add(int64_t token) {
-    ids_.push_back(token);
-    if (!codec_) {
-      std::cout << (ids_.size() > 1 ? " " : "") << token << std::flush;
+    if (!decoder_) {
+      std::cout << (count_++ > 0 ? " " : "") << token << std::flush;
       return;
     }
-    const std::string text = codec_->decode(ids_);
-    if (text.compare(0, printed_, shown_) != 0) return;  // an earlier part changed: wait
-    size_t upto = complete_utf8_prefix(text);
-    // A lossy decoder shows a character cut between tokens as U+FFFD until the next token
-    // completes it: hold trailing ones back too, so what was printed stays a prefix.
-    static const std::string kReplacement = "\xEF\xBF\xBD";
-    while (upto >= printed_ + kReplacement.size() &&
-           text.compare(upto - kReplacement.size(), kReplacement.size(), kReplacement) == 0)
-      upto -= kReplacement.size();
-    if (upto > printed_) {
-      std::cout << text.substr(printed_, upto - printed_) << std::flush;
-      shown_ = text.substr(0, upto);
-      printed_ = upto;
-    }
+    const std::string text = decoder_->push(token);
+    if (!text.empty()) std::cout << text << std::flush;
   }
-  // The rest of the final text (what a token-by-token view could not show yet).
-  void finish(const std::vector<int64_t>& ids) {
-    if (!codec_) return;
-    const std::string text = codec_->decode(ids);
-    if (text.size() > printed_ && text.compare(0, printed_, shown_) == 0)
-      std::cout << text.substr(printed_);
+  // What is still held back (a character left incomplete at the end becomes U+FFFD, as
+  // decode() writes it): the streamed text then equals decode(ids).
+  void finish() {
+    if (decoder_) std::cout << decoder_->flush();
   }
 
  private:
-  const TextCodec* codec_;
-  std::vector<int64_t> ids_;
-  std::string shown_;
-  size_t printed_ = 0;
+  const TextTokenizer* codec_;
+  std::optional<StreamDecoder> decoder_;
+  size_t count_ = 0;
 };
 
 std::string score_suffix(const GeneratedSequence& s) {
@@ -208,7 +178,9 @@ Action add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "generate",
       "Generate from prompts: one line per sequence, in input order (streamed for one prompt)");
-  cmd->add_option("--model", o->model, "Model directory (with tokenizer.json for text)")
+  cmd->add_option("--model", o->model,
+                  "Model directory (with tokenizer files for text: tokenizer.json, or "
+                  "vocab.json + merges.txt)")
       ->required();
   auto* max_new =
       cmd->add_option("--max-new-tokens", o->max_new_tokens,
@@ -353,7 +325,7 @@ Action add_generate_command(CLI::App& app) {
             continue;
           }
           if (stream)
-            streamer.finish(s.ids);
+            streamer.finish();
           else
             std::cout << text;
           std::cout << (o->scores ? score_suffix(s) : "") << '\n';
