@@ -904,7 +904,7 @@ struct Body {
                 "the attention paths share the scratch layout");
 
   // c[r*ldc + 0:NR] = (row_scale ? c * row_scale[r] : 0) + sum_{kk < kd} a[r*lda + kk] b[kk*ldb
-  // + 0:NR] for r < R. b and c 64-byte aligned, ldb and ldc multiples of W.
+  // + 0:NR] for r < R. c 64-byte aligned, ldc a multiple of W; b any alignment.
   template <int R>
   static void tile_product(int64_t kd, const float* a, int64_t lda, int64_t ka, const float* b,
                            int64_t ldb, float* c, int64_t ldc, const float* row_scale) {
@@ -922,8 +922,8 @@ struct Body {
       }
     }
     for (int64_t kk = 0; kk < kd; ++kk) {
-      const B b0 = B::load_aligned(b + kk * ldb);
-      const B b1 = B::load_aligned(b + kk * ldb + W);
+      const B b0 = load(b + kk * ldb);  // unaligned loads: b may be V's rows read in place
+      const B b1 = load(b + kk * ldb + W);
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         const B x(a[r * lda + kk * ka]);
@@ -1336,16 +1336,23 @@ struct Body {
       }
       l_lo = fmadd(l_lo, corr_lo, sum_lo);
       l_hi = fmadd(l_hi, corr_hi, sum_hi);
-      // Vt [nk, dp2].
-      for (int64_t j = 0; j < nk; ++j) {
-        const float* vr = vb + (s0 + j) * g.v_ss;  // [D]
-        float* vt = w.vt + j * dp2;
-        for (int64_t x = 0; x < d; ++x) vt[x] = vr[x];
-        for (int64_t x = d; x < dp2; ++x) vt[x] = 0.0f;
+      // The block's values [nk, dp2]: V's rows in place when D is a multiple of NR (every NR
+      // columns lie inside the head), else a zero-padded copy Vt.
+      const float* vsrc = vb + s0 * g.v_ss;
+      int64_t ldv = g.v_ss;
+      if (d != dp2) {
+        for (int64_t j = 0; j < nk; ++j) {
+          const float* vr = vb + (s0 + j) * g.v_ss;  // [D]
+          float* vt = w.vt + j * dp2;
+          for (int64_t x = 0; x < d; ++x) vt[x] = vr[x];
+          for (int64_t x = d; x < dp2; ++x) vt[x] = 0.0f;
+        }
+        vsrc = w.vt;
+        ldv = dp2;
       }
       for (int64_t q0 = 0; q0 < nq; q0 += MR) {
         for (int64_t c0 = 0; c0 < dp2; c0 += NR) {
-          tile_product_rows<MR>(min_i64(MR, nq - q0), nk, st + q0, 1, NR, w.vt + c0, dp2,
+          tile_product_rows<MR>(min_i64(MR, nq - q0), nk, st + q0, 1, NR, vsrc + c0, ldv,
                                 w.acc + q0 * dp2 + c0, dp2, corr + q0);
         }
       }
