@@ -154,6 +154,11 @@ struct Body {
   //  * NaN: xsimd::max(c, x) returns x when x is NaN (maxps returns its second operand), and
   //    NaN flows through r and the polynomial.
   static B exp_nonpos(const B& x_in) { return exp_nonpos_hilo(x_in, B(0.0f)); }
+  // exp(x) for any x by exp_nonpos's formula with x clamped to <= 89: overflows to +inf from
+  // x > 88.37 on (n = 128 builds the +inf bit pattern), where exp() is finite up to 88.72, and
+  // flushes results below 2^-127. For gelu_tanh's x / (1 + exp(-2u)), where both only move
+  // results below 1e-37. NaN in, NaN out (minps returns its second operand for NaN).
+  static B exp_flush(const B& x) { return exp_nonpos(xsimd::min(B(89.0f), x)); }
   // exp(hi + lo), hi <= 0, |lo| small (as exp_hilo): erfc's exp(-a^2).
   static B exp_nonpos_hilo(const B& x_in, const B& lo) {
     constexpr float kLog2e = 1.44269504088896341f;
@@ -316,7 +321,7 @@ struct Body {
       constexpr float kTwoC = 2.0f * 0.79788456080286535588f;  // 2 sqrt(2/pi)
       constexpr float kTwoCA = kTwoC * 0.044715f;
       const B two_u = x * fmadd(x * x, B(kTwoCA), B(kTwoC));
-      return x / (B(1.0f) + exp(-two_u));
+      return x / (B(1.0f) + exp_flush(-two_u));
     } else {
       return x;
     }
