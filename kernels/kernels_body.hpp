@@ -145,31 +145,39 @@ struct Body {
   // exp(x) for x <= 0 (or -inf, or NaN): the softmax / attention case, where every argument is
   // a score minus a maximum. Same reduction and polynomial as exp_hilo (same accuracy, <= 1 eps
   // for normal results), cheaper: no overflow side, one 2^n factor, no NaN select.
-  //  * x is clamped to >= -88: n = -127 there, whose exponent field is 0, so 2^n = +0 and
+  //  * AVX2 / SSE2: x is clamped to >= -88: n = -127 there, whose exponent field is 0, so 2^n = +0
+  //  and
   //    exp(-inf) = 0 exactly (masked scores rely on it). Results below FLT_MIN (x < -87.34)
   //    are denormal or 0 (flushed below 2^-127: at most FLT_MIN absolute, which every caller's
-  //    error bound allows).
+  //    error bound allows). AVX-512: vscalefps applies 2^n, denormals are correct.
   //  * n = round(x / ln2) by the 1.5 * 2^23 shifter: t = x log2e + shifter holds n in its low
   //    mantissa bits, so 2^n's bits are (bits(t) + 127) << 23 (bits(shifter) << 23 wraps to 0).
   //  * NaN: xsimd::max(c, x) returns x when x is NaN (maxps returns its second operand), and
   //    NaN flows through r and the polynomial.
-  static B exp_nonpos(const B& x_in) { return exp_nonpos_hilo(x_in, B(0.0f)); }
+  static B exp_nonpos(const B& x_in) { return exp_nonpos_core<false>(x_in, x_in); }
   // exp(x) for any x by exp_nonpos's formula with x clamped to <= 89: overflows to +inf from
-  // x > 88.37 on (n = 128 builds the +inf bit pattern), where exp() is finite up to 88.72, and
-  // flushes results below 2^-127. For gelu_tanh's x / (1 + exp(-2u)), where both only move
-  // results below 1e-37. NaN in, NaN out (minps returns its second operand for NaN).
+  // x > 88.37 on (n = 128 builds the +inf bit pattern; AVX-512's scalef is exact there), where
+  // exp() is finite up to 88.72, and flushes results below 2^-127 (not on AVX-512). For
+  // gelu_tanh's x / (1 + exp(-2u)), where both only move results below 1e-37. NaN in, NaN out
+  // (minps returns its second operand for NaN).
   static B exp_flush(const B& x) { return exp_nonpos(xsimd::min(B(89.0f), x)); }
   // exp(hi + lo), hi <= 0, |lo| small (as exp_hilo): erfc's exp(-a^2).
-  static B exp_nonpos_hilo(const B& x_in, const B& lo) {
+  static B exp_nonpos_hilo(const B& x_in, const B& lo) { return exp_nonpos_core<true>(x_in, lo); }
+  template <bool kLo>
+  static B exp_nonpos_core(const B& x_in, const B& lo) {
     constexpr float kLog2e = 1.44269504088896341f;
     constexpr float kLn2Hi = 0.693145751953125f;
     constexpr float kLn2Lo = 1.42860682030941723e-6f;
     constexpr float kShifter = 12582912.0f;  // 1.5 * 2^23
-    const B x = xsimd::max(B(-88.0f), x_in);
+    constexpr bool kScalef = std::is_base_of_v<xsimd::avx512f, Arch>;
+    // AVX-512: 2^n applied by vscalefps (one instruction, correct denormals): the clamp at
+    // -104 gives n = -150 there, and p 2^-150 rounds to 0, so exp(-inf) = 0 still.
+    const B x = xsimd::max(B(kScalef ? -104.0f : -88.0f), x_in);
     const B t = fmadd(x, B(kLog2e), B(kShifter));
     const B n = t - B(kShifter);
     B r = fmadd(n, B(-kLn2Hi), x);
-    r = fmadd(n, B(-kLn2Lo), r) + lo;
+    r = fmadd(n, B(-kLn2Lo), r);
+    if constexpr (kLo) r += lo;
     B p(1.0f / 5040.0f);
     p = fmadd(p, r, B(1.0f / 720.0f));
     p = fmadd(p, r, B(1.0f / 120.0f));
@@ -178,8 +186,12 @@ struct Body {
     p = fmadd(p, r, B(0.5f));
     p = fmadd(p, r, B(1.0f));
     p = fmadd(p, r, B(1.0f));
-    const BI e = (xsimd::bitwise_cast<BI>(t) + BI(127)) << 23;
-    return p * xsimd::bitwise_cast<B>(e);
+    if constexpr (kScalef) {
+      return B(_mm512_scalef_ps(p, n));
+    } else {
+      const BI e = (xsimd::bitwise_cast<BI>(t) + BI(127)) << 23;
+      return p * xsimd::bitwise_cast<B>(e);
+    }
   }
 
   // erf(a) / a = P(a^2) on [0, 0.75] (fit: 7.0e-8 relative, with float coefficients).
