@@ -143,7 +143,7 @@ struct Body {
   static B exp(const B& x) { return exp_hilo(x, B(0.0f)); }
 
   // exp(x) for x <= 0 (or -inf, or NaN): the softmax / attention case, where every argument is
-  // a score minus a maximum. Same reduction and polynomial as exp_hilo (same accuracy, <= 1 eps
+  // a score minus a maximum. Same reduction as exp_hilo, a minimax polynomial (<= 1 eps
   // for normal results), cheaper: no overflow side, one 2^n factor, no NaN select.
   //  * AVX2 / SSE2: x is clamped to >= -88: n = -127 there, whose exponent field is 0, so 2^n = +0
   //  and
@@ -178,12 +178,13 @@ struct Body {
     B r = fmadd(n, B(-kLn2Hi), x);
     r = fmadd(n, B(-kLn2Lo), r);
     if constexpr (kLo) r += lo;
-    B p(1.0f / 5040.0f);
-    p = fmadd(p, r, B(1.0f / 720.0f));
-    p = fmadd(p, r, B(1.0f / 120.0f));
-    p = fmadd(p, r, B(1.0f / 24.0f));
-    p = fmadd(p, r, B(1.0f / 6.0f));
-    p = fmadd(p, r, B(0.5f));
+    // e^r on [-ln2/2, ln2/2] by a degree-6 relative minimax fit (IRLS against mpmath): 1.9e-9,
+    // 1.8e-8 (0.15 eps) with these float coefficients; one FMA less than exp_hilo's Taylor.
+    B p(0.0013836566358804703f);
+    p = fmadd(p, r, B(0.008375068195164204f));
+    p = fmadd(p, r, B(0.04166824370622635f));
+    p = fmadd(p, r, B(0.16666416823863983f));
+    p = fmadd(p, r, B(0.49999991059303284f));
     p = fmadd(p, r, B(1.0f));
     p = fmadd(p, r, B(1.0f));
     if constexpr (kScalef) {
