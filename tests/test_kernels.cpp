@@ -319,6 +319,7 @@ struct AttnCase {
   float scale = 0.0f;           // 0: 1/sqrt(head_dim)
   bool mask_whole_row = false;  // one (b, h, t) row fully masked by mask_bool
   bool pad_last_batch = false;  // every key of the last batch padded: zero rows
+  bool pad_left = false;        // the first 3/4 of the keys padded (whole key blocks skipped)
 };
 
 std::ostream& operator<<(std::ostream& os, const AttnCase& c) {
@@ -409,7 +410,8 @@ struct AttnData {
       g.kp_sb = S + 2;
       for (int64_t b = 0; b < B; ++b)
         for (int64_t s = 0; s < S + 2; ++s) {
-          const bool pad = (c.pad_last_batch && b == B - 1) || rng.unit() < 0.2;
+          const bool pad =
+              (c.pad_last_batch && b == B - 1) || (c.pad_left && 4 * s < 3 * S) || rng.unit() < 0.2;
           kp_bytes.push_back(pad ? 1 : 0);
         }
       g.key_padding = kp_bytes.data();
@@ -600,6 +602,19 @@ std::vector<AttnCase> attention_cases() {
        .mask_add = MK::broadcast});
   // No keys at all: zero rows.
   add({.batch = 1, .heads = 2, .q_len = 3, .kv_len = 0, .head_dim = 8, .key_padding = true});
+  // Left padding: the first 3/4 of the keys padded, so whole key blocks are skipped (every
+  // path: one query, few queries, transposed; D = 64 reads V in place, D = 17 copies it).
+  for (int64_t q_len : {1, 5, 40, 130})
+    for (int64_t hd : {17, 64}) {
+      add({.batch = 2,
+           .heads = 2,
+           .q_len = q_len,
+           .kv_len = 300,
+           .head_dim = hd,
+           .key_padding = true,
+           .layout = L::cache,
+           .pad_left = true});
+    }
   // Large scores (scale 4, q, k in [-2, 2]): the running max must be right.
   add({.batch = 1, .heads = 2, .q_len = 3, .kv_len = 190, .head_dim = 17, .scale = 4.0f});
   // Odd sizes: head_dim {1, 3, 17, 65} x sequence {1, 3, 17, 127, 129}, self-attention (T = S),
