@@ -1060,9 +1060,8 @@ struct Body {
     int64_t key_end = g.kv_len;
     if (g.causal) key_end = min_i64(key_end, t0 + nq + g.causal_offset);
     const bool masked = kp || g.mask_bool || g.mask_add;
-    for (int64_t s0 = 0; s0 < key_end; s0 += NR) {
+    for (int64_t s0 = first_unpadded(kp, key_end); s0 < key_end; s0 += NR) {
       const int64_t nk = min_i64(NR, key_end - s0);
-      if (all_padded(kp, s0, nk)) continue;
       // 1. Kt [D, NR] (keys >= nk zero), Vt [nk, dp2] (columns >= D zero).
       for (int64_t j = 0; j < nk; ++j) {
         const float* kr = kb + (s0 + j) * g.k_ss;  // [D]
@@ -1271,14 +1270,14 @@ struct Body {
     }
   }
 
-  // True when every key in [s0, s0 + nk) is padded: such a block contributes nothing (its
-  // scores are all -inf: the running max, sum and accumulators stay as they are, bit for bit),
-  // so the paths skip it before computing its scores (left or interior padding).
-  static bool all_padded(const uint8_t* kp, int64_t s0, int64_t nk) {
-    if (kp == nullptr) return false;
-    for (int64_t j = 0; j < nk; ++j)
-      if (kp[s0 + j] == 0) return false;
-    return true;
+  // The first key in [0, end) that is not padded (end if none): leading padded keys (left
+  // padding) contribute nothing -- their scores are all -inf, so the running max, sum and
+  // accumulators would stay as they are -- and the paths start after them.
+  static int64_t first_unpadded(const uint8_t* kp, int64_t end) {
+    int64_t s = 0;
+    if (kp)
+      while (s < end && kp[s] != 0) ++s;
+    return s;
   }
 
   // Keys [0, end) with the padded keys at the end dropped (right padding costs nothing).
@@ -1309,9 +1308,8 @@ struct Body {
     int64_t key_end = g.kv_len;
     if (g.causal) key_end = min_i64(key_end, t + 1 + g.causal_offset);
     if (kp) key_end = trim_padded(kp, key_end);
-    for (int64_t s0 = 0; s0 < key_end; s0 += kDirectKeyTile) {
+    for (int64_t s0 = first_unpadded(kp, key_end); s0 < key_end; s0 += kDirectKeyTile) {
       const int64_t nk = min_i64(kDirectKeyTile, key_end - s0);
-      if (all_padded(kp, s0, nk)) continue;
       tile_scores(qs, kb + s0 * g.k_ss, g.k_ss, nk, d, sc);
       if (kp || g.mask_bool || g.mask_add) {
         const int64_t mrow = mask_bh + t * g.m_st + s0;
@@ -1367,9 +1365,8 @@ struct Body {
     int64_t key_end = g.kv_len;
     if (g.causal) key_end = min_i64(key_end, t0 + nq + g.causal_offset);
     if (kp) key_end = trim_padded(kp, key_end);
-    for (int64_t s0 = 0; s0 < key_end; s0 += kKeyBlock) {
+    for (int64_t s0 = first_unpadded(kp, key_end); s0 < key_end; s0 += kKeyBlock) {
       const int64_t nk = min_i64(kKeyBlock, key_end - s0);
-      if (all_padded(kp, s0, nk)) continue;
       for (int64_t j0 = 0; j0 < nk; j0 += MR) {
         tile_product_rows<MR>(min_i64(MR, nk - j0), d, kb + (s0 + j0) * g.k_ss, g.k_ss, 1, qt, NR,
                               st + j0 * NR, NR, nullptr);
