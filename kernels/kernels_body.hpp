@@ -142,6 +142,59 @@ struct Body {
   }
   static B exp(const B& x) { return exp_hilo(x, B(0.0f)); }
 
+  // exp(x) for x <= 0 (or -inf, or NaN): the softmax / attention case, where every argument is
+  // a score minus a maximum. Same reduction as exp_hilo, a minimax polynomial (<= 1 eps
+  // for normal results), cheaper: no overflow side, one 2^n factor, no NaN select.
+  //  * AVX2 / SSE2: x is clamped to >= -88: n = -127 there, whose exponent field is 0, so 2^n = +0
+  //  and
+  //    exp(-inf) = 0 exactly (masked scores rely on it). Results below FLT_MIN (x < -87.34)
+  //    are denormal or 0 (flushed below 2^-127: at most FLT_MIN absolute, which every caller's
+  //    error bound allows). AVX-512: vscalefps applies 2^n, denormals are correct.
+  //  * n = round(x / ln2) by the 1.5 * 2^23 shifter: t = x log2e + shifter holds n in its low
+  //    mantissa bits, so 2^n's bits are (bits(t) + 127) << 23 (bits(shifter) << 23 wraps to 0).
+  //  * NaN: xsimd::max(c, x) returns x when x is NaN (maxps returns its second operand), and
+  //    NaN flows through r and the polynomial.
+  static B exp_nonpos(const B& x_in) { return exp_nonpos_core<false>(x_in, x_in); }
+  // exp(x) for any x by exp_nonpos's formula with x clamped to <= 89: overflows to +inf from
+  // x > 88.37 on (n = 128 builds the +inf bit pattern; AVX-512's scalef is exact there), where
+  // exp() is finite up to 88.72, and flushes results below 2^-127 (not on AVX-512). For
+  // gelu_tanh's x / (1 + exp(-2u)), where both only move results below 1e-37. NaN in, NaN out
+  // (minps returns its second operand for NaN).
+  static B exp_flush(const B& x) { return exp_nonpos(xsimd::min(B(89.0f), x)); }
+  // exp(hi + lo), hi <= 0, |lo| small (as exp_hilo): erfc's exp(-a^2).
+  static B exp_nonpos_hilo(const B& x_in, const B& lo) { return exp_nonpos_core<true>(x_in, lo); }
+  template <bool kLo>
+  static B exp_nonpos_core(const B& x_in, const B& lo) {
+    constexpr float kLog2e = 1.44269504088896341f;
+    constexpr float kLn2Hi = 0.693145751953125f;
+    constexpr float kLn2Lo = 1.42860682030941723e-6f;
+    constexpr float kShifter = 12582912.0f;  // 1.5 * 2^23
+    constexpr bool kScalef = std::is_base_of_v<xsimd::avx512f, Arch>;
+    // AVX-512: 2^n applied by vscalefps (one instruction, correct denormals): the clamp at
+    // -104 gives n = -150 there, and p 2^-150 rounds to 0, so exp(-inf) = 0 still.
+    const B x = xsimd::max(B(kScalef ? -104.0f : -88.0f), x_in);
+    const B t = fmadd(x, B(kLog2e), B(kShifter));
+    const B n = t - B(kShifter);
+    B r = fmadd(n, B(-kLn2Hi), x);
+    r = fmadd(n, B(-kLn2Lo), r);
+    if constexpr (kLo) r += lo;
+    // e^r on [-ln2/2, ln2/2] by a degree-6 relative minimax fit (IRLS against mpmath): 1.9e-9,
+    // 1.8e-8 (0.15 eps) with these float coefficients; one FMA less than exp_hilo's Taylor.
+    B p(0.0013836566358804703f);
+    p = fmadd(p, r, B(0.008375068195164204f));
+    p = fmadd(p, r, B(0.04166824370622635f));
+    p = fmadd(p, r, B(0.16666416823863983f));
+    p = fmadd(p, r, B(0.49999991059303284f));
+    p = fmadd(p, r, B(1.0f));
+    p = fmadd(p, r, B(1.0f));
+    if constexpr (kScalef) {
+      return B(_mm512_scalef_ps(p, n));
+    } else {
+      const BI e = (xsimd::bitwise_cast<BI>(t) + BI(127)) << 23;
+      return p * xsimd::bitwise_cast<B>(e);
+    }
+  }
+
   // erf(a) / a = P(a^2) on [0, 0.75] (fit: 7.0e-8 relative, with float coefficients).
   static B erf_small(const B& a, const B& a2) {
     B p(-0.0006749540916644037f);
@@ -168,8 +221,8 @@ struct Body {
     q = fmadd(q, t, B(0.28283029794692993f));
     q = fmadd(q, t, B(0.282041996717453f));
     q = fmadd(q, t, B(1.6575728523093858e-06f));
-    const B lo = fmadd(a, a, -a2);  // a*a - a2, exact with a fused multiply-add
-    return exp_hilo(-a2, -lo) * q;
+    const B lo = fmadd(a, a, -a2);         // a*a - a2, exact with a fused multiply-add
+    return exp_nonpos_hilo(-a2, -lo) * q;  // exp below 2^-127 flushed: erfc < 2^-131 there
   }
   static B erfc(const B& x) {
     const B a = xsimd::abs(x);
@@ -204,6 +257,36 @@ struct Body {
     const B pos = xsimd::select(a < B(0.625f), small, large);
     const B res = xsimd::select(x < B(0.0f), -pos, pos);
     return xsimd::select(xsimd::isnan(x), x, res);
+  }
+
+  // GELU (erf form): x/2 * (1 + erf(x/sqrt2)) == x/2 * erfc(u), u = -x/sqrt2: the erfc form
+  // keeps its relative accuracy for x << 0, where 1 + erf(.) cancels. erfc(|u|) by ONE
+  // formula over the whole range, exp(-a^2) Q(t), t = 1 / (1 + a/2), a = |u| in [0, 11], Q of
+  // degree 9 fitted (as above) on a in [0, 10] (t in [1/6, 1]): 3.2e-8 relative, 5.0e-8 with
+  // float coefficients. No small-|u| branch, so ~40 vector ops instead of erfc()'s ~55;
+  // erfc(u) for u < 0 is 2 - erfc(|u|). exp(-a^2) below 2^-127 is flushed (|GELU| < 1e-38
+  // there). Measured against double: the same bounds as before (TEST_CASE "activation
+  // accuracy", 64 + x^2 eps).
+  static B gelu_erf(const B& x) {
+    constexpr float kMinusSqrtHalf = -0.70710678118654752440f;
+    const B u = x * B(kMinusSqrtHalf);
+    const B a = xsimd::min(xsimd::abs(u), B(11.0f));
+    const B a2 = a * a;
+    const B t = B(1.0f) / fmadd(a, B(0.5f), B(1.0f));
+    B q(-0.05505044758319855f);
+    q = fmadd(q, t, B(0.2639017105102539f));
+    q = fmadd(q, t, B(-0.4414810240268707f));
+    q = fmadd(q, t, B(0.22120296955108643f));
+    q = fmadd(q, t, B(0.017062608152627945f));
+    q = fmadd(q, t, B(0.18126004934310913f));
+    q = fmadd(q, t, B(0.24978949129581451f));
+    q = fmadd(q, t, B(0.2810993492603302f));
+    q = fmadd(q, t, B(0.282221257686615f));
+    q = fmadd(q, t, B(-6.005566774547333e-06f));
+    const B lo = fmadd(a, a, -a2);              // a*a - a2, exact with a fused multiply-add
+    const B e = exp_nonpos_hilo(-a2, -lo) * q;  // erfc(|u|)
+    const B erfc_u = xsimd::select(u < B(0.0f), B(2.0f) - e, e);
+    return (B(0.5f) * x) * erfc_u;  // NaN x: NaN (x multiplies)
   }
 
   template <MathFunction kFn>
@@ -244,17 +327,14 @@ struct Body {
     if constexpr (kAct == Activation::relu) {
       return xsimd::max(x, B(0.0f));
     } else if constexpr (kAct == Activation::gelu_erf) {
-      // x/2 * (1 + erf(x/sqrt2)) == x/2 * erfc(-x/sqrt2): the erfc form keeps its relative
-      // accuracy for x << 0, where 1 + erf(.) cancels.
-      constexpr float kMinusSqrtHalf = -0.70710678118654752440f;
-      return (B(0.5f) * x) * erfc(x * B(kMinusSqrtHalf));
+      return gelu_erf(x);
     } else if constexpr (kAct == Activation::gelu_tanh) {
       // x/2 * (1 + tanh(u)) == x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3): no
       // cancellation for x << 0; exp(-2u) overflowing to +inf gives the correct limit -0.
       constexpr float kTwoC = 2.0f * 0.79788456080286535588f;  // 2 sqrt(2/pi)
       constexpr float kTwoCA = kTwoC * 0.044715f;
       const B two_u = x * fmadd(x * x, B(kTwoCA), B(kTwoC));
-      return x / (B(1.0f) + exp(-two_u));
+      return x / (B(1.0f) + exp_flush(-two_u));
     } else {
       return x;
     }
@@ -470,6 +550,39 @@ struct Body {
 
   // ap [K, MR] = rows [i0, i0 + rows) of A, k-major, rows past `rows` zero.
   static void pack_a_block(const float* a, int64_t lda, int64_t rows, int64_t k, float* ap) {
+#ifdef __AVX512F__  // only the AVX-512 translation unit declares the 256-bit types
+    if constexpr (std::is_base_of_v<xsimd::avx512f, Arch> && MR == 8) {
+      // 8 k steps at a time: an 8 x 8 in-register transpose (the scalar strided copy below
+      // costs ~1 cycle per element, ~7 % of the FMA work when N = 768).
+      int64_t kk = 0;
+      for (; kk + 8 <= k; kk += 8) {
+        __m256 r[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i)
+          r[i] = i < rows ? _mm256_loadu_ps(a + i * lda + kk) : _mm256_setzero_ps();
+        const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        float* d = ap + kk * MR;  // column j (k step kk + j) at d + 8 j
+        _mm256_storeu_ps(d + 0, _mm256_permute2f128_ps(s0, s4, 0x20));
+        _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(s1, s5, 0x20));
+        _mm256_storeu_ps(d + 16, _mm256_permute2f128_ps(s2, s6, 0x20));
+        _mm256_storeu_ps(d + 24, _mm256_permute2f128_ps(s3, s7, 0x20));
+        _mm256_storeu_ps(d + 32, _mm256_permute2f128_ps(s0, s4, 0x31));
+        _mm256_storeu_ps(d + 40, _mm256_permute2f128_ps(s1, s5, 0x31));
+        _mm256_storeu_ps(d + 48, _mm256_permute2f128_ps(s2, s6, 0x31));
+        _mm256_storeu_ps(d + 56, _mm256_permute2f128_ps(s3, s7, 0x31));
+      }
+      for (; kk < k; ++kk)
+        for (int64_t r = 0; r < MR; ++r) ap[kk * MR + r] = r < rows ? a[r * lda + kk] : 0.0f;
+      return;
+    }
+#endif
     for (int64_t r = 0; r < MR; ++r) {
       float* d = ap + r;
       if (r < rows) {
@@ -640,36 +753,53 @@ struct Body {
     return max_i64(1, kRowGrainFloats / max_i64(n, 1));
   }
 
-  // max(x[0..n)); -inf for n = 0 or an all -inf row.
+  // max(x[0..n)); -inf for n = 0 or an all -inf row. Four independent max chains.
   static float row_max(const float* x, int64_t n) {
-    B vmax(-kInf);
+    B m0(-kInf), m1(-kInf), m2(-kInf), m3(-kInf);
     int64_t i = 0;
-    for (; i + W <= n; i += W) vmax = xsimd::max(vmax, load(x + i));
-    if (i < n) vmax = xsimd::max(vmax, load_partial(x + i, n - i, -kInf));
-    return reduce_max(vmax);
+    for (; i + 4 * W <= n; i += 4 * W) {
+      m0 = xsimd::max(m0, load(x + i));
+      m1 = xsimd::max(m1, load(x + i + W));
+      m2 = xsimd::max(m2, load(x + i + 2 * W));
+      m3 = xsimd::max(m3, load(x + i + 3 * W));
+    }
+    for (; i + W <= n; i += W) m0 = xsimd::max(m0, load(x + i));
+    if (i < n) m0 = xsimd::max(m0, load_partial(x + i, n - i, -kInf));
+    return reduce_max(xsimd::max(xsimd::max(m0, m1), xsimd::max(m2, m3)));
   }
 
-  // y[i] = exp(x[i] - m) for i < n (x may equal y); returns the sum (vector partial sums, then
-  // hadd). Shared by softmax and the attention tiles' online softmax.
+  // y[i] = exp(x[i] - m) for i < n (x may equal y), m >= max(x); returns the sum (two vector
+  // partial sums over alternating vectors, then hadd: the order depends on n only). Shared by
+  // softmax and the attention's online softmax.
   static float exp_shifted(const float* x, float* y, int64_t n, float m) {
     const B bm(m);
-    B vsum(0.0f);
+    B s0(0.0f), s1(0.0f);
     int64_t i = 0;
-    for (; i + W <= n; i += W) {
-      const B e = exp(load(x + i) - bm);
+    for (; i + 2 * W <= n; i += 2 * W) {
+      const B e0 = exp_nonpos(load(x + i) - bm);
+      const B e1 = exp_nonpos(load(x + i + W) - bm);
+      store(y + i, e0);
+      store(y + i + W, e1);
+      s0 += e0;
+      s1 += e1;
+    }
+    if (i + W <= n) {
+      const B e = exp_nonpos(load(x + i) - bm);
       store(y + i, e);
-      vsum += e;
+      s0 += e;
+      i += W;
     }
     if (i < n) {
-      const B e = exp(load_partial(x + i, n - i, -kInf) - bm);  // padding: exp(-inf) = 0
+      const B e = exp_nonpos(load_partial(x + i, n - i, -kInf) - bm);  // padding: exp(-inf) = 0
       store_partial(y + i, e, n - i);
-      vsum += e;
+      s1 += e;
     }
-    return xsimd::hadd(vsum);
+    return xsimd::hadd(s0 + s1);
   }
 
   // y = softmax(x) over n >= 1 floats; x may equal y. Three sweeps over an L1-resident row:
-  // max, exp + sum, scale.
+  // max (read), exp + sum (read, write), scale (read, write); the row is read from L2/memory
+  // once, the other sweeps hit L1. The cost is exp's arithmetic (~16 vector ops per vector).
   static void softmax_row(const float* x, float* y, int64_t n) {
     const float m = row_max(x, n);
     if (m == -kInf) {  // every entry -inf: defined as a zero row
@@ -678,6 +808,10 @@ struct Body {
     }
     const B inv(1.0f / exp_shifted(x, y, n, m));
     int64_t i = 0;
+    for (; i + 2 * W <= n; i += 2 * W) {
+      store(y + i, load(y + i) * inv);
+      store(y + i + W, load(y + i + W) * inv);
+    }
     for (; i + W <= n; i += W) store(y + i, load(y + i) * inv);
     if (i < n) store_partial(y + i, load_partial(y + i, n - i, 0.0f) * inv, n - i);
   }
@@ -690,45 +824,59 @@ struct Body {
     });
   }
 
+  // Widening of a float batch into two double batches (lanes [0, W/2) and [W/2, W)).
+  using BD = xsimd::batch<double, Arch>;
+  static void widen(const B& v, BD& lo, BD& hi) {
+    if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
+      lo = BD(_mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+      hi = BD(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    } else if constexpr (std::is_base_of_v<xsimd::avx, Arch>) {
+      lo = BD(_mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+      hi = BD(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    } else {
+      lo = BD(_mm_cvtps_pd(v));
+      hi = BD(_mm_cvtps_pd(_mm_movehl_ps(v, v)));
+    }
+  }
+  static double reduce_sum_d(const BD& v) {
+    alignas(64) double buf[BD::size];
+    v.store_aligned(buf);
+    double t = 0.0;
+    for (size_t l = 0; l < BD::size; ++l) t += buf[l];  // lane order: deterministic
+    return t;
+  }
+
   // One row of add_layernorm_rows. Two sweeps:
-  //  1. s = x + residual, stored to `sbuf` (sum_out if requested, else y), while W per-lane
-  //     Welford accumulators (count, mean, M2) collect the statistics in one pass without the
-  //     cancellation of sum-of-squares; lanes and the tail are then merged in double (Chan).
+  //  1. s = x + residual, stored to `sbuf` (sum_out if requested, else y), while the sums of
+  //     d = s - K and d^2 are accumulated in DOUBLE (K = s[0], a shift that keeps the sums near
+  //     the data's spread). Each float s is exact in double and d's rounding is ~1e-16
+  //     relative, so mean = K + sum d / n and var = sum d^2 / n - (sum d / n)^2 lose at most
+  //     ~n 2^-52 (1 + (mean - K)^2 / var) relative: far below float's eps for any row a float
+  //     can hold (this replaces a per-vector Welford division).
   //  2. y = (s - mean) * rstd * gamma + beta, reading s back from sbuf.
   // Aliasing: x[j] and residual[j] are read before sbuf[j] is written; y[j] is written after
   // sbuf[j] is read, so y / sum_out may alias x or residual.
   static void layernorm_row(const float* x, const float* res, const float* gamma, const float* beta,
                             float eps, float* sbuf, float* y, int64_t n) {
-    B mean(0.0f);
-    B m2(0.0f);
+    const float k0 = res ? x[0] + res[0] : x[0];
+    const BD bk(static_cast<double>(k0));
+    BD s1a(0.0), s1b(0.0), s2a(0.0), s2b(0.0);
     int64_t i = 0;
-    int64_t count = 0;  // elements per lane so far
     for (; i + W <= n; i += W) {
       B s = load(x + i);
       if (res) s += load(res + i);
       store(sbuf + i, s);
-      ++count;
-      const B d = s - mean;
-      mean += d / B(static_cast<float>(count));
-      m2 = fmadd(d, s - mean, m2);
+      BD lo, hi;
+      widen(s, lo, hi);
+      lo -= bk;
+      hi -= bk;
+      s1a += lo;
+      s1b += hi;
+      s2a = xsimd::fma(lo, lo, s2a);
+      s2b = xsimd::fma(hi, hi, s2b);
     }
-    double tot_n = 0.0;
-    double tot_mean = 0.0;
-    double tot_m2 = 0.0;
-    if (count > 0) {
-      alignas(64) float lmean[W];
-      alignas(64) float lm2[W];
-      mean.store_aligned(lmean);
-      m2.store_aligned(lm2);
-      const double cnt = static_cast<double>(count);
-      for (int64_t l = 0; l < W; ++l) {  // Chan et al. pairwise merge, lane order
-        const double merged_n = tot_n + cnt;
-        const double delta = static_cast<double>(lmean[l]) - tot_mean;
-        tot_mean += delta * cnt / merged_n;
-        tot_m2 += static_cast<double>(lm2[l]) + delta * delta * tot_n * cnt / merged_n;
-        tot_n = merged_n;
-      }
-    }
+    double sum1 = reduce_sum_d(s1a + s1b);
+    double sum2 = reduce_sum_d(s2a + s2b);
     if (i < n) {
       const int64_t r = n - i;
       B s = load_partial(x + i, r, 0.0f);
@@ -736,14 +884,17 @@ struct Body {
       store_partial(sbuf + i, s, r);
       alignas(64) float ls[W];
       s.store_aligned(ls);
-      for (int64_t l = 0; l < r; ++l) {  // scalar Welford for the tail
-        tot_n += 1.0;
-        const double d = static_cast<double>(ls[l]) - tot_mean;
-        tot_mean += d / tot_n;
-        tot_m2 += d * (static_cast<double>(ls[l]) - tot_mean);
+      for (int64_t l = 0; l < r; ++l) {
+        const double d = static_cast<double>(ls[l]) - static_cast<double>(k0);
+        sum1 += d;
+        sum2 += d * d;
       }
     }
-    const double var = tot_m2 / tot_n;  // biased, as PyTorch
+    const double inv_n = 1.0 / static_cast<double>(n);
+    const double dmean = sum1 * inv_n;
+    const double tot_mean = static_cast<double>(k0) + dmean;
+    const double var_raw = sum2 * inv_n - dmean * dmean;
+    const double var = var_raw > 0.0 ? var_raw : 0.0;  // biased, as PyTorch
     const B bmean(static_cast<float>(tot_mean));
     const B brstd(static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps))));
     for (i = 0; i + W <= n; i += W) {
@@ -831,7 +982,7 @@ struct Body {
                 "the attention paths share the scratch layout");
 
   // c[r*ldc + 0:NR] = (row_scale ? c * row_scale[r] : 0) + sum_{kk < kd} a[r*lda + kk] b[kk*ldb
-  // + 0:NR] for r < R. b and c 64-byte aligned, ldb and ldc multiples of W.
+  // + 0:NR] for r < R. c 64-byte aligned, ldc a multiple of W; b any alignment.
   template <int R>
   static void tile_product(int64_t kd, const float* a, int64_t lda, int64_t ka, const float* b,
                            int64_t ldb, float* c, int64_t ldc, const float* row_scale) {
@@ -849,8 +1000,8 @@ struct Body {
       }
     }
     for (int64_t kk = 0; kk < kd; ++kk) {
-      const B b0 = B::load_aligned(b + kk * ldb);
-      const B b1 = B::load_aligned(b + kk * ldb + W);
+      const B b0 = load(b + kk * ldb);  // unaligned loads: b may be V's rows read in place
+      const B b1 = load(b + kk * ldb + W);
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         const B x(a[r * lda + kk * ka]);
@@ -909,7 +1060,7 @@ struct Body {
     int64_t key_end = g.kv_len;
     if (g.causal) key_end = min_i64(key_end, t0 + nq + g.causal_offset);
     const bool masked = kp || g.mask_bool || g.mask_add;
-    for (int64_t s0 = 0; s0 < key_end; s0 += NR) {
+    for (int64_t s0 = first_unpadded(kp, key_end); s0 < key_end; s0 += NR) {
       const int64_t nk = min_i64(NR, key_end - s0);
       // 1. Kt [D, NR] (keys >= nk zero), Vt [nk, dp2] (columns >= D zero).
       for (int64_t j = 0; j < nk; ++j) {
@@ -960,11 +1111,11 @@ struct Body {
           // Nothing allowed yet: shift by 0, so P = exp(-inf) = 0 and no -inf - -inf = NaN.
           const float shift = new_max == -kInf ? 0.0f : new_max;
           const B bshift(shift);
-          const B p_lo = exp(s_lo - bshift);
-          const B p_hi = exp(s_hi - bshift);
+          const B p_lo = exp_nonpos(s_lo - bshift);
+          const B p_hi = exp_nonpos(s_hi - bshift);
           p_lo.store_aligned(srow);
           p_hi.store_aligned(srow + W);
-          corr[qi] = exp(B(run_max[qi] - shift)).get(0);  // 0 on the first allowed tile
+          corr[qi] = exp_nonpos(B(run_max[qi] - shift)).get(0);  // 0 on the first allowed tile
           run_sum[qi] = run_sum[qi] * corr[qi] + xsimd::hadd(p_lo + p_hi);
           run_max[qi] = new_max;
         }
@@ -1119,6 +1270,16 @@ struct Body {
     }
   }
 
+  // The first key in [0, end) that is not padded (end if none): leading padded keys (left
+  // padding) contribute nothing -- their scores are all -inf, so the running max, sum and
+  // accumulators would stay as they are -- and the paths start after them.
+  static int64_t first_unpadded(const uint8_t* kp, int64_t end) {
+    int64_t s = 0;
+    if (kp)
+      while (s < end && kp[s] != 0) ++s;
+    return s;
+  }
+
   // Keys [0, end) with the padded keys at the end dropped (right padding costs nothing).
   static int64_t trim_padded(const uint8_t* kp, int64_t end) {
     while (end > 0 && kp[end - 1] != 0) --end;
@@ -1147,7 +1308,7 @@ struct Body {
     int64_t key_end = g.kv_len;
     if (g.causal) key_end = min_i64(key_end, t + 1 + g.causal_offset);
     if (kp) key_end = trim_padded(kp, key_end);
-    for (int64_t s0 = 0; s0 < key_end; s0 += kDirectKeyTile) {
+    for (int64_t s0 = first_unpadded(kp, key_end); s0 < key_end; s0 += kDirectKeyTile) {
       const int64_t nk = min_i64(kDirectKeyTile, key_end - s0);
       tile_scores(qs, kb + s0 * g.k_ss, g.k_ss, nk, d, sc);
       if (kp || g.mask_bool || g.mask_add) {
@@ -1163,7 +1324,7 @@ struct Body {
       const float tile_max = row_max(sc, nk);
       if (tile_max == -kInf) continue;  // nothing allowed in this tile
       const float new_max = tile_max > run_max ? tile_max : run_max;
-      const float corr = exp(B(run_max - new_max)).get(0);  // 0 on the first allowed tile
+      const float corr = exp_nonpos(B(run_max - new_max)).get(0);  // 0 on the first allowed tile
       run_sum = run_sum * corr + exp_shifted(sc, sc, nk, new_max);
       run_max = new_max;
       tile_values(acc, corr, sc, nk, vb + s0 * g.v_ss, g.v_ss, d, ceil_div(d, W) * W);
@@ -1204,7 +1365,7 @@ struct Body {
     int64_t key_end = g.kv_len;
     if (g.causal) key_end = min_i64(key_end, t0 + nq + g.causal_offset);
     if (kp) key_end = trim_padded(kp, key_end);
-    for (int64_t s0 = 0; s0 < key_end; s0 += kKeyBlock) {
+    for (int64_t s0 = first_unpadded(kp, key_end); s0 < key_end; s0 += kKeyBlock) {
       const int64_t nk = min_i64(kKeyBlock, key_end - s0);
       for (int64_t j0 = 0; j0 < nk; j0 += MR) {
         tile_product_rows<MR>(min_i64(MR, nk - j0), d, kb + (s0 + j0) * g.k_ss, g.k_ss, 1, qt, NR,
@@ -1246,16 +1407,16 @@ struct Body {
       // Nothing allowed yet for a query: shift by 0, so P = exp(-inf) = 0, never -inf - -inf.
       const B sh_lo = xsimd::select(c_lo == B(-kInf), B(0.0f), c_lo);
       const B sh_hi = xsimd::select(c_hi == B(-kInf), B(0.0f), c_hi);
-      const B corr_lo = exp(m_lo - sh_lo);  // 0 on a query's first allowed block
-      const B corr_hi = exp(m_hi - sh_hi);
+      const B corr_lo = exp_nonpos(m_lo - sh_lo);  // 0 on a query's first allowed block
+      const B corr_hi = exp_nonpos(m_hi - sh_hi);
       corr_lo.store_aligned(corr);
       corr_hi.store_aligned(corr + W);
       m_lo = c_lo;
       m_hi = c_hi;
       B sum_lo(0.0f), sum_hi(0.0f);
       for (int64_t j = 0; j < nk; ++j) {
-        const B p_lo = exp(B::load_aligned(st + j * NR) - sh_lo);
-        const B p_hi = exp(B::load_aligned(st + j * NR + W) - sh_hi);
+        const B p_lo = exp_nonpos(B::load_aligned(st + j * NR) - sh_lo);
+        const B p_hi = exp_nonpos(B::load_aligned(st + j * NR + W) - sh_hi);
         p_lo.store_aligned(st + j * NR);
         p_hi.store_aligned(st + j * NR + W);
         sum_lo += p_lo;
@@ -1263,16 +1424,23 @@ struct Body {
       }
       l_lo = fmadd(l_lo, corr_lo, sum_lo);
       l_hi = fmadd(l_hi, corr_hi, sum_hi);
-      // Vt [nk, dp2].
-      for (int64_t j = 0; j < nk; ++j) {
-        const float* vr = vb + (s0 + j) * g.v_ss;  // [D]
-        float* vt = w.vt + j * dp2;
-        for (int64_t x = 0; x < d; ++x) vt[x] = vr[x];
-        for (int64_t x = d; x < dp2; ++x) vt[x] = 0.0f;
+      // The block's values [nk, dp2]: V's rows in place when D is a multiple of NR (every NR
+      // columns lie inside the head), else a zero-padded copy Vt.
+      const float* vsrc = vb + s0 * g.v_ss;
+      int64_t ldv = g.v_ss;
+      if (d != dp2) {
+        for (int64_t j = 0; j < nk; ++j) {
+          const float* vr = vb + (s0 + j) * g.v_ss;  // [D]
+          float* vt = w.vt + j * dp2;
+          for (int64_t x = 0; x < d; ++x) vt[x] = vr[x];
+          for (int64_t x = d; x < dp2; ++x) vt[x] = 0.0f;
+        }
+        vsrc = w.vt;
+        ldv = dp2;
       }
       for (int64_t q0 = 0; q0 < nq; q0 += MR) {
         for (int64_t c0 = 0; c0 < dp2; c0 += NR) {
-          tile_product_rows<MR>(min_i64(MR, nq - q0), nk, st + q0, 1, NR, w.vt + c0, dp2,
+          tile_product_rows<MR>(min_i64(MR, nq - q0), nk, st + q0, 1, NR, vsrc + c0, ldv,
                                 w.acc + q0 * dp2 + c0, dp2, corr + q0);
         }
       }
