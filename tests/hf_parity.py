@@ -547,7 +547,7 @@ def main(argv=None) -> int:
                     problems, err, cvr = [f"{type(e).__name__}: {e}"], float("nan"), float("nan")
                 failed += bool(problems)
                 desc = (f"decode {len(d.prompts)} prompts x {d.steps} steps; cache vs recompute {cvr:.2e} "
-                        f"(tol 1e-05), vs reference")
+                        f"(tol 1e-05 x logit scale), vs reference")
                 print(f"{d.name:42s} {'gpt2':6s} {spec:22s} {desc:84s} {err:9.2e} {d.tol:7.0e}  "
                       f"{'FAIL  ' + '; '.join(problems) if problems else 'PASS'}", flush=True)
         if want("embed"):
