@@ -1,6 +1,7 @@
 #include "models/bert.h"
 
 #include "engine/passes/passes.h"
+#include "models/ragged.h"
 
 #include <cmath>
 #include <cstring>
@@ -362,32 +363,9 @@ TensorMap BertModel::run_packed(const Prepared& p, NodeObserver* observer) const
     TensorMap state = segment_sessions_[0]->run(
         {{"input_ids", ids}, {"position_ids", pos}, {"token_type_ids", tt}}, ctx);
     for (size_t s = 1; s < segments_.size(); ++s) {
-      // Attention of each row over its own tokens: q/k/v read in place from the fused
-      // projection [1, total, 3H] at the row's packed offset.
-      const Tensor& qkv = state.at("qkv");
-      Tensor attn(DType::f32, {1, total, h}, false);
-      for (int64_t b = 0; b < batch; ++b) {
-        const int64_t n = begin[b + 1] - begin[b];
-        if (n == 0) continue;
-        kernels::AttentionArgs a;
-        a.batch = 1;
-        a.heads = c.num_attention_heads;
-        a.head_dim = c.head_dim();
-        a.q_len = a.kv_len = n;
-        const float* base = qkv.data<float>() + begin[b] * 3 * h;
-        a.q = base;
-        a.k = base + h;
-        a.v = base + 2 * h;
-        a.q_sb = a.k_sb = a.v_sb = n * 3 * h;
-        a.q_st = a.k_ss = a.v_ss = 3 * h;
-        a.q_sh = a.k_sh = a.v_sh = c.head_dim();
-        a.out = attn.data<float>() + begin[b] * h;
-        a.o_sb = n * h;
-        a.o_st = h;
-        a.o_sh = c.head_dim();
-        a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim())));
-        kernels::attention(a);
-      }
+      // Attention of each row over its own tokens, read in place from the fused projection.
+      const Tensor attn =
+          ragged_self_attention(state.at("qkv"), begin, c.num_attention_heads, c.head_dim());
       TensorMap in{{"x", state.at("x")}, {"attn", attn}};
       state = segment_sessions_[s]->run(in, ctx);
     }

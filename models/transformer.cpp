@@ -1,6 +1,7 @@
 #include "models/transformer.h"
 
 #include "engine/passes/passes.h"
+#include "models/ragged.h"
 
 #include <cmath>
 #include <cstring>
@@ -710,32 +711,8 @@ TensorMap TransformerModel::encode_packed(const Tensor& src_ids, const Tensor& s
   TensorMap state = enc_segment_sessions_[0]->run({{"x", x}}, ctx);
   state["x"] = x;
   for (size_t s = 1; s < enc_segment_sessions_.size(); ++s) {
-    // Self-attention of each source over its own tokens: q/k/v read in place from the fused
-    // projection [1, total, 3E] at the row's packed offset.
-    const Tensor& qkv = state.at("qkv");
-    Tensor attn(DType::f32, {1, total, e}, false);
-    for (int64_t b = 0; b < batch; ++b) {
-      const int64_t n = begin[b + 1] - begin[b];
-      if (n == 0) continue;
-      kernels::AttentionArgs a;
-      a.batch = 1;
-      a.heads = c.nhead;
-      a.head_dim = c.head_dim();
-      a.q_len = a.kv_len = n;
-      const float* base = qkv.data<float>() + begin[b] * 3 * e;
-      a.q = base;
-      a.k = base + e;
-      a.v = base + 2 * e;
-      a.q_sb = a.k_sb = a.v_sb = n * 3 * e;
-      a.q_st = a.k_ss = a.v_ss = 3 * e;
-      a.q_sh = a.k_sh = a.v_sh = c.head_dim();
-      a.out = attn.data<float>() + begin[b] * e;
-      a.o_sb = n * e;
-      a.o_st = e;
-      a.o_sh = c.head_dim();
-      a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim())));
-      kernels::attention(a);
-    }
+    // Self-attention of each source over its own tokens, read in place from the fused projection.
+    const Tensor attn = ragged_self_attention(state.at("qkv"), begin, c.nhead, c.head_dim());
     TensorMap next = enc_segment_sessions_[s]->run({{"x", state.at("x")}, {"attn", attn}}, ctx);
     state = std::move(next);
   }
