@@ -38,6 +38,17 @@ float* thread_scratch(size_t floats, int slot = 0);
 // the accepted values if `value` is unknown, or the supported ones if this CPU cannot run it.
 Isa isa_from_string(const char* value);
 
+// The kernels' thread pool (kernels/thread_pool.cpp), behind parallel_for (parallel.hpp).
+// A job is fn(ctx, lo, hi) over the chunks [begin + c*grain, min(end, begin + (c+1)*grain)).
+using ChunkFn = void (*)(const void* ctx, int64_t lo, int64_t hi);
+constexpr int kMaxThreads = 256;  // participants of one job (more requested: capped)
+// Runs every chunk exactly once with up to `threads` threads, the caller included; returns when
+// all have run. Runs fn(ctx, begin, end) on the caller when another job holds the pool.
+void run_chunks(int64_t begin, int64_t end, int64_t grain, int threads, ChunkFn fn,
+                const void* ctx);
+// True on a thread that is running chunks of a job (nested parallel_for calls run serially).
+bool in_parallel_job();
+
 // Holder of a backend's per-weights data (see PackedWeights::backend_slot()).
 struct BackendSlot {
   std::mutex mutex;
