@@ -9,13 +9,16 @@ Usage (from the repository root, after building with benchmarks):
 
 Tables:
   gemm       shape, threads, Tessera GFLOP/s, oneDNN matmul GFLOP/s (prepacked weights),
-             ratio, Tessera's fraction of peak (--peak-per-core x threads), dnnl_sgemm GFLOP/s
+             ratio, Tessera's fraction of peak (measured by `tessera sysinfo` on this machine, or
+             --peak-per-core, x threads), dnnl_sgemm GFLOP/s
   gemm_mem   M <= 4 with weights from memory: GB/s of weights, oneDNN, ratio, fraction of the
              DRAM read bandwidth measured in the same run (membw/dram_read at that thread count)
   attention  S, mask, threads, fused GFLOP/s, unfused GFLOP/s, ratio (and decode steps)
   rows       kernel, shape, threads, GB/s, fraction of the L2 read bandwidth measured in the
              same run (membw/l2_read at that thread count)
-Every number is the median over --repetitions runs (Google Benchmark's aggregate).
+Every number is the median over --repetitions runs (Google Benchmark's aggregate). Above the
+tables: the CPU and its limits as `tessera sysinfo --json` measures them, before any suite runs
+(no benchmark thread alive).
 """
 import argparse
 import json
@@ -149,6 +152,32 @@ def rows_tables(med):
                              "% of L2 bw"], rows)])
 
 
+def machine_limits(build):
+    """`tessera sysinfo --json` of this machine (measured), or {} when the CLI is missing."""
+    exe = os.path.join(build, "tools", "tessera")
+    if not os.path.exists(exe):
+        return {}
+    out = subprocess.run([exe, "sysinfo", "--json"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def describe_machine(m):
+    if not m:
+        return "<!-- machine: unknown (build/tools/tessera not found) -->"
+    parts = [f"CPU {m.get('cpu_model', '?')}", f"ISA {m.get('isa', '?')}",
+             f"{m.get('cores', '?')} cores",
+             f"L1d/L2/L3 {'/'.join(str(v >> 10) + ' KiB' for v in m.get('cache_bytes', {}).values())}",
+             f"FP32 peak {m.get('peak_gflops_per_core', 0):.1f} GFLOP/s per core"]
+    for key, label, unit in (("peak_bf16_gflops_per_core", "BF16 peak", "GFLOP/s per core"),
+                             ("peak_int8_gops_per_core", "INT8 peak", "GOP/s per core"),
+                             ("l2_read_gbs_1t", "L2 read", "GB/s (1 thread)"),
+                             ("bandwidth_gbs_1t", "DRAM read", "GB/s (1 thread)"),
+                             ("bandwidth_gbs_all", "DRAM read", f"GB/s ({m.get('threads', '?')} threads)")):
+        if m.get(key):
+            parts.append(f"{label} {m[key]:.1f} {unit}")
+    return "Machine (measured by `tessera sysinfo`): " + "; ".join(parts) + "."
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -157,11 +186,16 @@ def main():
     ap.add_argument("--repetitions", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.5, help="seconds per repetition")
     ap.add_argument("--filter", default="", help="regex passed as --benchmark_filter")
-    ap.add_argument("--peak-per-core", type=float, default=115.0,
-                    help="fp32 FMA peak GFLOP/s per core (default 115: Zen 4 at 3.6 GHz)")
+    ap.add_argument("--peak-per-core", type=float, default=0.0,
+                    help="fp32 FMA peak GFLOP/s per core (default: measured by `tessera sysinfo`)")
     ap.add_argument("--json-dir", default="", help="keep each suite's raw JSON here")
     args = ap.parse_args()
     suites = SUITES if args.suite == "all" else (args.suite,)
+    machine = machine_limits(args.build)
+    print(describe_machine(machine))
+    peak = args.peak_per_core or machine.get("peak_gflops_per_core", 0.0)
+    if peak <= 0:
+        sys.exit("kernel_table: no FP32 peak: build build/tools/tessera or pass --peak-per-core")
     for name in suites:
         binary = os.path.join(args.build, "bench", f"bench_{name}")
         context, med = run_suite(binary, args.repetitions, args.min_time, args.filter,
@@ -170,7 +204,7 @@ def main():
               f"ISA {context.get('tessera_isa', '?')}, {context.get('num_cpus', '?')} CPUs, "
               f"{args.repetitions} repetitions x {args.min_time} s, medians -->\n")
         if name == "gemm":
-            print(gemm_tables(med, args.peak_per_core))
+            print(gemm_tables(med, peak))
         elif name == "attention":
             print(attention_tables(med))
         else:
