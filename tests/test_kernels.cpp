@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -18,10 +19,12 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/internal.hpp"
 #include "kernels/kernels.h"
+#include "kernels/parallel.hpp"
 
 namespace tk = tessera::kernels;
 using tk::Activation;
@@ -943,6 +946,59 @@ TEST_CASE("threads: gemm and attention are bit-identical for 1, 2 and 3 threads"
                       isa_str(isa) << " attention differs at " << threads << " threads");
       }
     }
+  }
+  tk::set_num_threads(before);
+}
+
+TEST_CASE("threads: parallel_for runs every index once, nested calls serially, callers at once") {
+  const int before = tk::num_threads();
+  for (int threads : {1, 2, 3, 5}) {
+    tk::set_num_threads(threads);
+    for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{3}, int64_t{17}, int64_t{127}, int64_t{1000}})
+      for (int64_t grain : {int64_t{1}, int64_t{3}, int64_t{64}}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n) + 2);
+        const bool parallel = threads > 1 && n > grain;
+        tk::detail::parallel_for(1, n + 1, grain, [&](int64_t lo, int64_t hi) {
+          CHECK(lo < hi);
+          CHECK(hi - lo <= std::max<int64_t>(grain, n));
+          for (int64_t i = lo; i < hi; ++i) hits[static_cast<size_t>(i)]++;
+          // A loop nested in a parallel one runs on this thread, in one call.
+          std::atomic<int64_t> inner{0};
+          tk::detail::parallel_for(0, 100, 1, [&](int64_t a, int64_t b) {
+            if (parallel) CHECK((a == 0 && b == 100));
+            inner += b - a;
+          });
+          CHECK(inner == 100);
+        });
+        int wrong = 0;
+        for (int64_t i = 0; i < n + 2; ++i)
+          wrong += hits[static_cast<size_t>(i)] != (i >= 1 && i <= n);
+        CHECK_MESSAGE(wrong == 0, "threads " << threads << " n " << n << " grain " << grain);
+      }
+  }
+  // Two application threads running kernels at once (the pool serves one job, the other runs on
+  // its own thread): each result bit-identical to the same call alone.
+  tk::set_num_threads(2);
+  Rng rng;
+  const GemmCase g{300, 600, 530, Activation::relu, true, true, false, 3};
+  GemmData d0(g, rng), d1(g, rng);
+  const tk::PackedWeights pw0 = tk::pack_weights(d0.w.data(), g.n, g.k, d0.ldw);
+  const tk::PackedWeights pw1 = tk::pack_weights(d1.w.data(), g.n, g.k, d1.ldw);
+  d0.reset_c();
+  d1.reset_c();
+  tk::gemm(g.m, d0.a.data(), d0.lda, pw0, d0.c.data(), d0.ldc, d0.epilogue());
+  tk::gemm(g.m, d1.a.data(), d1.lda, pw1, d1.c.data(), d1.ldc, d1.epilogue());
+  const std::vector<float> want0(d0.c.data(), d0.c.data() + d0.c.size());
+  const std::vector<float> want1(d1.c.data(), d1.c.data() + d1.c.size());
+  for (int round = 0; round < 20; ++round) {
+    d0.reset_c();
+    d1.reset_c();
+    std::thread other(
+        [&] { tk::gemm(g.m, d1.a.data(), d1.lda, pw1, d1.c.data(), d1.ldc, d1.epilogue()); });
+    tk::gemm(g.m, d0.a.data(), d0.lda, pw0, d0.c.data(), d0.ldc, d0.epilogue());
+    other.join();
+    REQUIRE(std::memcmp(want0.data(), d0.c.data(), want0.size() * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(want1.data(), d1.c.data(), want1.size() * sizeof(float)) == 0);
   }
   tk::set_num_threads(before);
 }
