@@ -1,6 +1,7 @@
 // Shared by the kernel benchmark suites (bench_gemm, bench_attention, bench_rows).
-//   membw/dram_read/threads:T   read bandwidth of a 512 MiB array (DRAM): GB/s
-//   membw/l2_read/threads:T     read bandwidth of a 256 KiB array per thread (L2-resident): GB/s
+//   membw/dram_read/threads:T   read bandwidth of an array far larger than the last-level cache
+//                               the CPU reports (dram_bytes()): GB/s
+//   membw/l2_read/threads:T     read bandwidth of a quarter of the L2 per thread: GB/s
 // Both suites that compare with a bandwidth register these, so every table's "fraction of
 // bandwidth" divides by a number measured in the same run.
 #pragma once
@@ -8,7 +9,9 @@
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -39,6 +42,42 @@ inline std::vector<int> thread_counts() {
   return t;
 }
 
+// Size in bytes of the cache of the given level the CPU reports (sysfs, cpu0; for level 1 the
+// data cache), 0 when unknown.
+inline int64_t cache_bytes(int level) {
+  int64_t found = 0;
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    std::ifstream fl(dir + "level"), ft(dir + "type"), fs(dir + "size");
+    int l = 0;
+    std::string type, size;
+    if (!(fl >> l) || !(ft >> type) || !(fs >> size) || l != level || type == "Instruction")
+      continue;
+    int64_t bytes = std::atoll(size.c_str());
+    if (size.back() == 'K') bytes <<= 10;
+    if (size.back() == 'M') bytes <<= 20;
+    found = std::max(found, bytes);
+  }
+  return found;
+}
+
+// Bytes a benchmark must stream to be sure they come from DRAM: twice the largest cache level
+// the CPU reports, and at least 1 GiB. (VMs report odd L3 sizes: 32 MiB on the Zen 4 machine,
+// where 64 MiB still hit a cache at 2 threads; 508 MiB on the Zen 5 one.)
+inline int64_t dram_bytes() {
+  return std::max(int64_t{1} << 30, 2 * std::max({cache_bytes(1), cache_bytes(2), cache_bytes(3)}));
+}
+
+// Sum of p[0, n) with 64-byte AVX-512 loads and 8 independent accumulators (the compiler
+// vectorizes it under the target attribute).
+__attribute__((target("avx512f"))) inline float read_sum_avx512(const float* p, int64_t n) {
+  float acc[128] = {};
+  for (int64_t i = 0; i + 128 <= n; i += 128)
+    for (int j = 0; j < 128; ++j) acc[j] += p[i + j];
+  float s = 0;
+  for (float a : acc) s += a;
+  return s;
+}
 // Sum of p[0, n) with 32-byte AVX2 loads and 8 independent accumulators (the compiler
 // vectorizes it under the target attribute); the bandwidth probes' inner loop.
 __attribute__((target("avx2,fma"))) inline float read_sum_avx2(const float* p, int64_t n) {
@@ -58,6 +97,7 @@ inline float read_sum_plain(const float* p, int64_t n) {
   return s;
 }
 inline float read_sum(const float* p, int64_t n) {
+  if (__builtin_cpu_supports("avx512f")) return read_sum_avx512(p, n);
   return __builtin_cpu_supports("avx2") ? read_sum_avx2(p, n) : read_sum_plain(p, n);
 }
 
@@ -82,13 +122,14 @@ inline void bench_read_bandwidth(benchmark::State& st, int64_t floats_per_thread
 inline void register_bandwidth_probes() {
   for (int threads : thread_counts()) {
     const std::string t = "/threads:" + std::to_string(threads);
-    // 512 MiB in all: 16x the 32 MiB L3, so every pass comes from DRAM.
+    // dram_bytes() in all, so every pass comes from DRAM.
     benchmark::RegisterBenchmark(("membw/dram_read" + t).c_str(), bench_read_bandwidth,
-                                 int64_t{128} * 1024 * 1024 / threads, 1, threads)
+                                 dram_bytes() / 4 / threads, 1, threads)
         ->UseRealTime();
-    // 256 KiB per thread, read 64 times per iteration: a quarter of a 1 MiB L2.
-    benchmark::RegisterBenchmark(("membw/l2_read" + t).c_str(), bench_read_bandwidth,
-                                 int64_t{64} * 1024, 64, threads)
+    // A quarter of the L2 per thread (256 KiB if unknown), read 64 times per iteration.
+    const int64_t l2 = cache_bytes(2) > 0 ? cache_bytes(2) : int64_t{1} << 20;
+    benchmark::RegisterBenchmark(("membw/l2_read" + t).c_str(), bench_read_bandwidth, l2 / 4 / 4,
+                                 64, threads)
         ->UseRealTime();
   }
 }

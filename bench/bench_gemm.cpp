@@ -62,15 +62,15 @@ void bench_gemm(benchmark::State& st, tk::GemmBackend backend, tk::Isa isa, Gemm
   st.counters["GFLOP/s"] = per_second(2.0 * s.m * s.n * s.k, st);
 }
 
-// Weights from memory: `copies` distinct packed copies, together > 512 MiB (the size of the
+// Weights from memory: `copies` distinct packed copies, together > dram_bytes() (the size of the
 // membw/dram_read probe's array), used in turn, so each call streams its weights from DRAM.
-// 64 MiB (2x the 32 MiB L3 the VM reports) was not enough: at 2 threads some shapes read above
-// the DRAM bandwidth, so part of the working set still came from a cache the VM does not show.
+// 64 MiB (2x the 32 MiB L3 the Zen 4 VM reports) was not enough: at 2 threads some shapes read
+// above the DRAM bandwidth, so part of the working set still came from a cache the VM hides.
 void bench_gemm_mem(benchmark::State& st, tk::GemmBackend backend, GemmShape s, int threads) {
   tk::set_num_threads(threads);
   BackendScope scope(backend);
   const double bytes = 4.0 * static_cast<double>(s.n * s.k);
-  const int copies = static_cast<int>(std::max(2.0, 512.0 * 1024 * 1024 / bytes + 1));
+  const int copies = static_cast<int>(std::max(2.0, static_cast<double>(dram_bytes()) / bytes + 1));
   const std::vector<float> a = random_vector(static_cast<size_t>(s.m * s.k), -1, 1, 1);
   std::vector<tk::PackedWeights> pws;
   {
