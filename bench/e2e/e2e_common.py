@@ -7,16 +7,28 @@ Method (as /work/shared/reference/peers-pytorch-ort.md): every timed repetition 
 3 s for the machine to be < 15 % busy (the busy fraction seen is logged); workers run in their own
 process session with autogroup nice -15 when allowed (root); one process per engine and thread
 count, thread counts set explicitly (PyTorch's OpenBLAS separately from its OpenMP pool).
+
+Each engine is timed alone: before every repetition (warm-ups included) the other engines'
+workers are parked, SIGSTOP to their process groups, and the coordinator waits until /proc shows
+every thread of theirs stopped; the timed worker is sent SIGCONT. A stopped thread cannot spin
+(PyTorch's OpenBLAS/OpenMP threads and ONNX Runtime's pool spin after a call). Their CPU time
+(/proc/PID/stat utime+stime, and /proc/PID/task/*/schedstat in ns) is read before and after each
+timed repetition; the table header reports the largest change seen (0 = parked throughout).
+Workers get PR_SET_PDEATHSIG=SIGKILL, so a coordinator killed while they are stopped does not
+leave them behind; on exit (also Ctrl-C) they are continued and closed.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import datetime
 import fcntl
 import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -55,6 +67,16 @@ def arg_parser(description: str, reps: int = 5, warmup: int = 1) -> argparse.Arg
     ap.add_argument("--no-renice", action="store_true", help="leave the workers' autogroup nice alone")
     ap.add_argument("--quiet-wait", type=float, default=3.0,
                     help="seconds to wait for the machine to be < 15%% busy before each repetition")
+    ap.add_argument("--no-park", action="store_true",
+                    help="do not SIGSTOP the other engines' workers during a repetition (the old "
+                         "method: their spinning threads then compete with the timed engine)")
+    ap.add_argument("--rep-timeout", type=float, default=600.0,
+                    help="seconds one repetition may take before its worker is killed (default 600)")
+    ap.add_argument("--tessera-cli", default=os.path.join(REPO, "build", "tools", "tessera"),
+                    help="the tessera CLI, for `tessera sysinfo --json` once at the start")
+    ap.add_argument("--sysinfo", default="",
+                    help="a saved `tessera sysinfo --json` output to report instead of running it "
+                         "(run_all.sh runs it once for the four scripts)")
     return ap
 
 
@@ -136,11 +158,90 @@ def torch_thread_label(threads: int, args) -> str:
     return f"{threads} (OpenBLAS {threads}, intra-op 1)"
 
 
-class Worker:
-    def __init__(self, engine: str, spec_path: str, threads: int, args, log_dir: str):
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """preexec_fn of every child: SIGKILL when the coordinator dies (a stopped worker would
+    otherwise stay stopped forever; SIGKILL reaches stopped processes)."""
+    with contextlib.suppress(Exception):
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def proc_cpu(pid: int) -> tuple:
+    """(utime+stime in clock ticks of the whole process, sum of its threads' run time in ns from
+    /proc/PID/task/*/schedstat, or -1 where schedstat is missing)."""
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read()
+    fields = st[st.rindex(")") + 2:].split()
+    ticks = int(fields[11]) + int(fields[12])
+    ns = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    ns += int(f.read().split()[0])
+    except OSError:
+        ns = -1
+    return ticks, ns
+
+
+def thread_states(pid: int) -> List[str]:
+    out = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    st = f.read()
+                out.append(st[st.rindex(")") + 2])
+    return out
+
+
+class Proc:
+    """A child process in its own session/process group that can be parked (SIGSTOP of the
+    group, waiting until /proc shows every thread stopped) and continued."""
+    proc: Optional[subprocess.Popen] = None
+    parked = False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def park(self) -> None:
+        if not self.alive() or self.parked:
+            return
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        self.parked = True
+        t_end = time.time() + 5.0
+        while time.time() < t_end:
+            states = thread_states(self.proc.pid)
+            if all(c in "Tt" for c in states):
+                return
+            time.sleep(0.001)
+        raise RuntimeError(f"pid {self.proc.pid}: threads not stopped after SIGSTOP: "
+                           f"{''.join(thread_states(self.proc.pid))}")
+
+    def unpark(self) -> None:
+        if self.proc is None or not self.parked:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGCONT)
+        self.parked = False
+
+    def cpu(self) -> tuple:
+        try:
+            return proc_cpu(self.proc.pid)
+        except (OSError, AttributeError):
+            return (0, 0)
+
+
+class Worker(Proc):
+    def __init__(self, engine: str, spec_path: str, threads: int, args, log_dir: str,
+                 renice: Optional[bool] = None):
         self.engine = engine
         self.error: Optional[str] = None
         self.info: dict = {}
+        self.timeout = getattr(args, "rep_timeout", 600.0)
         self.stderr_path = os.path.join(log_dir, f"{engine}-t{threads}.stderr")
         cmd = engine_command(engine, spec_path, threads, args)
         if engine == "tessera" and not os.path.exists(cmd[0]):
@@ -150,19 +251,29 @@ class Worker:
         self.stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, env=engine_env(engine, threads, args),
-                                     cwd=HERE, text=True, bufsize=1, start_new_session=True)
-        if not args.no_renice:
+                                     cwd=HERE, text=True, bufsize=1, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
+        if (not args.no_renice) if renice is None else renice:
             with contextlib.suppress(OSError):  # needs root (a lower nice value)
                 with open(f"/proc/{self.proc.pid}/autogroup", "w") as f:
                     f.write("-15")
-        ready = self._read()
+        ready = self._read(timeout=max(self.timeout, 600.0))
         if not ready.get("ready"):
             self.error = ready.get("error", "no ready line")
             self.close()
         else:
             self.info = ready
 
-    def _read(self) -> dict:
+    def _read(self, timeout: Optional[float] = None) -> dict:
+        timeout = self.timeout if timeout is None else timeout
+        # One reply line per request: nothing is left buffered between requests, so select on
+        # the pipe tells whether the reply has started to arrive.
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            self.unpark()
+            self.proc.kill()
+            self.proc.wait()
+            return {"error": f"{self.engine} worker: no reply within {timeout:.0f} s (killed)"}
         line = self.proc.stdout.readline()
         if not line:
             self.proc.wait()
@@ -174,6 +285,7 @@ class Worker:
     def request(self, obj: dict) -> dict:
         if self.error:
             return {"error": self.error}
+        self.unpark()
         self.proc.stdin.write(json.dumps(obj) + "\n")
         self.proc.stdin.flush()
         r = self._read()
@@ -184,6 +296,7 @@ class Worker:
     def close(self) -> None:
         if self.proc is None:
             return
+        self.unpark()
         if self.proc.poll() is None:
             with contextlib.suppress(BrokenPipeError, OSError):
                 self.proc.stdin.write('{"cmd": "quit"}\n')
@@ -194,6 +307,28 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait()
         self.stderr.close()
+        self.proc = None
+
+
+def timed_alone(workers: Dict[str, "Worker"], engine: str, fn: Callable[[], dict],
+                park: bool = True, quiet_wait: float = 0.0) -> tuple:
+    """Runs fn() (one request to workers[engine]) with every other worker parked. Returns
+    (fn's reply, busy fraction seen by the quiet-wait, {other engine: (ticks, ns) of CPU time
+    it used during fn})."""
+    if park:
+        for o, w in workers.items():
+            if o != engine:
+                w.park()
+    workers[engine].unpark()
+    busy = wait_quiet(quiet_wait) if quiet_wait > 0 else 0.0
+    others = {o: w for o, w in workers.items() if o != engine and w.alive()}
+    before = {o: w.cpu() for o, w in others.items()}
+    r = fn()
+    after = {o: w.cpu() for o, w in others.items()}
+    used = {o: (after[o][0] - before[o][0],
+                after[o][1] - before[o][1] if min(after[o][1], before[o][1]) >= 0 else -1)
+            for o in others}
+    return r, busy, used
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,62 +409,15 @@ def run_comparison(name: str, title: str, spec: dict, metrics: List[Metric], arg
     log_dir = os.path.join(d, "logs")
     os.makedirs(log_dir, exist_ok=True)
     results = {"name": name, "title": title, "started": _utc(), "args": vars(args).copy(),
-               "host": _host(), "runs": []}
+               "host": machine_info(args), "park": not args.no_park, "runs": []}
     for threads in thread_list(args):
         workers: Dict[str, Worker] = {}
-        for e in engines:
-            log(f"{name}: starting {e} at {threads} thread(s)")
-            workers[e] = Worker(e, spec_path, threads, args, log_dir)
-            if workers[e].error:
-                log(f"{name}: {e} unavailable: {workers[e].error[:300]}")
-        info = {e: w.info for e, w in workers.items()}
-        for ci, case in enumerate(spec["cases"]):
-            run = {"threads": threads, "case": case["name"], "engines": {}, "checks": {},
-                   "busy": [], "info": info}
-            replies: Dict[str, dict] = {}
-            outs = {e: os.path.join(d, f"out-{e}-t{threads}-c{ci}.bin") for e in engines}
-            for p in outs.values():
-                if os.path.exists(p):
-                    os.remove(p)
-            for wi in range(args.warmup):
-                for e in engines:
-                    with bench_lock(args):
-                        r = workers[e].request({"cmd": "run", "case": ci,
-                                                **({"out": outs[e]} if wi == 0 else {})})
-                    if wi == 0:
-                        replies[e] = r
-            for e in engines:
-                if "error" in replies.get(e, {"error": "no warm-up"}):
-                    run["checks"][e] = {"error": replies.get(e, {}).get("error", "no warm-up")}
-                elif "pytorch" in replies and "error" not in replies["pytorch"]:
-                    run["checks"][e] = check(e, replies[e], replies["pytorch"], outs)
-            samples: Dict[str, List[dict]] = {e: [] for e in engines}
-            for rep in range(args.reps):
-                order = engines[rep % len(engines):] + engines[:rep % len(engines)]
-                for e in order:
-                    if workers[e].error or "error" in replies.get(e, {}):
-                        continue
-                    with bench_lock(args):
-                        busy = wait_quiet(args.quiet_wait)
-                        r = workers[e].request({"cmd": "run", "case": ci})
-                    run["busy"].append(round(busy, 3))
-                    if "error" in r:
-                        log(f"{name}: {e} failed: {r['error'][:300]}")
-                        continue
-                    r.pop("tokens", None)
-                    samples[e].append(r)
-            for e in engines:
-                err = workers[e].error or replies.get(e, {}).get("error")
-                if err or not samples[e]:
-                    run["engines"][e] = {"error": err or "no samples"}
-                    continue
-                run["engines"][e] = {"raw": samples[e],
-                                     "metrics": {m.name: stats([m.fn(s) for s in samples[e]]) for m in metrics}}
-            results["runs"].append(run)
-            log(f"{name}: {case['name']} at {threads} thread(s) done; busy before reps "
-                f"median {np.median(run['busy']) if run['busy'] else 0:.2f}")
-        for w in workers.values():
-            w.close()
+        try:
+            _run_threads(name, d, spec, spec_path, engines, threads, metrics, args, check,
+                         log_dir, workers, results)
+        finally:
+            for w in workers.values():
+                w.close()
     results["finished"] = _utc()
     out_dir = os.path.join(args.scratch, "results")
     os.makedirs(out_dir, exist_ok=True)
@@ -339,6 +427,67 @@ def run_comparison(name: str, title: str, spec: dict, metrics: List[Metric], arg
     print(markdown(results, metrics, engines, args, notes))
     print(f"\nraw results: {path}")
     return results
+
+
+def _run_threads(name, d, spec, spec_path, engines, threads, metrics, args, check, log_dir,
+                 workers: Dict[str, "Worker"], results) -> None:
+    """One thread count of run_comparison: starts the workers (into `workers`, which the caller
+    closes), then for every case warm-ups and --reps rounds, each engine timed alone."""
+    for e in engines:
+        log(f"{name}: starting {e} at {threads} thread(s)")
+        workers[e] = Worker(e, spec_path, threads, args, log_dir)
+        if workers[e].error:
+            log(f"{name}: {e} unavailable: {workers[e].error[:300]}")
+        elif not args.no_park:
+            workers[e].park()  # parked from the start: the next one loads alone
+    info = {e: w.info for e, w in workers.items()}
+    park = not args.no_park
+    for ci, case in enumerate(spec["cases"]):
+        run = {"threads": threads, "case": case["name"], "engines": {}, "checks": {},
+               "busy": [], "parked_cpu": [], "info": info}
+        replies: Dict[str, dict] = {}
+        outs = {e: os.path.join(d, f"out-{e}-t{threads}-c{ci}.bin") for e in engines}
+        for p in outs.values():
+            if os.path.exists(p):
+                os.remove(p)
+        for wi in range(args.warmup):
+            for e in engines:
+                with bench_lock(args):
+                    r, _, _ = timed_alone(workers, e, lambda: workers[e].request(
+                        {"cmd": "run", "case": ci, **({"out": outs[e]} if wi == 0 else {})}), park)
+                if wi == 0:
+                    replies[e] = r
+        for e in engines:
+            if "error" in replies.get(e, {"error": "no warm-up"}):
+                run["checks"][e] = {"error": replies.get(e, {}).get("error", "no warm-up")}
+            elif "pytorch" in replies and "error" not in replies["pytorch"]:
+                run["checks"][e] = check(e, replies[e], replies["pytorch"], outs)
+        samples: Dict[str, List[dict]] = {e: [] for e in engines}
+        for rep in range(args.reps):
+            order = engines[rep % len(engines):] + engines[:rep % len(engines)]
+            for e in order:
+                if workers[e].error or "error" in replies.get(e, {}):
+                    continue
+                with bench_lock(args):
+                    r, busy, used = timed_alone(workers, e, lambda: workers[e].request(
+                        {"cmd": "run", "case": ci}), park, args.quiet_wait)
+                run["busy"].append(round(busy, 3))
+                run["parked_cpu"].append({"engine": e, "others": used})
+                if "error" in r:
+                    log(f"{name}: {e} failed: {r['error'][:300]}")
+                    continue
+                r.pop("tokens", None)
+                samples[e].append(r)
+        for e in engines:
+            err = workers[e].error or replies.get(e, {}).get("error")
+            if err or not samples[e]:
+                run["engines"][e] = {"error": err or "no samples"}
+                continue
+            run["engines"][e] = {"raw": samples[e],
+                                 "metrics": {m.name: stats([m.fn(s) for s in samples[e]]) for m in metrics}}
+        results["runs"].append(run)
+        log(f"{name}: {case['name']} at {threads} thread(s) done; busy before reps "
+            f"median {np.median(run['busy']) if run['busy'] else 0:.2f}")
 
 
 def _utc() -> str:
@@ -353,13 +502,96 @@ def _host() -> dict:
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
                     break
-    return {"cpu": cpu, "cores": os.cpu_count(), "node": shutil.which("node") or ""}
+    # Cores from the kernel's topology: distinct (package, core) pairs of the online CPUs.
+    cores = set()
+    for c in range(os.cpu_count() or 0):
+        t = f"/sys/devices/system/cpu/cpu{c}/topology"
+        with contextlib.suppress(OSError, ValueError):
+            with open(f"{t}/physical_package_id") as f1, open(f"{t}/core_id") as f2:
+                cores.add((int(f1.read()), int(f2.read())))
+    return {"cpu": cpu, "cores": os.cpu_count(), "physical_cores": len(cores) or None,
+            "affinity": len(os.sched_getaffinity(0)), "kernel": os.uname().release,
+            "node": shutil.which("node") or ""}
+
+
+# The measured limits reported above every table; the last three exist only in newer builds of
+# `tessera sysinfo` (printed when present).
+SYSINFO_KEYS = (("peak_gflops_per_core", "peak fp32 {} GFLOP/s per core"),
+                ("bandwidth_gbs_1t", "DRAM read {} GB/s at 1 thread"),
+                ("bandwidth_gbs_all", "{} GB/s at all threads"),
+                ("l2_read_gbs_1t", "L2 read {} GB/s at 1 thread"),
+                ("peak_bf16_gflops_per_core", "peak bf16 {} GFLOP/s per core"),
+                ("peak_int8_gops_per_core", "peak int8 {} GOP/s per core"))
+
+
+def machine_info(args) -> dict:
+    """The host, and `tessera sysinfo --json` run once here, before any worker is started (or
+    read from --sysinfo FILE)."""
+    host = _host()
+    try:
+        if getattr(args, "sysinfo", ""):
+            with open(args.sysinfo, encoding="utf-8") as f:
+                host["sysinfo"] = json.load(f)
+            host["sysinfo_source"] = args.sysinfo
+        elif os.path.exists(args.tessera_cli):
+            log(f"tessera sysinfo --json (no engine worker alive) ...")
+            env = dict(os.environ)
+            for k in ("OMP_NUM_THREADS", "TESSERA_NUM_THREADS"):
+                env.pop(k, None)
+            out = subprocess.run([args.tessera_cli, "sysinfo", "--json"], capture_output=True,
+                                 text=True, timeout=600, env=env, check=True)
+            host["sysinfo"] = json.loads(out.stdout)
+        else:
+            host["sysinfo_error"] = f"{args.tessera_cli} not found"
+    except (OSError, ValueError, subprocess.SubprocessError) as ex:
+        host["sysinfo_error"] = str(ex).splitlines()[0][:200] if str(ex) else type(ex).__name__
+    return host
+
+
+def machine_line(host: dict) -> str:
+    cores = host.get("physical_cores")
+    per = (f" = {cores} core(s) x {host['cores'] // cores} thread(s)"
+           if cores and host.get("cores") and host["cores"] % cores == 0 else "")
+    line = (f"Machine: {host.get('cpu') or 'unknown CPU'}; kernel CPUs (hardware threads) "
+            f"{host.get('cores')}{per}; Linux {host.get('kernel', '?')}. ")
+    si = host.get("sysinfo")
+    if si:
+        parts = [fmt_s.format(fmt(float(si[k]))) for k, fmt_s in SYSINFO_KEYS
+                 if isinstance(si.get(k), (int, float)) and si[k] > 0]
+        src = f"from {host['sysinfo_source']}" if host.get("sysinfo_source") else \
+            "run once before any engine worker started"
+        line += (f"Measured by `tessera sysinfo --json` ({src}; ISA {si.get('isa', '?')}): "
+                 + ", ".join(parts) + ".")
+    else:
+        line += f"`tessera sysinfo`: n/a ({host.get('sysinfo_error', 'not run')})."
+    return line
+
+
+def method_line(results: dict, engines: Sequence[str]) -> str:
+    ticks, ns = 0, 0
+    n = 0
+    for run in results["runs"]:
+        for rec in run.get("parked_cpu", []):
+            for t, u in rec["others"].values():
+                ticks, ns = max(ticks, t), max(ns, u)
+                n += 1
+    if not results.get("park", True):
+        return ("**Engines not isolated** (--no-park, the old method): the other engines' workers "
+                "stayed running during each timed repetition; the most CPU time one of them used "
+                f"during a timed repetition: {ticks} ticks, {ns / 1e6:.1f} ms.")
+    what = (f"largest CPU time a parked worker used during a timed repetition: {ticks} ticks, "
+            f"{ns / 1e3:.0f} µs (over {n} worker-repetitions)" if n else "no other engine alive")
+    return (f"Each engine timed alone: during every repetition the other engines' workers are "
+            f"parked (SIGSTOP of their process groups, every thread seen stopped in /proc; "
+            f"{what}).")
 
 
 def markdown(results: dict, metrics: List[Metric], engines: List[str], args, notes) -> str:
     lines = [f"### {results['title']}", "",
+             machine_line(results["host"]), "",
              f"{results['started']}; median (min–max) of {args.reps} interleaved repetitions per "
-             f"engine after {args.warmup} warm-up; **noisy**: shared 2-core machine.", ""]
+             f"engine (rounds rotating the engine order) after {args.warmup} warm-up. "
+             + method_line(results, engines), ""]
     versions = {}
     for run in results["runs"]:
         for e, i in run["info"].items():

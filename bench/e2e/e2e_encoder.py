@@ -20,11 +20,12 @@ import numpy as np  # noqa: E402
 import e2e_common as C  # noqa: E402
 
 
-def main() -> int:
-    ap = C.arg_parser(__doc__.split("\n")[0])
-    ap.add_argument("--batches", default="1,8", help="batch sizes (default 1,8)")
-    ap.add_argument("--seq", type=int, default=128)
-    args = ap.parse_args()
+TITLE = "BERT-base-shaped nn.TransformerEncoder (12 x 768/12 heads/3072, GELU, post-LN), fp32"
+
+
+def prepare(args, batches) -> dict:
+    """Builds (or reuses) the model dir and ONNX file in SCRATCH/encoder and the inputs of
+    `batches` x args.seq; returns the workers' spec (also used by busy.py)."""
     d = C.workdir(args, "encoder")
     model_dir, onnx = os.path.join(d, "model"), os.path.join(d, "encoder.onnx")
 
@@ -37,14 +38,21 @@ def main() -> int:
     import e2e_models as M
     rng = np.random.default_rng(args.seed + 1)
     cases = []
-    for b in [int(x) for x in args.batches.split(",")]:
+    for b in batches:
         x = rng.standard_normal((b, args.seq, 768), dtype=np.float32)
         cases.append({"name": f"B={b},S={args.seq}",
                       "inputs": {"src": M.save_raw(x, os.path.join(d, f"src-b{b}.bin"))}})
-    spec = {"kind": "encoder", "model_dir": model_dir, "onnx": {"model": onnx}, "cases": cases}
+    return {"kind": "encoder", "model_dir": model_dir, "onnx": {"model": onnx}, "cases": cases}
+
+
+def main() -> int:
+    ap = C.arg_parser(__doc__.split("\n")[0])
+    ap.add_argument("--batches", default="1,8", help="batch sizes (default 1,8)")
+    ap.add_argument("--seq", type=int, default=128)
+    args = ap.parse_args()
+    spec = prepare(args, [int(x) for x in args.batches.split(",")])
     metrics = [C.Metric("forward", "ms", lambda r: r["total_s"] * 1e3, False)]
-    C.run_comparison("encoder", "A. BERT-base-shaped nn.TransformerEncoder (12 x 768/12 heads/3072, "
-                     "GELU, post-LN), fp32, one forward pass", spec, metrics, args, C.tensor_check,
+    C.run_comparison("encoder", f"A. {TITLE}, one forward pass", spec, metrics, args, C.tensor_check,
                      ["PyTorch: nn.TransformerEncoder in eval mode under torch.inference_mode() "
                       "(fused_encoder_layer_op in the checks says whether its fast path ran). "
                       "ONNX export: the same module on the ordinary path (the fused op has no ONNX "
