@@ -38,6 +38,11 @@ namespace {
 // two kernels of a forward pass (a few microseconds), short enough not to burn a core another
 // process could use when the engine is idle.
 constexpr auto kSpin = std::chrono::microseconds(100);
+// Spinning threads call sched_yield() every this many pauses. On an idle machine it returns at
+// once (~1 us); when our threads share a core with each other or with another process (a busy
+// machine: with autogroup scheduling the kernel often gives the whole process one core), it hands
+// the core to the thread that has work instead of burning the rest of a time slice.
+constexpr int kPausesPerYield = 32;
 
 // Set while this thread runs chunks of a job (worker or caller): nested calls run serially.
 thread_local bool t_in_job = false;
@@ -102,12 +107,9 @@ class Pool {
 
   template <class Pred>
   static void wait_until(const Pred& pred) {
-    for (int spins = 0; !pred(); ++spins) {
-      if (spins < 4096) {
-        _mm_pause();
-      } else {
-        sched_yield();  // a descheduled worker holds a chunk: let it run
-      }
+    for (int spins = 1; !pred(); ++spins) {
+      _mm_pause();
+      if (spins % kPausesPerYield == 0) sched_yield();  // a descheduled worker holds a chunk
     }
   }
 
@@ -139,9 +141,11 @@ class Pool {
     for (;;) {
       // Wait for a new generation: spin, then sleep.
       const auto spin_until = std::chrono::steady_clock::now() + kSpin;
-      for (int i = 0; generation_.load(std::memory_order_acquire) == seen; ++i) {
+      for (int i = 1; generation_.load(std::memory_order_acquire) == seen; ++i) {
         _mm_pause();
-        if ((i & 63) == 63 && std::chrono::steady_clock::now() > spin_until) {
+        if (i % kPausesPerYield != 0) continue;
+        sched_yield();
+        if (std::chrono::steady_clock::now() > spin_until) {
           sleepers_.fetch_add(1, std::memory_order_seq_cst);
           generation_.wait(seen, std::memory_order_seq_cst);
           sleepers_.fetch_sub(1, std::memory_order_relaxed);
