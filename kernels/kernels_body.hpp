@@ -521,9 +521,10 @@ struct Body {
   // The roles map onto BLIS's with A and B swapped: our vector operand is the packed weight
   // panel (BLIS's A micro-panel, streamed from L2), our broadcast operand is A (BLIS's B
   // micro-panel, resident in L1). Per call:
-  //   1. A is packed once into MR-row micro-panels Ap [row_blocks, K, MR] (rows past M zero),
-  //      so the MR broadcasts of one k step read 4*MR contiguous bytes.
-  //   2. C is cut into items of up to MC rows x NC columns (item = unit of OpenMP work).
+  //   1. C is cut into items of up to MC rows x NC columns (item = unit of OpenMP work).
+  //   2. A's rows are packed into MR-row micro-panels (rows past M zero), so the MR broadcasts
+  //      of one k step read 4*MR contiguous bytes: by each thread, for the row item it works
+  //      on, one K block at a time just before its first use.
   //   3. Per item: for each KC block of K: for each MR row block: for each NR panel: the
   //      micro-kernel accumulates an MR x NR tile over the KC block.
   // Cache reasoning (Zen 4: 32 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3):
@@ -594,6 +595,10 @@ struct Body {
     }
   }
 
+  // Prefetch distance of micro_kernel_packed over its weight panel: 4 KiB ahead at NR = 32, as
+  // the streaming kernel's (the loads cover L3 latency on an item's first row-block sweep).
+  static constexpr int64_t kPanelPrefetchSteps = 4096 / (NR * 4);
+
   // tile [MR, NR] = (load ? tile : 0) + sum over kc steps of ap[kk, :]ᵀ · bp[kk, :], one FMA
   // chain per accumulator. ap: [kc, MR] (L1), bp: [kc, NR] (a KC block of a weight panel).
   static void micro_kernel_packed(int64_t kc, const float* ap, const float* bp, float* tile,
@@ -614,6 +619,13 @@ struct Body {
       }
     }
     for (int64_t kk = 0; kk < kc; ++kk) {
+      // The panel's lines kPanelPrefetchSteps k steps ahead: on a row block's first sweep over
+      // an item's W block they come from L3 (~50-80 ns, ~40 k steps of FMAs on a 2-FMA/cycle
+      // core), later from L2. Past the block's end this prefetches the panel's next K block
+      // (or harmlessly past the panel: a prefetch never faults). One line per 64 bytes.
+      __builtin_prefetch(bp + (kk + kPanelPrefetchSteps) * NR, 0, 3);
+      if constexpr (NR * 4 > 64)
+        __builtin_prefetch(bp + (kk + kPanelPrefetchSteps) * NR + 16, 0, 3);
       const B b0 = B::load_aligned(bp + kk * NR);
       const B b1 = B::load_aligned(bp + kk * NR + W);
       const float* av = ap + kk * MR;
@@ -631,6 +643,41 @@ struct Body {
     }
   }
 
+  // Prefetches the lines of C (and of the residual) that store_tile will touch for this tile,
+  // issued before the tile's last K block: the stores' read-for-ownership misses (C is usually
+  // in L3 or DRAM, written once per call) then overlap the block's FMAs instead of stalling the
+  // store buffer after them (a tile's last block is ~KC x 2 x MR FMAs: ~0.6 us on one Zen core).
+  static void prefetch_tile_outputs(int64_t rows, int64_t cols, int64_t i0, int64_t j0,
+                                    const float* c, int64_t ldc, const Epilogue& ep) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* crow = c + (i0 + r) * ldc + j0;
+      for (int64_t h = 0; h < cols; h += 16) __builtin_prefetch(crow + h, 1, 3);
+      __builtin_prefetch(crow + cols - 1, 1, 3);  // an unaligned row's last line
+      if (ep.residual) {
+        const float* rrow = ep.residual + (i0 + r) * ep.ld_residual + j0;
+        for (int64_t h = 0; h < cols; h += 16) __builtin_prefetch(rrow + h, 0, 3);
+        __builtin_prefetch(rrow + cols - 1, 0, 3);
+      }
+    }
+  }
+
+  // Width (in panels) of the blocked path's items when `threads` share row_items x panels: the
+  // widest, up to NC / NR, whose split over the threads is balanced within 1/16 (the busiest
+  // thread's ceil(items / threads) items of up to that width, against the mean share). Wide
+  // items matter: each A micro-panel is loaded into L1 once per K block per item and reused
+  // for the item's panels; at 2 panels per item (what "about 8 items per thread" gave for
+  // N = 768 on 2 threads) the micro-kernel also streams A from L2, and 2-thread GEMMs ran at
+  // ~80 % of oneDNN on a Zen 5. Equal-width items balance a dynamic split as well as a static one.
+  static int64_t balanced_item_panels(int64_t row_items, int64_t panels, int64_t threads) {
+    for (int64_t ip = kNC / NR; ip > 1; --ip) {
+      const int64_t items = row_items * ceil_div(panels, ip);
+      if (items < threads) continue;
+      const int64_t busiest = ceil_div(items, threads) * ip;  // row-item x panel units
+      if (16 * busiest * threads <= 17 * row_items * panels) return ip;
+    }
+    return 1;
+  }
+
   template <Activation kAct>
   static void gemm_blocked(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
                            int64_t ldc, const Epilogue& ep) {
@@ -640,37 +687,32 @@ struct Body {
     const int64_t panels = ceil_div(n, NR);
     const int64_t row_blocks = ceil_div(m, MR);
 
-    // 1. Pack A: [row_blocks, K, MR], on the calling thread's slot-1 scratch (the workers'
-    //    slot 0 holds their accumulators).
-    float* ap = detail::thread_scratch(static_cast<size_t>(row_blocks * k * MR), 1);
-    detail::parallel_for(
-        0, row_blocks, max_i64(1, kMinChunkWork / (MR * k)), [&](int64_t b0, int64_t b1) {
-          for (int64_t rb = b0; rb < b1; ++rb) {
-            pack_a_block(a + rb * MR * lda, lda, min_i64(MR, m - rb * MR), k, ap + rb * k * MR);
-          }
-        });
-
     // 2. Items: row_items x col_items, each up to MC rows (whole row blocks) x NC columns (whole
-    //    panels). With several threads, items shrink (down to one panel wide) until there are
-    //    about 8 per thread, so a static split is balanced within ~10 %.
+    //    panels). With several threads, items narrow only as far as balance needs (see
+    //    balanced_item_panels).
     const int64_t row_items = ceil_div(row_blocks, kMC / MR);
     int64_t item_panels = kNC / NR;
     // Threads worth using: each should get at least 4 kMinChunkWork flops (a small GEMM stays
     // on one thread, where a fork/join would cost more than it saves).
     const int64_t threads =
         min_i64(num_threads(), max_i64(1, 2 * m * panels * NR * k / (4 * kMinChunkWork)));
-    if (threads > 1) {
-      const int64_t want_col_items = ceil_div(8 * threads, row_items);
-      item_panels = min_i64(item_panels, max_i64(1, ceil_div(panels, want_col_items)));
-    }
+    if (threads > 1) item_panels = balanced_item_panels(row_items, panels, threads);
     const int64_t col_items = ceil_div(panels, item_panels);
     const int64_t max_item_blocks = ceil_div(row_blocks, row_items);
     const size_t acc_floats = static_cast<size_t>(max_item_blocks * item_panels * MR * NR);
+    const size_t ap_floats = static_cast<size_t>(max_item_blocks * k * MR);
 
     // One thread: a single chunk (parallel_for then runs it on the calling thread).
     const int64_t item_grain = threads > 1 ? 1 : row_items * col_items;
     detail::parallel_for(0, row_items * col_items, item_grain, [&](int64_t t0, int64_t t1) {
       float* acc = detail::thread_scratch(acc_floats, 0);  // [item blocks, item panels, MR, NR]
+      // 1. A packed by the thread that uses it, into MR-row micro-panels of its row item:
+      //    ap [item blocks, K, MR] (rows past M zero), each K block just before its first use
+      //    (hot in L1/L2 for the micro-kernel) and kept for the thread's next items of the same
+      //    row item. No serial packing step and no barrier before the items; with several
+      //    threads a row item may be packed once per thread that computes some of its columns.
+      float* ap = detail::thread_scratch(ap_floats, 1);
+      int64_t packed_ri = -1;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t ri = t / col_items;
         const int64_t ci = t % col_items;
@@ -679,19 +721,22 @@ struct Body {
         const int64_t p0 = ci * item_panels;  // panels [p0, p1)
         const int64_t p1 = min_i64(panels, p0 + item_panels);
         const int64_t np = p1 - p0;
+        const bool pack = ri != packed_ri;
+        packed_ri = ri;
         for (int64_t k0 = 0; k0 < k; k0 += kKC) {
           const int64_t kc = min_i64(kKC, k - k0);
           const bool last = k0 + kc == k;
           for (int64_t rb = rb0; rb < rb1; ++rb) {
-            const float* apb = ap + (rb * k + k0) * MR;  // [kc, MR]
+            float* apb = ap + ((rb - rb0) * k + k0) * MR;  // [kc, MR]
             const int64_t i0 = rb * MR;
+            if (pack) pack_a_block(a + i0 * lda + k0, lda, min_i64(MR, m - i0), kc, apb);
             for (int64_t p = p0; p < p1; ++p) {
               float* tile = acc + ((rb - rb0) * np + (p - p0)) * MR * NR;  // [MR, NR]
+              const int64_t rows = min_i64(MR, m - i0);
+              const int64_t cols = min_i64(NR, n - p * NR);
+              if (last) prefetch_tile_outputs(rows, cols, i0, p * NR, c, ldc, ep);
               micro_kernel_packed(kc, apb, packed + (p * k + k0) * NR, tile, k0 > 0);
-              if (last) {
-                store_tile<kAct>(tile, min_i64(MR, m - i0), min_i64(NR, n - p * NR), i0, p * NR, c,
-                                 ldc, ep);
-              }
+              if (last) store_tile<kAct>(tile, rows, cols, i0, p * NR, c, ldc, ep);
             }
           }
         }
