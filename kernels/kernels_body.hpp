@@ -26,6 +26,17 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
+// Which A the blocked GEMM's packed-A scratch of this thread (thread_scratch slot 1) holds: the
+// gemm call (a number from g_gemm_calls, unique per call) and the row item. The pool may hand a
+// thread several items of one call in separate chunks; the tag lets it reuse the row item it
+// packed for an earlier one instead of packing again.
+struct PackedATag {
+  uint64_t call = 0;
+  int64_t row_item = -1;
+};
+thread_local PackedATag t_packed_a;
+uint64_t g_gemm_calls = 0;  // updated with __atomic builtins (no std::atomic template here)
+
 constexpr int64_t min_i64(int64_t a, int64_t b) {
   return a < b ? a : b;
 }
@@ -704,15 +715,16 @@ struct Body {
 
     // One thread: a single chunk (parallel_for then runs it on the calling thread).
     const int64_t item_grain = threads > 1 ? 1 : row_items * col_items;
+    const uint64_t call = __atomic_add_fetch(&g_gemm_calls, 1, __ATOMIC_RELAXED);
     detail::parallel_for(0, row_items * col_items, item_grain, [&](int64_t t0, int64_t t1) {
       float* acc = detail::thread_scratch(acc_floats, 0);  // [item blocks, item panels, MR, NR]
       // 1. A packed by the thread that uses it, into MR-row micro-panels of its row item:
       //    ap [item blocks, K, MR] (rows past M zero), each K block just before its first use
       //    (hot in L1/L2 for the micro-kernel) and kept for the thread's next items of the same
-      //    row item. No serial packing step and no barrier before the items; with several
-      //    threads a row item may be packed once per thread that computes some of its columns.
+      //    row item (t_packed_a says which it holds). No serial packing step and no barrier
+      //    before the items; with several threads a row item may be packed once per thread
+      //    that computes some of its columns.
       float* ap = detail::thread_scratch(ap_floats, 1);
-      int64_t packed_ri = -1;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t ri = t / col_items;
         const int64_t ci = t % col_items;
@@ -721,8 +733,8 @@ struct Body {
         const int64_t p0 = ci * item_panels;  // panels [p0, p1)
         const int64_t p1 = min_i64(panels, p0 + item_panels);
         const int64_t np = p1 - p0;
-        const bool pack = ri != packed_ri;
-        packed_ri = ri;
+        const bool pack = t_packed_a.call != call || t_packed_a.row_item != ri;
+        t_packed_a = {call, ri};
         for (int64_t k0 = 0; k0 < k; k0 += kKC) {
           const int64_t kc = min_i64(kKC, k - k0);
           const bool last = k0 + kc == k;
