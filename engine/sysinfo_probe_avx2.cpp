@@ -38,4 +38,32 @@ float probe_fma_avx2(int64_t iters, float seed) {
   return r;
 }
 
+// Read-bandwidth probe (see probe_read_avx512): 4 streams of 256 B per iteration, 8 ymm loads
+// each, into 16 independent vaddps chains.
+float probe_read_avx2(const float* p, int64_t n, int64_t passes) {
+  const int64_t q = n / 4;
+  __m256 acc[16];
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t r = 0; r < passes; ++r) {
+    for (int64_t i = 0; i < q; i += 64) {
+#pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) {
+        const float* src = p + s * q + i;
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; ++k)
+          acc[s * 4 + k % 4] = _mm256_add_ps(acc[s * 4 + k % 4], _mm256_loadu_ps(src + 8 * k));
+      }
+    }
+  }
+  __m256 t = acc[0];
+#pragma GCC unroll 16
+  for (int j = 1; j < 16; ++j) t = _mm256_add_ps(t, acc[j]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, t);
+  float r = 0;
+  for (float v : lanes) r += v;
+  return r;
+}
+
 }  // namespace tessera::detail

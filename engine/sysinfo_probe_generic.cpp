@@ -20,4 +20,28 @@ float probe_fma_generic(int64_t iters, float seed) {
   return lanes[0] + lanes[1] + lanes[2] + lanes[3];
 }
 
+// Read-bandwidth probe (see probe_read_avx512): 4 streams of 256 B per iteration, 16 xmm loads
+// each, into 16 independent addps chains.
+float probe_read_generic(const float* p, int64_t n, int64_t passes) {
+  const int64_t q = n / 4;
+  __m128 acc[16];
+  for (int j = 0; j < 16; ++j) acc[j] = _mm_setzero_ps();
+  for (int64_t r = 0; r < passes; ++r) {
+    for (int64_t i = 0; i < q; i += 64) {
+#pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) {
+        const float* src = p + s * q + i;
+#pragma GCC unroll 16
+        for (int k = 0; k < 16; ++k)
+          acc[s * 4 + k % 4] = _mm_add_ps(acc[s * 4 + k % 4], _mm_loadu_ps(src + 4 * k));
+      }
+    }
+  }
+  __m128 t = acc[0];
+  for (int j = 1; j < 16; ++j) t = _mm_add_ps(t, acc[j]);
+  alignas(16) float lanes[4];
+  _mm_store_ps(lanes, t);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
 }  // namespace tessera::detail
