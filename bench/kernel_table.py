@@ -78,6 +78,17 @@ def bandwidths(med, probe):
     return out
 
 
+def measured_peak_per_core(build: str) -> float:
+    """This machine's fp32 FMA peak per core, from `tessera sysinfo --json` (the machines differ:
+    ~115 GFLOP/s on Zen 4, ~229 on Zen 5)."""
+    exe = os.path.join(build, "tools", "tessera")
+    p = subprocess.run([exe, "sysinfo", "--json", "--threads", "1"], capture_output=True,
+                       text=True)
+    if p.returncode != 0:
+        sys.exit(f"{exe} sysinfo failed ({p.stderr.strip()}): pass --peak-per-core")
+    return float(json.loads(p.stdout)["peak_gflops_per_core"])
+
+
 def gemm_tables(med, peak_per_core):
     rows, mem_rows = [], []
     dram = bandwidths(med, "dram_read")
@@ -157,10 +168,13 @@ def main():
     ap.add_argument("--repetitions", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.5, help="seconds per repetition")
     ap.add_argument("--filter", default="", help="regex passed as --benchmark_filter")
-    ap.add_argument("--peak-per-core", type=float, default=115.0,
-                    help="fp32 FMA peak GFLOP/s per core (default 115: Zen 4 at 3.6 GHz)")
+    ap.add_argument("--peak-per-core", type=float, default=0.0,
+                    help="fp32 FMA peak GFLOP/s per core (default: measured by "
+                         "BUILD/tools/tessera sysinfo --json on this machine)")
     ap.add_argument("--json-dir", default="", help="keep each suite's raw JSON here")
     args = ap.parse_args()
+    if args.peak_per_core <= 0:
+        args.peak_per_core = measured_peak_per_core(args.build)
     suites = SUITES if args.suite == "all" else (args.suite,)
     for name in suites:
         binary = os.path.join(args.build, "bench", f"bench_{name}")
