@@ -10,7 +10,7 @@
 //   L1 / L2 read  a private buffer of half the L1d / L2 per thread, read again and again as two
 //                 streams (its halves), 8 integer accumulators (vpaddq), full-width loads
 //   DRAM read     a 2 GiB buffer (at most 1/4 of memory) split between the threads, each share
-//                 read once per run as two streams, first touched by its reader
+//                 read once per run as four streams (its quarters), first touched by its reader
 //
 //   machine_probe [--threads N] [--json]      (N: default all CPUs this process may run on)
 #include <immintrin.h>
@@ -104,20 +104,21 @@ __attribute__((target("avx512f,avx512vnni"))) void int8_zmm(int64_t n) {
   sink(static_cast<uint64_t>(l[0] ^ l[15]));
 }
 
-// ---- read kernels: `bytes` (a multiple of 1 KiB) read as two streams, its halves ----
+// ---- read kernels: `bytes` (a multiple of 1 KiB) read as several streams, its parts ----
 
+// S streams (the buffer's S parts), 128 B = 2 loads from each per step, 8 accumulators.
+template <int S>
 __attribute__((target("avx512f"))) void read_zmm(const char* p, int64_t bytes, int64_t passes) {
-  const int64_t half = bytes / 2;
+  const int64_t part = bytes / S;
   __m512i acc[8];
   for (auto& a : acc) a = _mm512_setzero_si512();
   for (int64_t r = 0; r < passes; ++r) {
-    const char* a = p;
-    const char* b = p + half;
-    for (int64_t i = 0; i < half; i += 256) {
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        acc[k] = _mm512_add_epi64(acc[k], _mm512_load_si512(a + i + 64 * k));
-        acc[4 + k] = _mm512_add_epi64(acc[4 + k], _mm512_load_si512(b + i + 64 * k));
+    for (int64_t i = 0; i < part; i += 128) {
+#pragma GCC unroll 8
+      for (int s = 0; s < S; ++s) {
+        const char* src = p + s * part + i;
+        acc[(2 * s) % 8] = _mm512_add_epi64(acc[(2 * s) % 8], _mm512_load_si512(src));
+        acc[(2 * s + 1) % 8] = _mm512_add_epi64(acc[(2 * s + 1) % 8], _mm512_load_si512(src + 64));
       }
     }
   }
@@ -322,7 +323,9 @@ int main(int argc, char** argv) {
     }
     rows.push_back(r);
   };
-  const ReadKernel reader = avx512 ? read_zmm : avx2 ? read_ymm : nullptr;
+  // Caches: two streams; DRAM: four (more lines in flight: 2 streams read ~10 % less here).
+  const ReadKernel reader = avx512 ? read_zmm<2> : avx2 ? read_ymm : nullptr;
+  const ReadKernel dram_reader = avx512 ? read_zmm<4> : avx2 ? read_ymm : nullptr;
   both(
       "fp32_gflops", "GFLOP/s",
       [&](int t) {
@@ -347,8 +350,8 @@ int main(int argc, char** argv) {
         threads, 1, [](int) {},
         [&](int i) { std::memset(big + i * share, 1, static_cast<size_t>(share)); });
     both(
-        "dram_read_gbs", "GB/s", [&](int t) { return dram_read_rate(reader, big, dram_bytes, t); },
-        true);
+        "dram_read_gbs", "GB/s",
+        [&](int t) { return dram_read_rate(dram_reader, big, dram_bytes, t); }, true);
     std::free(big);
   } else {
     rows.push_back({"dram_read_gbs", -1, -1, "GB/s"});
