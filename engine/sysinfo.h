@@ -60,8 +60,10 @@ struct SysInfoOptions {
   // CPU model, cores, threads, L3, memory size and ISA) when there is one. Most of the DRAM
   // probe's time is the first touch of its >= 1 GiB buffer (~1.5 s on a VM whose host backs
   // memory lazily); `tessera profile` reuses, `tessera sysinfo` always measures. Every
-  // measurement is written to the cache: $TESSERA_CACHE_DIR/dram-bandwidth.json, else
-  // $XDG_CACHE_HOME/tessera/, else ~/.cache/tessera/ (failures to read or write are ignored).
+  // measurement goes to the cache, which keeps the highest figures seen per key (load from
+  // other processes only lowers them; delete the file to start afresh):
+  // $TESSERA_CACHE_DIR/dram-bandwidth.json, else $XDG_CACHE_HOME/tessera/, else ~/.cache/tessera/
+  // (failures to read or write are ignored).
   bool reuse_cached_dram = false;
 };
 
