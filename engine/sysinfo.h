@@ -85,11 +85,13 @@ float probe_fma_generic(int64_t iters, float seed);
 // -mavx512bf16) and vpdpbusd (128 ops each; -mavx512vnni). Call only when the CPU has them.
 float probe_bf16_avx512(int64_t iters, float seed);
 int32_t probe_int8_avx512(int64_t iters, int32_t seed);
-// `passes` reads of p[0, n), n a multiple of 256 floats, as 4 streams (the buffer's quarters)
-// with full-width loads into 16 independent accumulators; returns their sum.
-float probe_read_avx512(const float* p, int64_t n, int64_t passes);
-float probe_read_avx2(const float* p, int64_t n, int64_t passes);
-float probe_read_generic(const float* p, int64_t n, int64_t passes);
+// `passes` reads of p[0, n), n a multiple of 256 floats, as `streams` (2 or 4) streams, the
+// buffer's parts read side by side, with full-width loads into 16 independent accumulators;
+// returns their sum. DRAM wants 4 (more lines in flight); cache-resident reads 2 (on Zen 5, 4
+// streams read L2 ~10 % slower than 1 or 2: 195 against 213 GB/s).
+float probe_read_avx512(const float* p, int64_t n, int64_t passes, int streams);
+float probe_read_avx2(const float* p, int64_t n, int64_t passes, int streams);
+float probe_read_generic(const float* p, int64_t n, int64_t passes, int streams);
 }  // namespace detail
 
 }  // namespace tessera
