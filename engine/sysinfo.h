@@ -1,12 +1,12 @@
 // Machine limits for the profiler's roofline: what the CPU is (ISA in use, feature flags, cores,
-// caches) and what it can do, measured by short built-in probes (about half a second in all,
-// most of it the DRAM probe; engine/sysinfo_probe_*.cpp, each compiled with its ISA's flags
-// alone and called only when the CPU has that ISA):
+// caches) and what it can do, measured by short built-in probes (0.5-2.5 s in all, most of it
+// the first touch of the DRAM probe's buffer; engine/sysinfo_probe_*.cpp, each compiled with its
+// ISA's flags alone and called only when the CPU has that ISA):
 //   peak fp32 rate per core: 12 independent FMA chains in the vector width of the active ISA;
 //   peak bf16 / int8 dot-product rate per core: 16 independent vdpbf16ps (AVX512-BF16) /
 //     vpdpbusd (AVX512-VNNI) chains, 0 where the CPU lacks the instruction;
-//   L1 / L2 read bandwidth: a private buffer of half the L1d / L2 per thread, read with
-//     full-width loads into 16 independent accumulators, 1 thread and all kernel threads;
+//   L1 / L2 read bandwidth: a private buffer of half the L1d / L2 per thread, read as 2 streams
+//     with full-width loads into 16 independent accumulators, 1 thread and all kernel threads;
 //   DRAM read bandwidth: the same read loop (4 streams per thread) over a buffer far larger
 //     than the last-level cache (max(1 GiB, 2 x L3), at most a quarter of physical memory),
 //     1 thread and all kernel threads.
