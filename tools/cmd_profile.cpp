@@ -194,8 +194,11 @@ void add_limits(CLI::App* cmd, Limits& l) {
   cmd->add_option("--peak-gflops", l.peak, "Peak fp32 GFLOP/s per core (default: measured)");
   cmd->add_option("--bandwidth-gbs", l.bandwidth, "Memory bandwidth GB/s (default: measured)");
 }
-SysInfo machine(const Limits& l) {
+// reuse_dram: take the DRAM figures from the cache of an earlier measurement (the profiler;
+// `sysinfo` always measures). See SysInfoOptions::reuse_cached_dram.
+SysInfo machine(const Limits& l, bool reuse_dram) {
   SysInfoOptions opt;
+  opt.reuse_cached_dram = reuse_dram;
   opt.peak_gflops_per_core = l.peak;
   opt.bandwidth_gbs = l.bandwidth;
   return detect_sysinfo(opt);
@@ -235,7 +238,7 @@ Action add_sysinfo_command(CLI::App& app) {
   add_limits(cmd, o->limits);
   return [o] {
     setup_threads(o->threads);
-    const SysInfo s = machine(o->limits);
+    const SysInfo s = machine(o->limits, false);
     if (o->json)
       std::cout << sysinfo_json(s).dump(2) << '\n';
     else
@@ -262,7 +265,7 @@ Action add_profile_command(CLI::App& app) {
     const Common& c = o->c;
     check_reps(c);
     setup_threads(c.threads);
-    const SysInfo m = machine(o->limits);
+    const SysInfo m = machine(o->limits, true);
     ModelDir dir(c.model);
     auto model = load_model(dir);
     const Workload w = make_workload(*model, c.batch, c.seq, c.generate, "");
