@@ -8,6 +8,7 @@
 
 #include <benchmark/benchmark.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -42,8 +43,8 @@ inline std::vector<int> thread_counts() {
   return t;
 }
 
-// Size in bytes of the cache of the given level the CPU reports (sysfs, cpu0; for level 1 the
-// data cache), 0 when unknown.
+// Size in bytes of the cache of the given level (1 = L1d, 2, 3) the CPU reports (sysfs of cpu0,
+// else sysconf), 0 when unknown.
 inline int64_t cache_bytes(int level) {
   int64_t found = 0;
   for (int i = 0; i < 8; ++i) {
@@ -58,7 +59,12 @@ inline int64_t cache_bytes(int level) {
     if (size.back() == 'M') bytes <<= 20;
     found = std::max(found, bytes);
   }
-  return found;
+  if (found > 0) return found;
+  // No sysfs cache directory (some VMs): what glibc derives from cpuid.
+  const long v = sysconf(level == 1   ? _SC_LEVEL1_DCACHE_SIZE
+                         : level == 2 ? _SC_LEVEL2_CACHE_SIZE
+                                      : _SC_LEVEL3_CACHE_SIZE);
+  return v > 0 ? v : 0;
 }
 
 // Bytes a benchmark must stream to be sure they come from DRAM: twice the largest cache level
