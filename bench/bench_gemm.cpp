@@ -5,6 +5,9 @@
 //                                     oneDNN's layout (prepacked), primitive cached
 //   gemm/dnnl_sgemm/MxKxN/threads:T   dnnl_sgemm on the plain W (no prepacking)
 //   gemm_isa/<isa>/MxKxN/threads:1    every ISA this CPU runs, one thread
+//   gemm_blocks/l1d32k/MxKxN/threads:T  Tessera blocked as for a 32 KiB L1d / 1 MiB L2 core
+//                                     (the Zen 4 blocks: KC 256, MC 128, NC 256), against
+//                                     gemm/tessera's blocks from this CPU's caches (M >= 32)
 //   gemm_mem/{tessera,onednn}/MxKxN/threads:T   M <= 4 with weights from memory: the call
 //                                     cycles through 512 MiB of weight copies (as the DRAM probe)
 //                                     (GB/s of weights streamed, and GFLOP/s)
@@ -60,6 +63,21 @@ void bench_gemm(benchmark::State& st, tk::GemmBackend backend, tk::Isa isa, Gemm
     benchmark::ClobberMemory();
   }
   st.counters["GFLOP/s"] = per_second(2.0 * s.m * s.n * s.k, st);
+}
+
+// Restores the GEMM's cache sizes when a benchmark ends.
+struct CacheScope {
+  tk::CacheSizes before = tk::gemm_cache_sizes();
+  explicit CacheScope(const tk::CacheSizes& c) { tk::set_gemm_cache_sizes(c); }
+  ~CacheScope() { tk::set_gemm_cache_sizes(before); }
+};
+
+void bench_gemm_blocks(benchmark::State& st, tk::CacheSizes caches, GemmShape s, int threads) {
+  CacheScope scope(caches);
+  bench_gemm(st, tk::GemmBackend::tessera, tk::active_isa(), s, threads);
+  const tk::GemmBlocking b = tk::gemm_blocking(tk::active_isa());
+  st.SetLabel("KC " + std::to_string(b.kc) + " MC " + std::to_string(b.mc) + " NC " +
+              std::to_string(b.nc));
 }
 
 // Weights from memory: `copies` distinct packed copies, together > dram_bytes() (the size of the
@@ -127,6 +145,14 @@ void register_suite() {
                                    bench_dnnl_sgemm, s, threads)
           ->UseRealTime();
 #endif
+    }
+    if (s.m >= 32) {
+      for (int threads : thread_counts()) {
+        benchmark::RegisterBenchmark(("gemm_blocks/l1d32k/" + shape_name(s, threads)).c_str(),
+                                     bench_gemm_blocks, tk::CacheSizes{32 << 10, 1 << 20, 0}, s,
+                                     threads)
+            ->UseRealTime();
+      }
     }
     for (tk::Isa isa : tk::supported_isas()) {
       benchmark::RegisterBenchmark(

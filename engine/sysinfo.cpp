@@ -47,39 +47,18 @@ std::string cpu_model_name() {
   return "unknown";
 }
 
-// "32K" / "1024K" / "32M" -> bytes.
-int64_t parse_size(const std::string& s) {
-  if (s.empty()) return 0;
-  int64_t v = 0;
-  size_t i = 0;
-  while (i < s.size() && s[i] >= '0' && s[i] <= '9') v = v * 10 + (s[i++] - '0');
-  if (i < s.size() && (s[i] == 'K' || s[i] == 'k')) v <<= 10;
-  if (i < s.size() && (s[i] == 'M' || s[i] == 'm')) v <<= 20;
-  return v;
-}
-
-std::string read_line(const std::string& path) {
-  std::ifstream f(path);
-  std::string s;
-  std::getline(f, s);
-  return s;
-}
-
 void detect_caches(SysInfo& s) {
-  // sysfs first: in VMs sysconf may derive sizes from cpuid leaves the hypervisor filled in
-  // oddly (this KVM guest: sysconf says L3 320 MiB, sysfs 32 MiB).
-  for (int i = 0; i < 8; ++i) {
-    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
-    const std::string level = read_line(dir + "level"), type = read_line(dir + "type");
-    const int64_t size = parse_size(read_line(dir + "size"));
-    if (level.empty() || size == 0) continue;
-    if (level == "1" && type == "Data") s.l1d_bytes = size;
-    if (level == "2") s.l2_bytes = size;
-    if (level == "3") s.l3_bytes = size;
-  }
-  if (s.l1d_bytes == 0) s.l1d_bytes = std::max<long>(0, sysconf(_SC_LEVEL1_DCACHE_SIZE));
-  if (s.l2_bytes == 0) s.l2_bytes = std::max<long>(0, sysconf(_SC_LEVEL2_CACHE_SIZE));
-  if (s.l3_bytes == 0) s.l3_bytes = std::max<long>(0, sysconf(_SC_LEVEL3_CACHE_SIZE));
+  // The sizes the kernels block for (sysfs, else sysconf): one detection for both.
+  const kernels::CacheSizes c = kernels::detected_cache_sizes();
+  s.l1d_bytes = c.l1d;
+  s.l2_bytes = c.l2;
+  s.l3_bytes = c.l3;
+  const kernels::GemmBlocking b = kernels::gemm_blocking(kernels::active_isa());
+  s.gemm_mr = b.mr;
+  s.gemm_nr = b.nr;
+  s.gemm_kc = b.kc;
+  s.gemm_mc = b.mc;
+  s.gemm_nc = b.nc;
 }
 
 void detect_flags(SysInfo& s) {
@@ -475,6 +454,12 @@ nlohmann::json sysinfo_json(const SysInfo& s) {
       {"cores", s.cores},
       {"threads", s.threads},
       {"cache_bytes", {{"l1d", s.l1d_bytes}, {"l2", s.l2_bytes}, {"l3", s.l3_bytes}}},
+      {"gemm_blocking",
+       {{"mr", s.gemm_mr},
+        {"nr", s.gemm_nr},
+        {"kc", s.gemm_kc},
+        {"mc", s.gemm_mc},
+        {"nc", s.gemm_nc}}},
       {"peak_gflops_per_core", s.peak_gflops_per_core},
       {"peak_gflops", s.peak_gflops()},
       {"peak_method", s.peak_method},
@@ -513,6 +498,8 @@ std::string sysinfo_text(const SysInfo& s) {
     << "cores:      " << s.cores << " (kernel threads: " << s.threads << ")\n"
     << "caches:     L1d " << kib(s.l1d_bytes) << ", L2 " << kib(s.l2_bytes) << ", L3 "
     << kib(s.l3_bytes) << "\n"
+    << "gemm tile:  MR " << s.gemm_mr << " x NR " << s.gemm_nr << ", blocks KC " << s.gemm_kc
+    << ", MC " << s.gemm_mc << ", NC " << s.gemm_nc << " (from the caches above)\n"
     << "peak fp32:  " << fmt(s.peak_gflops_per_core, 1) << " GFLOP/s per core, "
     << fmt(s.peak_gflops(), 1) << " GFLOP/s for " << s.threads << " threads\n"
     << "            (" << s.peak_method << ")\n"

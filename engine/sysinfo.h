@@ -31,6 +31,8 @@ struct SysInfo {
   int cores = 0;                                      // logical CPUs online
   int threads = 0;                                    // kernels::num_threads()
   int64_t l1d_bytes = 0, l2_bytes = 0, l3_bytes = 0;  // 0 = unknown
+  // The active ISA's GEMM register tile and the cache blocks derived from the sizes above.
+  int64_t gemm_mr = 0, gemm_nr = 0, gemm_kc = 0, gemm_mc = 0, gemm_nc = 0;
 
   double peak_gflops_per_core = 0;  // fp32
   std::string peak_method;

@@ -2,10 +2,13 @@
 // forward to the active ISA's table. Compiled with the baseline flags only: nothing here may
 // execute an instruction the CPU might lack.
 #include <omp.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -363,6 +366,78 @@ void embedding(int64_t rows, const int64_t* ids, const float* table, int64_t dim
 
 void attention(const AttentionArgs& args) {
   active_table().attention(args);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache sizes and GEMM blocking
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+std::string first_line(const std::string& path) {
+  std::ifstream f(path);
+  std::string line;
+  std::getline(f, line);
+  return line;
+}
+
+// "48K", "1024K", "32M" (sysfs cache sizes) -> bytes; 0 when unparsable.
+int64_t parse_cache_size(const std::string& text) {
+  char* end = nullptr;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (end == text.c_str() || v <= 0) return 0;
+  if (*end == 'K') return v << 10;
+  if (*end == 'M') return v << 20;
+  if (*end == 'G') return v << 30;
+  return *end == '\0' ? v : 0;
+}
+
+CacheSizes detect_cache_sizes() {
+  // sysfs first: in VMs the CPUID leaves behind sysconf can be filled in oddly (a KVM guest
+  // whose sysconf says L3 320 MiB where sysfs says 32 MiB); some guests have no sysfs entries.
+  CacheSizes c;
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    const std::string level = first_line(dir + "level"), type = first_line(dir + "type");
+    const int64_t size = parse_cache_size(first_line(dir + "size"));
+    if (level.empty() || size == 0) continue;
+    if (level == "1" && type == "Data") c.l1d = size;
+    if (level == "2") c.l2 = size;
+    if (level == "3") c.l3 = size;
+  }
+  if (c.l1d == 0) c.l1d = std::max<long>(0, sysconf(_SC_LEVEL1_DCACHE_SIZE));
+  if (c.l2 == 0) c.l2 = std::max<long>(0, sysconf(_SC_LEVEL2_CACHE_SIZE));
+  if (c.l3 == 0) c.l3 = std::max<long>(0, sysconf(_SC_LEVEL3_CACHE_SIZE));
+  return c;
+}
+
+// The override of set_gemm_cache_sizes(); all 0: none.
+std::atomic<int64_t> g_override_l1d{0}, g_override_l2{0}, g_override_l3{0};
+
+}  // namespace
+
+CacheSizes detected_cache_sizes() {
+  static const CacheSizes sizes = detect_cache_sizes();
+  return sizes;
+}
+
+CacheSizes gemm_cache_sizes() {
+  const CacheSizes o{g_override_l1d.load(std::memory_order_relaxed),
+                     g_override_l2.load(std::memory_order_relaxed),
+                     g_override_l3.load(std::memory_order_relaxed)};
+  if (o.l1d == 0 && o.l2 == 0 && o.l3 == 0) return detected_cache_sizes();
+  return o;
+}
+
+void set_gemm_cache_sizes(const CacheSizes& sizes) {
+  if (sizes.l1d < 0 || sizes.l2 < 0 || sizes.l3 < 0)
+    throw std::invalid_argument("set_gemm_cache_sizes: negative cache size");
+  g_override_l1d.store(sizes.l1d, std::memory_order_relaxed);
+  g_override_l2.store(sizes.l2, std::memory_order_relaxed);
+  g_override_l3.store(sizes.l3, std::memory_order_relaxed);
+}
+
+GemmBlocking gemm_blocking(Isa isa) {
+  return kernel_table(isa).gemm_blocking(gemm_cache_sizes());
 }
 
 }  // namespace tessera::kernels

@@ -130,6 +130,32 @@ void set_gemm_backend(GemmBackend backend);
 GemmBackend gemm_backend();
 const char* gemm_backend_name(GemmBackend backend);
 
+// ---------------------------------------------------------------------------------------------
+// Cache blocking. The blocked GEMM sizes its blocks from the caches of the CPU it runs on:
+//   KC (K block): the A micro-panel KC x MR floats fills a quarter of L1d;
+//   NC (columns of an item): the weight block KC x NC fills a quarter of L2;
+//   MC (rows of an item): the A block and the accumulators, MC x (KC + NC), a quarter of L2.
+// (32 KiB L1d, 1 MiB L2, AVX-512: KC 256, NC 256, MC 128; 48 KiB L1d: KC 384, NC 160, MC 120.)
+// Blocking never changes results: every C element is summed in k order in one chain.
+// ---------------------------------------------------------------------------------------------
+struct CacheSizes {
+  int64_t l1d = 0, l2 = 0, l3 = 0;  // bytes per core (L3: the reported size); 0 = unknown
+};
+// What the CPU reports, read once: /sys/devices/system/cpu/cpu0/cache, else sysconf (which
+// reads CPUID). Unknown sizes stay 0; the GEMM then assumes 32 KiB L1d and 512 KiB L2.
+CacheSizes detected_cache_sizes();
+// The sizes the GEMM blocks for: detected_cache_sizes() unless overridden (tests, benchmarks
+// and tuning experiments). An override with every field 0 restores detection. Must not be
+// called while a GEMM runs.
+CacheSizes gemm_cache_sizes();
+void set_gemm_cache_sizes(const CacheSizes& sizes);
+struct GemmBlocking {
+  int64_t mr, nr;      // register tile (compile-time, per ISA)
+  int64_t kc, mc, nc;  // cache blocks (from gemm_cache_sizes())
+};
+// The blocking `isa`'s GEMM uses now, for matrices of at least KC x MC x NC.
+GemmBlocking gemm_blocking(Isa isa);
+
 // a: [M, K] row stride lda >= K.  c: [M, N] row stride ldc >= N; must not overlap a.
 // M >= 0 (M = 0 does nothing). w.isa() must be an ISA this CPU supports; the kernel of that ISA
 // runs. No alignment is required of any pointer.
@@ -234,6 +260,7 @@ struct KernelTable {
   // pack_weights for W given as [k, n] row-major (see pack_weights_kn()).
   void (*pack_weights_kn)(const float* w, int64_t k, int64_t n, int64_t ldw, PackedWeights& out);
   void (*vector_math)(MathFunction f, int64_t n, const float* x, float* y);
+  GemmBlocking (*gemm_blocking)(const CacheSizes& caches);  // see gemm_blocking()
 };
 // The table of one ISA. Throws std::runtime_error if the CPU cannot run it.
 const KernelTable& kernel_table(Isa isa);

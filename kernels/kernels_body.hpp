@@ -538,25 +538,37 @@ struct Body {
   //      on, one K block at a time just before its first use.
   //   3. Per item: for each KC block of K: for each MR row block: for each NR panel: the
   //      micro-kernel accumulates an MR x NR tile over the KC block.
-  // Cache reasoning (Zen 4: 32 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3):
-  //   * KC = 256: the A micro-panel of one KC block, KC x MR x 4 B (8 KiB at MR = 8), stays in
-  //     L1 while the item's panels stream past it; a quarter of L1, so the streamed W lines
-  //     and the C tile do not evict it. Long enough that loading/storing the MR x NR
-  //     accumulators between K blocks (2 x 16 vectors) costs < 1 % of the KC x 2MR FMAs.
-  //   * NC = 256 columns: the item's W block, KC x NC x 4 B = 256 KiB, stays in L2 while the
-  //     item's MC / MR row blocks each sweep it.
-  //   * MC = 128 rows: the item's A block (MC x KC x 4 B = 128 KiB) and its accumulators
-  //     (MC x NC x 4 B = 128 KiB) also fit in L2 next to the W block (512 KiB in all, half of
-  //     L2). The whole packed W (e.g. 9 MiB for 768 x 3072) is L3-resident and read once per
-  //     row item: at MC = 128, 1/64 byte per flop, ~2 GB/s at peak.
+  // Cache blocks, from the cache sizes the CPU reports (gemm_blocking(); see kernels.h):
+  //   * KC: the A micro-panel of one K block, KC x MR x 4 B, fills a quarter of L1d (8 KiB
+  //     at MR = 8 on a 32 KiB L1d: KC = 256; 48 KiB: KC = 384), so it stays in L1 while the
+  //     item's panels stream past it, next to the streamed W lines and the C tile. Long
+  //     enough that loading/storing the MR x NR accumulators between K blocks (2 x MR
+  //     vectors) costs < 1 % of the KC x 2MR FMAs; a larger KC halves that again and, on a
+  //     core that retires two 512-bit FMAs per cycle, the per-block overhead weighs double.
+  //   * NC: the item's W block, KC x NC x 4 B, fills a quarter of L2 while the item's row
+  //     blocks each sweep it.
+  //   * MC: the item's A block and its accumulators, MC x (KC + NC) x 4 B, another quarter of
+  //     L2 (half of L2 in all; the rest holds C lines, the next block's prefetches and the
+  //     other streams). The whole packed W (e.g. 9 MiB for 768 x 3072) is L3-resident and
+  //     read once per row item: at MC = 128, 1/64 byte per flop, ~2 GB/s at peak.
+  // Unknown sizes: 32 KiB L1d, 512 KiB L2. K is cut into equal blocks of at most KC (a
+  // multiple of 8: the AVX-512 A packing transposes 8 k steps at a time).
+  static GemmBlocking blocking_for(const CacheSizes& caches) {
+    const int64_t l1 = caches.l1d > 0 ? caches.l1d : int64_t{32} << 10;
+    const int64_t l2 = caches.l2 > 0 ? caches.l2 : int64_t{512} << 10;
+    const int64_t kc = max_i64(64, min_i64(1024, l1 / 4 / (MR * 4) / 8 * 8));
+    const int64_t nc = NR * max_i64(1, min_i64(32, l2 / 4 / (kc * NR * 4)));
+    const int64_t mc = MR * max_i64(1, min_i64(128, l2 / 4 / ((kc + nc) * 4) / MR));
+    return GemmBlocking{MR, NR, kc, mc, nc};
+  }
+  static GemmBlocking gemm_blocking(const CacheSizes& caches) {
+    return blocking_for(caches);
+  }
   // Items are smaller than MC x NC when needed to give every thread several of them. Each
   // C element is accumulated by one thread, in k order, in one register chain (reloading
   // the accumulator between K blocks is exact), so the result is independent of the thread
   // count and of the blocking. The epilogue is applied to a tile right after its last K block,
   // while it is in L1.
-  static constexpr int64_t kKC = 256;
-  static constexpr int64_t kMC = 128;
-  static constexpr int64_t kNC = 256;
   // M up to this many rows takes the few-row (streaming) path.
   static constexpr int64_t kFewRows = MR;
 
@@ -679,8 +691,9 @@ struct Body {
   // for the item's panels; at 2 panels per item (what "about 8 items per thread" gave for
   // N = 768 on 2 threads) the micro-kernel also streams A from L2, and 2-thread GEMMs ran at
   // ~80 % of oneDNN on a Zen 5. Equal-width items balance a dynamic split as well as a static one.
-  static int64_t balanced_item_panels(int64_t row_items, int64_t panels, int64_t threads) {
-    for (int64_t ip = kNC / NR; ip > 1; --ip) {
+  static int64_t balanced_item_panels(int64_t row_items, int64_t panels, int64_t threads,
+                                      int64_t max_panels) {
+    for (int64_t ip = max_panels; ip > 1; --ip) {
       const int64_t items = row_items * ceil_div(panels, ip);
       if (items < threads) continue;
       const int64_t busiest = ceil_div(items, threads) * ip;  // row-item x panel units
@@ -701,13 +714,17 @@ struct Body {
     // 2. Items: row_items x col_items, each up to MC rows (whole row blocks) x NC columns (whole
     //    panels). With several threads, items narrow only as far as balance needs (see
     //    balanced_item_panels).
-    const int64_t row_items = ceil_div(row_blocks, kMC / MR);
-    int64_t item_panels = kNC / NR;
+    const GemmBlocking bl = blocking_for(gemm_cache_sizes());
+    const int64_t row_items = ceil_div(row_blocks, bl.mc / MR);
+    int64_t item_panels = bl.nc / NR;
+    // K blocks: ceil(K / KC) of equal length (a multiple of 8), no short tail block.
+    const int64_t k_blocks = ceil_div(k, bl.kc);
+    const int64_t kc_len = min_i64(bl.kc, ceil_div(ceil_div(k, k_blocks), 8) * 8);
     // Threads worth using: each should get at least 4 kMinChunkWork flops (a small GEMM stays
     // on one thread, where a fork/join would cost more than it saves).
     const int64_t threads =
         min_i64(num_threads(), max_i64(1, 2 * m * panels * NR * k / (4 * kMinChunkWork)));
-    if (threads > 1) item_panels = balanced_item_panels(row_items, panels, threads);
+    if (threads > 1) item_panels = balanced_item_panels(row_items, panels, threads, item_panels);
     const int64_t col_items = ceil_div(panels, item_panels);
     const int64_t max_item_blocks = ceil_div(row_blocks, row_items);
     const size_t acc_floats = static_cast<size_t>(max_item_blocks * item_panels * MR * NR);
@@ -735,8 +752,8 @@ struct Body {
         const int64_t np = p1 - p0;
         const bool pack = t_packed_a.call != call || t_packed_a.row_item != ri;
         t_packed_a = {call, ri};
-        for (int64_t k0 = 0; k0 < k; k0 += kKC) {
-          const int64_t kc = min_i64(kKC, k - k0);
+        for (int64_t k0 = 0; k0 < k; k0 += kc_len) {
+          const int64_t kc = min_i64(kc_len, k - k0);
           const bool last = k0 + kc == k;
           for (int64_t rb = rb0; rb < rb1; ++rb) {
             float* apb = ap + ((rb - rb0) * k + k0) * MR;  // [kc, MR]
@@ -1565,7 +1582,8 @@ constexpr KernelTable make_kernel_table() {
                      &K::embedding,
                      &K::attention,
                      &K::pack_weights_kn,
-                     &K::vector_math};
+                     &K::vector_math,
+                     &K::gemm_blocking};
 }
 
 }  // namespace

@@ -738,6 +738,80 @@ TEST_CASE("gemm: every N to 2*NR+1, every M to 17, K in {1, 3, 17, 127, 768}") {
   }
 }
 
+TEST_CASE("gemm: cache blocks from the cache sizes; any blocking gives the same bits") {
+  using tk::CacheSizes;
+  CHECK_THROWS_AS(tk::set_gemm_cache_sizes(CacheSizes{-1, 0, 0}), std::invalid_argument);
+  const CacheSizes detected = tk::detected_cache_sizes();
+  CHECK(detected.l1d >= 0);
+  CHECK(tk::gemm_cache_sizes().l1d == detected.l1d);
+  const CacheSizes machines[] = {{32 << 10, 1 << 20, 32 << 20},  // Zen 4
+                                 {48 << 10, 1 << 20, 32 << 20},  // Zen 5
+                                 {32 << 10, 256 << 10, 0},       // older cores
+                                 {0, 0, 0},                      // unknown: 32 KiB / 512 KiB
+                                 {4 << 10, 64 << 10, 0}};        // tiny: every clamp
+  for (Isa isa : tk::supported_isas()) {
+    const tk::KernelTable& kt = tk::kernel_table(isa);
+    for (const CacheSizes& c : machines) {
+      const tk::GemmBlocking b = kt.gemm_blocking(c);
+      const int64_t l1 = c.l1d > 0 ? c.l1d : 32 << 10, l2 = c.l2 > 0 ? c.l2 : 512 << 10;
+      INFO(isa_str(isa) << " L1d " << c.l1d << " L2 " << c.l2 << ": KC " << b.kc << " MC " << b.mc
+                        << " NC " << b.nc);
+      CHECK(b.nr == kt.gemm_panel_width);
+      CHECK(b.kc % 8 == 0);
+      CHECK(b.mc % b.mr == 0);
+      CHECK(b.nc % b.nr == 0);
+      if (c.l1d >= (16 << 10)) {  // the clamps (KC >= 64, one panel, one row block) aside
+        CHECK(b.kc * b.mr * 4 <= l1 / 4);
+        CHECK(b.kc * b.nc * 4 <= l2 / 4);
+        CHECK(b.mc * (b.kc + b.nc) * 4 <= l2 / 4);
+      }
+    }
+    if (isa == Isa::avx512) {  // the worked examples of kernels.h
+      const tk::GemmBlocking z4 = kt.gemm_blocking(machines[0]);
+      CHECK((z4.kc == 256 && z4.mc == 128 && z4.nc == 256));
+      const tk::GemmBlocking z5 = kt.gemm_blocking(machines[1]);
+      CHECK((z5.kc == 384 && z5.mc == 120 && z5.nc == 160));
+    }
+  }
+  // The same GEMMs blocked for each machine, on 1 and 2 threads: every result passes the
+  // reference and all are bit-identical (the blocking moves work, never the k order of a sum).
+  Rng rng;
+  const GemmCase shapes[] = {{300, 600, 530, Activation::relu, true, true, false, 3},
+                             {130, 1000, 200, Activation::gelu_tanh, true, false, false, 1},
+                             {17, 129, 1000, Activation::none, false, true, true, 0}};
+  const int threads_before = tk::num_threads();
+  for (Isa isa : tk::supported_isas()) {
+    const tk::KernelTable& kt = tk::kernel_table(isa);
+    for (const GemmCase& g : shapes) {
+      GemmData d(g, rng);
+      tk::PackedWeights pw;
+      kt.pack_weights(d.w.data(), g.n, g.k, d.ldw, pw);
+      std::vector<float> first;
+      for (const CacheSizes& c : machines) {
+        for (int threads : {1, 2}) {
+          tk::set_gemm_cache_sizes(c);  // {0, 0, 0}: this machine's detected sizes
+          tk::set_num_threads(threads);
+          d.reset_c();
+          kt.gemm(g.m, d.a.data(), d.lda, pw, d.c.data(), d.ldc, d.epilogue());
+          const ErrStats e = d.check();
+          CHECK_MESSAGE(e.ok(), isa_str(isa) << " gemm " << g << " L1d " << c.l1d << ": " << e);
+          std::vector<float> got(d.c.data(), d.c.data() + d.c.size());
+          if (first.empty()) {
+            first = got;
+          } else {
+            CHECK_MESSAGE(std::memcmp(first.data(), got.data(), got.size() * sizeof(float)) == 0,
+                          isa_str(isa) << " gemm " << g << ": blocked for L1d " << c.l1d << ", L2 "
+                                       << c.l2 << " on " << threads << " threads differs");
+          }
+        }
+      }
+    }
+  }
+  tk::set_gemm_cache_sizes(CacheSizes{});
+  tk::set_num_threads(threads_before);
+  CHECK(tk::gemm_cache_sizes().l2 == detected.l2);
+}
+
 TEST_CASE("gemm: every epilogue combination, residual aliasing C") {
   Rng rng;
   for (Isa isa : tk::supported_isas()) {
