@@ -4,6 +4,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "kernels/kernels.h"
+
 namespace tessera {
 
 size_t dtype_size(DType dt) {
@@ -89,8 +91,7 @@ Tensor::Tensor(DType dt, Shape shape, bool zero_fill) : dtype_(dt), shape_(std::
   size_t bytes = nbytes();
   size_t rounded = (bytes + 63) / 64 * 64;
   if (rounded == 0) rounded = 64;
-  void* p = std::aligned_alloc(64, rounded);
-  if (!p) throw std::bad_alloc();
+  void* p = kernels::allocate_aligned(rounded);  // huge pages for large tensors
   if (zero_fill) std::memset(p, 0, rounded);
   data_ = p;
   owner_ = std::shared_ptr<const void>(p, AlignedFree{});

@@ -2,6 +2,7 @@
 // forward to the active ISA's table. Compiled with the baseline flags only: nothing here may
 // execute an instruction the CPU might lack.
 #include <omp.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,7 +20,8 @@
 namespace tessera::kernels {
 namespace {
 
-constexpr std::align_val_t kAlign{64};  // a cache line; also >= any vector width we use
+constexpr size_t kLine = 64;               // a cache line; also >= any vector width we use
+constexpr size_t kHuge = size_t{2} << 20;  // an x86-64 huge page
 
 struct CpuFeatures {
   bool avx2 = false;
@@ -68,7 +70,7 @@ struct Scratch {
   Scratch() = default;
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() { ::operator delete[](data, kAlign); }
+  ~Scratch() { std::free(data); }
 };
 thread_local Scratch t_scratch[detail::kScratchSlots];
 
@@ -147,10 +149,25 @@ int num_threads() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Memory
+// ---------------------------------------------------------------------------------------------
+void* allocate_aligned(size_t bytes) {
+  if (bytes == 0) bytes = 1;
+  const size_t align = bytes >= kHuge ? kHuge : kLine;
+  void* p = std::aligned_alloc(align, (bytes + align - 1) / align * align);
+  if (p == nullptr) throw std::bad_alloc();
+  // Huge pages where the system allows them (transparent_hugepage "madvise", Debian's default):
+  // a forward pass streams hundreds of MiB of weights; with 4 KiB pages every 4 KiB is a TLB
+  // miss and, in a VM, a two-level page walk. A hint: failure (THP "never") changes nothing.
+  if (align == kHuge) madvise(p, (bytes + align - 1) / align * align, MADV_HUGEPAGE);
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
 // PackedWeights
 // ---------------------------------------------------------------------------------------------
 PackedWeights::PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats)
-    : data_(static_cast<float*>(::operator new[](floats * sizeof(float), kAlign))),
+    : data_(static_cast<float*>(allocate_aligned(floats * sizeof(float)))),
       backend_(std::make_shared<detail::BackendSlot>()),
       n_(n),
       k_(k),
@@ -159,7 +176,7 @@ PackedWeights::PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t f
       bytes_(floats * sizeof(float)) {}
 
 void PackedWeights::Free::operator()(float* p) const {
-  ::operator delete[](p, kAlign);
+  std::free(p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -175,8 +192,8 @@ float* thread_scratch(size_t floats, int slot) {
   Scratch& s = t_scratch[slot];
   if (floats > s.capacity) {
     const size_t capacity = (floats + 15) / 16 * 16;  // whole cache lines
-    float* data = static_cast<float*>(::operator new[](capacity * sizeof(float), kAlign));
-    ::operator delete[](s.data, kAlign);
+    float* data = static_cast<float*>(allocate_aligned(capacity * sizeof(float)));
+    std::free(s.data);
     s.data = data;
     s.capacity = capacity;
   }

@@ -56,6 +56,10 @@ enum class Activation : uint8_t {
 // ---------------------------------------------------------------------------------------------
 // W is packed once (at load) into the layout the micro-kernel of one ISA streams.
 // A PackedWeights is immutable after packing and may be shared by any number of threads.
+// Memory for large arrays: 64-byte aligned; from 2 MiB up, 2 MiB aligned and marked for
+// transparent huge pages (madvise MADV_HUGEPAGE). Release with std::free. Throws std::bad_alloc.
+void* allocate_aligned(size_t bytes);
+
 class PackedWeights {
  public:
   PackedWeights() = default;

@@ -11,7 +11,15 @@
 //   * the caller works too, and waits only for chunks that were claimed: a worker that wakes up
 //     late finds nothing left and does not hold the region back;
 //   * workers spin for a short while between regions (the gaps of a forward pass are
-//     microseconds), then sleep on a futex.
+//     microseconds), then sleep on a futex;
+//   * a worker that the OS descheduled while it held a chunk still holds the caller back until
+//     it runs again (a time slice of whatever took its core: milliseconds, measured as a whole
+//     forward pass at 2 threads 2-4x slower than at 1 on a 2-core VM). The caller times how long
+//     it waits for claimed chunks; when a wait is far longer than its own chunks took (a
+//     descheduled worker, not an uneven split), the pool backs off: jobs run on the caller alone
+//     for a while (10 ms, doubling on every failed retry up to 0.5 s), then threads are tried
+//     again. On a machine where the other cores are taken, N threads then cost about what one
+//     does; where they are free, nothing changes. TESSERA_POOL_BACKOFF=0 turns this off.
 // What a chunk computes never depends on which thread runs it (parallel.hpp's contract), so
 // results stay bit-identical for any thread count and any interleaving.
 //
@@ -20,9 +28,12 @@
 #include <immintrin.h>  // _mm_pause (SSE2: baseline x86-64)
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -47,6 +58,22 @@ constexpr int kPausesPerYield = 32;
 // Set while this thread runs chunks of a job (worker or caller): nested calls run serially.
 thread_local bool t_in_job = false;
 
+using Clock = std::chrono::steady_clock;
+
+// Back-off after a job in which the caller waited for a descheduled worker (see the top). A
+// wait counts as one when it is longer than kStallMin and than kStallFactor times the mean time
+// of the chunks the caller ran itself: the caller ran its own share and more, and still waited
+// several chunks' time for a chunk another thread had claimed.
+constexpr auto kStallMin = std::chrono::microseconds(200);
+constexpr int64_t kStallFactor = 4;
+constexpr auto kBackoffFirst = std::chrono::milliseconds(10);
+constexpr auto kBackoffMax = std::chrono::milliseconds(500);
+
+bool backoff_enabled() {
+  const char* env = std::getenv("TESSERA_POOL_BACKOFF");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
+
 class Pool {
  public:
   ~Pool() {
@@ -64,6 +91,12 @@ class Pool {
   void run(int64_t begin, int64_t end, int64_t grain, int threads, ChunkFn fn, const void* ctx) {
     std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
     if (!lock.owns_lock()) {
+      t_in_job = true;
+      fn(ctx, begin, end);
+      t_in_job = false;
+      return;
+    }
+    if (backoff_ && Clock::now() < solo_until_) {  // backing off: the caller alone
       t_in_job = true;
       fn(ctx, begin, end);
       t_in_job = false;
@@ -88,12 +121,15 @@ class Pool {
     generation_.fetch_add(1, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
 
+    const Clock::time_point t0 = Clock::now();
     t_in_job = true;
-    work(0);
+    const int64_t own = work(0);
     t_in_job = false;
 
     // Every chunk was claimed; wait for the claimed ones to finish.
+    const Clock::time_point t1 = Clock::now();
     wait_until([&] { return done_.load(std::memory_order_acquire) == chunks_; });
+    if (backoff_) adapt(t0, t1, Clock::now(), own);
     // Close the job, then wait for the workers that entered it to leave (they find no chunk).
     open_.store(false, std::memory_order_seq_cst);
     wait_until([&] { return users_.load(std::memory_order_seq_cst) == 0; });
@@ -113,9 +149,22 @@ class Pool {
     }
   }
 
-  // Claims and runs chunks: participant p's own share first, then the others'.
-  void work(int p) {
+  // After a job: the caller ran `own` chunks in [t0, t1), then waited until t2.
+  void adapt(Clock::time_point t0, Clock::time_point t1, Clock::time_point t2, int64_t own) {
+    const auto waited = t2 - t1;
+    const bool stalled = waited > kStallMin && waited * own > kStallFactor * (t1 - t0);
+    if (stalled) {
+      solo_until_ = t2 + backoff_step_;
+      backoff_step_ = std::min<Clock::duration>(2 * backoff_step_, kBackoffMax);
+    } else {
+      backoff_step_ = kBackoffFirst;
+    }
+  }
+
+  // Claims and runs chunks: participant p's own share first, then the others'. Returns how many.
+  int64_t work(int p) {
     const int n = participants_;
+    int64_t ran = 0;
     for (int i = 0; i < n; ++i) {
       Share& s = shares_[(p + i) % n];
       for (;;) {
@@ -125,8 +174,10 @@ class Pool {
         const int64_t hi = lo + grain_ < end_ ? lo + grain_ : end_;
         fn_(ctx_, lo, hi);
         done_.fetch_add(1, std::memory_order_release);
+        ++ran;
       }
     }
+    return ran;
   }
 
   void grow(int want) {
@@ -179,6 +230,11 @@ class Pool {
   ChunkFn fn_ = nullptr;
   const void* ctx_ = nullptr;
   int participants_ = 0;
+
+  // Back-off state (read and written only by the caller holding busy_).
+  const bool backoff_ = backoff_enabled();
+  Clock::time_point solo_until_{};
+  Clock::duration backoff_step_ = kBackoffFirst;
   std::unique_ptr<Share[]> shares_{new Share[kMaxThreads]};
 };
 

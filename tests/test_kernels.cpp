@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cfloat>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -1080,6 +1081,63 @@ TEST_CASE("threads: parallel_for runs every index once, nested calls serially, c
 // =============================================================================================
 // Row kernels
 // =============================================================================================
+TEST_CASE("threads: after a stalled worker the pool backs off to the caller, then threads return") {
+  const char* env = std::getenv("TESSERA_POOL_BACKOFF");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return;  // back-off turned off
+  const int before = tk::num_threads();
+  tk::set_num_threads(2);
+  const std::thread::id caller = std::this_thread::get_id();
+  auto spin = [](std::chrono::microseconds us) {
+    const auto until = std::chrono::steady_clock::now() + us;
+    while (std::chrono::steady_clock::now() < until) {
+    }
+  };
+  // Earlier tests may have left the pool backing off: wait out the longest back-off.
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  // A job whose chunks take 5 ms when a worker runs them (a worker descheduled while it holds a
+  // chunk) and 20 us on the caller: the caller waits far longer than its own chunks took.
+  bool stalled = false;
+  for (int attempt = 0; attempt < 50 && !stalled; ++attempt) {
+    std::atomic<int> by_worker{0};
+    tk::detail::parallel_for(0, 32, 1, [&](int64_t, int64_t) {
+      if (std::this_thread::get_id() != caller) {
+        by_worker++;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      } else {
+        spin(std::chrono::microseconds(20));
+      }
+    });
+    stalled = by_worker > 0;
+    if (!stalled) std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  }
+  REQUIRE_MESSAGE(stalled, "no worker ever took a chunk in 50 jobs");
+  // Right after: the back-off (10 ms) runs the next job on the caller alone, in one call.
+  std::atomic<int> calls{0}, off_caller{0};
+  std::vector<int> hits(64, 0);
+  tk::detail::parallel_for(0, 64, 1, [&](int64_t lo, int64_t hi) {
+    calls++;
+    if (std::this_thread::get_id() != caller) off_caller++;
+    for (int64_t i = lo; i < hi; ++i) hits[static_cast<size_t>(i)]++;
+  });
+  CHECK(off_caller == 0);
+  CHECK(calls == 1);
+  CHECK(std::count(hits.begin(), hits.end(), 1) == 64);
+  // After the longest back-off, jobs whose chunks take the same time on any thread use the
+  // workers again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  bool worker_back = false;
+  for (int job = 0; job < 400 && !worker_back; ++job) {
+    std::atomic<int> by_worker{0};
+    tk::detail::parallel_for(0, 16, 1, [&](int64_t, int64_t) {
+      if (std::this_thread::get_id() != caller) by_worker++;
+      spin(std::chrono::microseconds(50));
+    });
+    worker_back = by_worker > 0;
+  }
+  CHECK_MESSAGE(worker_back, "the workers took no chunk in 400 jobs after the back-off");
+  tk::set_num_threads(before);
+}
+
 TEST_CASE("softmax_rows: every n to 65, strides, in place, -inf rows") {
   Rng rng;
   for (Isa isa : tk::supported_isas()) {
