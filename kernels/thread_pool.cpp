@@ -14,9 +14,9 @@
 //     microseconds), then sleep on a futex;
 //   * a worker that the OS descheduled while it held a chunk still holds the caller back until
 //     it runs again (a time slice of whatever took its core: milliseconds, measured as a whole
-//     forward pass at 2 threads 2-4x slower than at 1 on a 2-core VM). The caller times how long
-//     it waits for claimed chunks; when a wait is far longer than its own chunks took (a
-//     descheduled worker, not an uneven split), the pool backs off: jobs run on the caller alone
+//     forward pass at 2 threads 2-4x slower than at 1 on a 2-core VM). The caller times its own
+//     chunks and its wait for the claimed ones; when a job took longer than the caller alone
+//     would have (all chunks at its pace), the pool backs off: jobs run on the caller alone
 //     for a while (10 ms, doubling on every failed retry up to 0.5 s), then threads are tried
 //     again. On a machine where the other cores are taken, N threads then cost about what one
 //     does; where they are free, nothing changes. TESSERA_POOL_BACKOFF=0 turns this off.
@@ -60,12 +60,11 @@ thread_local bool t_in_job = false;
 
 using Clock = std::chrono::steady_clock;
 
-// Back-off after a job in which the caller waited for a descheduled worker (see the top). A
-// wait counts as one when it is longer than kStallMin and than kStallFactor times the mean time
-// of the chunks the caller ran itself: the caller ran its own share and more, and still waited
-// several chunks' time for a chunk another thread had claimed.
+// Back-off after a job that a descheduled worker made slower than the caller alone would have
+// been (see the top): the caller waited longer than kStallMin for claimed chunks, and the job's
+// wall time exceeds all its chunks run at the caller's mean pace, one after the other. A worker
+// that is merely slow, or descheduled for less than it contributes, keeps its place.
 constexpr auto kStallMin = std::chrono::microseconds(200);
-constexpr int64_t kStallFactor = 4;
 constexpr auto kBackoffFirst = std::chrono::milliseconds(10);
 constexpr auto kBackoffMax = std::chrono::milliseconds(500);
 
@@ -151,8 +150,9 @@ class Pool {
 
   // After a job: the caller ran `own` chunks in [t0, t1), then waited until t2.
   void adapt(Clock::time_point t0, Clock::time_point t1, Clock::time_point t2, int64_t own) {
-    const auto waited = t2 - t1;
-    const bool stalled = waited > kStallMin && waited * own > kStallFactor * (t1 - t0);
+    // Slower than the caller alone would have been: the job took longer than its chunks at the
+    // caller's pace, one after the other.
+    const bool stalled = t2 - t1 > kStallMin && (t2 - t0) * own > chunks_ * (t1 - t0);
     if (stalled) {
       solo_until_ = t2 + backoff_step_;
       backoff_step_ = std::min<Clock::duration>(2 * backoff_step_, kBackoffMax);
