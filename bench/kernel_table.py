@@ -10,7 +10,8 @@ Usage (from the repository root, after building with benchmarks):
 Tables:
   gemm       shape, threads, Tessera GFLOP/s, oneDNN matmul GFLOP/s (prepacked weights),
              ratio, Tessera's fraction of peak (measured by `tessera sysinfo` on this machine, or
-             --peak-per-core, x threads), dnnl_sgemm GFLOP/s
+             --peak-per-core, x threads), Tessera blocked for a 32 KiB L1d (gemm_blocks/l1d32k:
+             the effect of the cache-derived blocks), dnnl_sgemm GFLOP/s
   gemm_mem   M <= 4 with weights from memory: GB/s of weights, oneDNN, ratio, fraction of the
              DRAM read bandwidth measured in the same run (membw/dram_read at that thread count)
   attention  S, mask, threads, fused GFLOP/s, unfused GFLOP/s, ratio (and decode steps)
@@ -91,8 +92,9 @@ def gemm_tables(med, peak_per_core):
             t = counter(med[key], "GFLOP/s")
             o = counter(med.get(f"gemm/onednn/{shape}/threads:{threads}"), "GFLOP/s")
             s = counter(med.get(f"gemm/dnnl_sgemm/{shape}/threads:{threads}"), "GFLOP/s")
+            z4 = counter(med.get(f"gemm_blocks/l1d32k/{shape}/threads:{threads}"), "GFLOP/s")
             rows.append([shape, str(threads), fmt(t), fmt(o), fmt(ratio(t, o), 2),
-                         fmt(100 * t / (peak_per_core * threads), 0) + " %", fmt(s)])
+                         fmt(100 * t / (peak_per_core * threads), 0) + " %", fmt(z4), fmt(s)])
         m = re.match(r"gemm_mem/tessera/(\d+x\d+x\d+)/threads:(\d+)$", key)
         if m:
             shape, threads = m.group(1), int(m.group(2))
@@ -105,7 +107,9 @@ def gemm_tables(med, peak_per_core):
     if rows:
         out.append("### GEMM (weights prepacked, L3/L2-resident), C[M,N] = A[M,K]·Wᵀ\n")
         out.append(table(["M×K×N", "threads", "Tessera GFLOP/s", "oneDNN matmul GFLOP/s",
-                          "ratio", "Tessera % of peak", "dnnl_sgemm GFLOP/s"], rows))
+                          "ratio", "Tessera % of peak",
+                          "Tessera, Zen 4 blocks (32 KiB L1d) GFLOP/s", "dnnl_sgemm GFLOP/s"],
+                         rows))
     if mem_rows:
         out.append("\n### GEMM, few rows, weights from memory (GB/s of weights streamed)\n")
         out.append(table(["M×K×N", "threads", "Tessera GB/s", "oneDNN GB/s", "ratio",
