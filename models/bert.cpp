@@ -1,6 +1,6 @@
 #include "models/bert.h"
 
-#include "engine/passes/passes.h"
+#include "engine/graph/passes/passes.h"
 #include "models/ragged.h"
 
 #include <cmath>

@@ -34,9 +34,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/executor.h"
-#include "engine/graph.h"
-#include "engine/model_dir.h"
+#include "engine/graph/executor.h"
+#include "engine/graph/graph.h"
+#include "engine/io/model_dir.h"
 #include "models/model.h"
 
 namespace tessera::models {

@@ -1,6 +1,6 @@
 #include "models/gpt2.h"
 
-#include "engine/passes/passes.h"
+#include "engine/graph/passes/passes.h"
 
 #include <algorithm>
 #include <cmath>

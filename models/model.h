@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/executor.h"
-#include "engine/graph.h"
-#include "engine/model_dir.h"
-#include "engine/passes/passes.h"
+#include "engine/graph/executor.h"
+#include "engine/graph/graph.h"
+#include "engine/io/model_dir.h"
+#include "engine/graph/passes/passes.h"
 
 namespace tessera::models {
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/tensor.h"
+#include "engine/io/tensor.h"
 
 namespace tessera::models {
 

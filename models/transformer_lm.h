@@ -1,4 +1,4 @@
-// CausalLM (engine/generation.h) for the `transformer` family's encoder-decoder token models:
+// CausalLM (engine/generate/generation.h) for the `transformer` family's encoder-decoder token models:
 // generate() with every decoding method over TransformerModel::encode / decode_step.
 //
 //   models::TransformerLM lm(model);
@@ -16,7 +16,7 @@
 
 #include <vector>
 
-#include "engine/generation.h"
+#include "engine/generate/generation.h"
 #include "models/transformer.h"
 
 namespace tessera::models {

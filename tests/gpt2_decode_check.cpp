@@ -8,7 +8,7 @@
 // last position's logits must agree within 1e-5 of the row's logit scale (see Compare) and
 // pick the same token. A second session checks
 // select_rows (rows reversed and row 0 duplicated after two steps) the same way. Then
-// engine/generation.h's generate() on a session: greedy must reproduce those tokens, and beam
+// engine/generate/generation.h's generate() on a session: greedy must reproduce those tokens, and beam
 // search (select_rows every step) must report the log-probability recomputation gives its best
 // sequences. Last, the errors at n_positions and at a full cache. --outputs writes the first
 // session's "tokens" I64 [B, N] and "logits" F32 [B, N, V] (logits[:, k] chose tokens[:, k]) for
@@ -22,9 +22,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/generation.h"
-#include "engine/model_dir.h"
-#include "engine/safetensors.h"
+#include "engine/generate/generation.h"
+#include "engine/io/model_dir.h"
+#include "engine/io/safetensors.h"
 #include "kernels/kernels.h"
 #include "models/gpt2.h"
 
@@ -196,7 +196,7 @@ int main(int argc, char** argv) {
         static_cast<long long>(beams.checked), beams.max_diff);
     ok = ok && beams.max_scaled <= 1e-5 && beams.token_mismatches == 0;
 
-    // 3. The generation algorithms of engine/generation.h on this session: greedy must give the
+    // 3. The generation algorithms of engine/generate/generation.h on this session: greedy must give the
     // tokens above; beam search (select_rows every step) must report the log-probability that
     // recomputation gives its best sequence.
     {

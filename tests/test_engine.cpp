@@ -15,9 +15,9 @@
 #include <cstdlib>
 #include <new>
 
-#include "engine/model_dir.h"
-#include "engine/passes/passes.h"
-#include "engine/safetensors.h"
+#include "engine/io/model_dir.h"
+#include "engine/graph/passes/passes.h"
+#include "engine/io/safetensors.h"
 #include "kernels/kernels.h"
 #include "models/transformer.h"
 

@@ -1,4 +1,4 @@
-// Generation algorithms (engine/generation.h) on a fake model whose logits are a known function
+// Generation algorithms (engine/generate/generation.h) on a fake model whose logits are a known function
 // of the token history, checked against plain re-implementations and exhaustive search; then
 // the transformer family's CausalLM (models/transformer_lm.h) on the demo model.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/generation.h"
-#include "engine/model_dir.h"
-#include "engine/tokenizer.h"
+#include "engine/generate/generation.h"
+#include "engine/io/model_dir.h"
+#include "engine/text/tokenizer.h"
 #include "kernels/kernels.h"
 #include "models/transformer_lm.h"
 

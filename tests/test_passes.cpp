@@ -15,10 +15,10 @@
 
 #include <filesystem>
 
-#include "engine/executor.h"
-#include "engine/passes/passes.h"
-#include "engine/planner.h"
-#include "engine/safetensors.h"
+#include "engine/graph/executor.h"
+#include "engine/graph/passes/passes.h"
+#include "engine/graph/planner.h"
+#include "engine/io/safetensors.h"
 
 using namespace tessera;
 using kernels::Activation;

@@ -7,8 +7,8 @@
 #include <cstring>
 #include <string>
 
-#include "engine/heatmap.h"
-#include "engine/png.h"
+#include "engine/observe/heatmap.h"
+#include "engine/observe/png.h"
 
 namespace {
 int failures = 0;

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <memory>
 
-#include "engine/executor.h"
-#include "engine/profiler.h"
+#include "engine/graph/executor.h"
+#include "engine/observe/profiler.h"
 
 using namespace tessera;
 

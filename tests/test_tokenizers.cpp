@@ -18,11 +18,11 @@
 #include <thread>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/tokenizer.h"
-#include "engine/tokenizer_bpe.h"
-#include "engine/tokenizer_wordpiece.h"
-#include "engine/tokenizers.h"
+#include "engine/io/error.h"
+#include "engine/text/tokenizer.h"
+#include "engine/text/tokenizer_bpe.h"
+#include "engine/text/tokenizer_wordpiece.h"
+#include "engine/text/tokenizers.h"
 
 using namespace tessera;
 namespace fs = std::filesystem;
@@ -382,7 +382,7 @@ TEST_CASE("bert: every reference case, ids exact; decoding re-encodes to the sam
     wrapped.insert(wrapped.end(), c.ids.begin(), c.ids.end());
     wrapped.push_back(102);
     CHECK(tok.encode(c.text, /*add_special=*/true) == wrapped);
-    // The decoded text is the normalized text (see engine/tokenizer_wordpiece.h): encoding it
+    // The decoded text is the normalized text (see engine/text/tokenizer_wordpiece.h): encoding it
     // again gives the same ids, less the unknown words that decoding skipped.
     const std::string text = tok.decode(c.ids, /*skip_special=*/true);
     CHECK(tok.encode(text) == without(c.ids, unk));

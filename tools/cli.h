@@ -8,9 +8,9 @@
 #include <memory>
 #include <string>
 
-#include "engine/model_dir.h"
-#include "engine/profiler.h"
-#include "engine/tokenizer.h"
+#include "engine/io/model_dir.h"
+#include "engine/observe/profiler.h"
+#include "engine/text/tokenizer.h"
 #include "models/model.h"
 #include "models/transformer.h"
 

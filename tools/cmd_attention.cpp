@@ -9,10 +9,10 @@
 #include <iostream>
 #include <limits>
 
-#include "engine/heatmap.h"
-#include "engine/png.h"
-#include "engine/safetensors.h"
-#include "engine/tokenizer.h"
+#include "engine/observe/heatmap.h"
+#include "engine/observe/png.h"
+#include "engine/io/safetensors.h"
+#include "engine/text/tokenizer.h"
 #include "tools/cli.h"
 
 namespace tessera::cli {

@@ -16,7 +16,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "engine/tokenizers.h"
+#include "engine/text/tokenizers.h"
 #include "models/bert.h"
 #include "tools/cli.h"
 

@@ -1,5 +1,5 @@
 // tessera generate: text (or token ids) in, generated text (or ids) out, with every decoding
-// method of engine/generation.h.
+// method of engine/generate/generation.h.
 //
 // Output: one line per generated sequence, prompts in input order, a prompt's sequences
 // consecutive (beam search: best first). With a single prompt and a single sequence (greedy or
@@ -18,9 +18,9 @@
 #include <optional>
 #include <sstream>
 
-#include "engine/generation.h"
-#include "engine/tokenizer.h"
-#include "engine/tokenizers.h"
+#include "engine/generate/generation.h"
+#include "engine/text/tokenizer.h"
+#include "engine/text/tokenizers.h"
 #include "models/gpt2.h"
 #include "models/transformer_lm.h"
 #include "tools/cli.h"

@@ -9,9 +9,9 @@
 #include <iostream>
 #include <random>
 
-#include "engine/profiler.h"
-#include "engine/safetensors.h"
-#include "engine/sysinfo.h"
+#include "engine/observe/profiler.h"
+#include "engine/io/safetensors.h"
+#include "engine/observe/sysinfo.h"
 #include "kernels/kernels.h"
 #include "tools/cli.h"
 

@@ -4,7 +4,7 @@
 #include <iomanip>
 #include <iostream>
 
-#include "engine/safetensors.h"
+#include "engine/io/safetensors.h"
 #include "tools/cli.h"
 
 namespace tessera::cli {

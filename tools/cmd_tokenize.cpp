@@ -1,5 +1,5 @@
 // tessera tokenize: text to token ids and back with a model directory's tokenizer
-// (engine/tokenizers.h: tokenizer.json, vocab.json + merges.txt, or vocab.txt; no config.json or
+// (engine/text/tokenizers.h: tokenizer.json, vocab.json + merges.txt, or vocab.txt; no config.json or
 // weights needed).
 //
 //   tessera tokenize --model DIR "text" ...        one line of space-separated ids per text
@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "engine/tokenizers.h"
+#include "engine/text/tokenizers.h"
 #include "tools/cli.h"
 
 namespace tessera::cli {

@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/passes/passes.h"
+#include "engine/graph/passes/passes.h"
 #include "kernels/kernels.h"
 #include "tools/cli.h"
 

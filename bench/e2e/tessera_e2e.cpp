@@ -34,9 +34,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/executor.h"
-#include "engine/model_dir.h"
+#include "engine/io/error.h"
+#include "engine/graph/executor.h"
+#include "engine/io/model_dir.h"
 #include "kernels/kernels.h"
 #include "models/transformer.h"
 

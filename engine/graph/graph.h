@@ -1,0 +1,167 @@
+// engine/graph/: owns the graph, its passes (passes/), the memory planner and the executor.
+// May use: engine/io/, kernels/. Used by engine/observe/, models/, tools/.
+//
+// The graph of operators: named values (inputs, intermediates, outputs) and the nodes that
+// compute them, in execution order. Shapes are not stored: they follow from the inputs' shapes
+// at run time (batch and sequence lengths vary per call).
+//
+// Weights live in a WeightSet shared by every graph of a model (forward, encode, decode step);
+// a node refers to them by index. This is the structure fusion passes, the memory planner and
+// the profiler work on.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/io/tensor.h"
+#include "kernels/kernels.h"
+
+namespace tessera {
+
+// Constant weights of a model. Families register every weight as an f32 tensor (a view into the
+// mapped file where the file holds f32); the prepack pass (engine/passes) packs the matrices a
+// GEMM reads into the kernel's layout and drops the f32 original where nothing else reads it.
+// Vectors (biases, LayerNorm parameters) and tables (embeddings, positions) stay f32 tensors.
+struct WeightSet {
+  struct Entry {
+    std::string name;               // e.g. "encoder.layers.0.linear1.weight"
+    Tensor tensor;                  // f32 data (may be a view into the mapped file)
+    kernels::PackedWeights packed;  // for GEMM weights: the packed copy (tensor then released)
+    bool mapped = false;            // tensor is a view of a read-only file mapping
+    // When `tensor` is rows [base_row, base_row + rows) of a larger matrix `base` (q, k, v of
+    // one in_proj_weight): passes concatenate consecutive rows of one base without a copy.
+    Tensor base;
+    int64_t base_row = 0;
+    // `tensor` is a GEMM weight stored [K, N] (a Hugging Face Conv1D) instead of [N, K]: packed
+    // with kernels::pack_weights_kn.
+    bool kn_layout = false;
+  };
+  std::vector<Entry> entries;
+  // Concatenations made by passes (fuse_qkv), by source weights: shared by every graph.
+  std::map<std::vector<int>, int> concatenated;
+
+  int add(std::string name, Tensor t);
+  // A view of a mapped weight file (the prepack pass may madvise its pages away once packed).
+  int add_mapped(std::string name, Tensor t);
+  int add_packed(std::string name, kernels::PackedWeights p);
+  // Rows [begin, begin + count) of the f32 matrix (or vector) `base`, as a view.
+  int add_rows(std::string name, const Tensor& base, int64_t begin, int64_t count, bool mapped);
+  Entry& at_mut(int i) { return entries.at(static_cast<size_t>(i)); }
+  const Entry& at(int i) const { return entries.at(static_cast<size_t>(i)); }
+  const float* f32(int i) const { return i < 0 ? nullptr : at(i).tensor.data<float>(); }
+};
+
+// Builders emit the plain operators; the passes of engine/passes fuse them into linear (with an
+// epilogue), attention, layernorm (with a residual) and embedding. The executor runs both.
+enum class Op : uint8_t {
+  linear,      // y[.., N] = epilogue(x[.., K] · Wᵀ): bias, activation, optional residual input
+  attention,   // multi-head scaled dot-product attention with masks (and optionally a KV cache)
+  layernorm,   // y = LayerNorm(x [+ residual]) over the last dim; optional 2nd output: the sum
+  add,         // y = a + b
+  activation,  // y = act(x)
+  softmax,     // y = softmax(x) over the last dim
+  embedding,   // y[b, t, :] = table[ids[b, t]] * scale + positions[t + offset]
+  // Plain (unfused) operators.
+  bias_add,           // y[.., N] = x[.., N] + bias[N]                       (attrs.bias)
+  scale,              // y = x * attrs.scale
+  gather,             // y[b, t, :] = table[ids[b, t]]                       (attrs.table)
+  add_positions,      // y[b, t, :] = x[b, t, :] + pos_table[t + offset]     (attrs.pos_table)
+  attention_scores,   // s[B, H, T, S] = Q·Kᵀ / sqrt(head_dim) + masks (-inf where not allowed)
+  attention_context,  // y[B, T, H*D] = P[B, H, T, S] · V
+  constant,           // y = the weight attrs.weight (no inputs)
+};
+const char* op_name(Op op);
+
+using ValueId = int;
+constexpr ValueId kNone = -1;
+
+struct Value {
+  std::string name;
+  bool is_input = false;
+  bool optional = false;  // an input that may be absent at run time (masks)
+  bool is_output = false;
+};
+
+struct NodeAttrs {
+  // linear: weight [N, K] (packed, or an f32 tensor the executor packs per call when the prepack
+  // pass is off). constant: the weight it yields.
+  int weight = -1;  // WeightSet index of the matrix
+  int bias = -1;    // WeightSet index of the [N] bias, or -1
+  kernels::Activation act = kernels::Activation::none;
+  // attention. Inputs: {q_src, kv_src, attn_mask, key_padding_mask[, v_src]}; q at column q_col
+  // of q_src, k and v at columns k_col, v_col of kv_src (so a fused [.., 3E] projection is read
+  // in place); v from v_src instead when that optional 5th input is given. With cache_slot >= 0
+  // the new k/v rows are appended to that slot of the session's KV cache at position
+  // ctx.past_len and the queries attend over everything cached so far.
+  // attention_scores. Inputs {q_src, k_src, attn_mask, key_padding_mask}: q_col, k_col, heads,
+  //   head_dim, causal, cache_slot (appends k to the cache) as for attention.
+  // attention_context. Inputs {probs, v_src}: v_col, heads, head_dim, cache_slot (appends v).
+  int64_t heads = 0, head_dim = 0;
+  int64_t q_col = 0, k_col = 0, v_col = 0;
+  bool causal = false;
+  int cache_slot = -1;
+  // layernorm
+  int gamma = -1, beta = -1;
+  float eps = 1e-5f;
+  // embedding: table [vocab, dim], optional positional table [max_positions, dim]. A table
+  // that is also a linear's weight (a tied LM head) may be read from its packed copy
+  // (kernels::packed_rows) once the prepack pass has dropped the f32 original.
+  // (gather: table; add_positions: pos_table and positions_from_cache; scale: scale)
+  int table = -1, pos_table = -1;
+  float scale = 1.0f;
+  bool positions_from_cache = false;  // positions start at ctx.past_len (decode steps)
+};
+
+struct Node {
+  Op op;
+  std::string name;  // e.g. "encoder.layers.0.self_attn"
+  std::vector<ValueId> inputs;
+  std::vector<ValueId> outputs;
+  NodeAttrs attrs;
+};
+
+class Graph {
+ public:
+  // A graph whose passes may add weights (packed, concatenated, folded) to the shared set.
+  explicit Graph(std::shared_ptr<WeightSet> weights)
+      : weights_(weights), mutable_weights_(std::move(weights)) {}
+  // A graph over a set the passes must not change (passes that need to add weights skip).
+  explicit Graph(std::shared_ptr<const WeightSet> weights) : weights_(std::move(weights)) {}
+
+  ValueId add_input(const std::string& name, bool optional = false);
+  ValueId add_node(Op op, const std::string& name, std::vector<ValueId> inputs,
+                   const NodeAttrs& attrs, const std::string& output_name = "");
+  // Marks a value as a graph output under a public name.
+  void mark_output(ValueId v, const std::string& name);
+
+  const std::vector<Value>& values() const { return values_; }
+  const std::vector<Node>& nodes() const { return nodes_; }
+  const std::vector<ValueId>& inputs() const { return inputs_; }
+  const std::vector<ValueId>& outputs() const { return outputs_; }
+  const WeightSet& weights() const { return *weights_; }
+  ValueId find(const std::string& name) const;  // kNone if absent
+
+  // One line per node: "name  op  inputs -> outputs".
+  std::string to_string() const;
+
+  // For passes: direct access to the nodes and values, and the shared weights (null when the
+  // graph was built over a const set).
+  std::vector<Node>& mutable_nodes() { return nodes_; }
+  Value& value(ValueId v) { return values_.at(static_cast<size_t>(v)); }
+  ValueId add_value(const std::string& name);
+  WeightSet* mutable_weights() const { return mutable_weights_.get(); }
+  // Consumers of each value: (node index, input slot) pairs, in node order.
+  std::vector<std::vector<std::pair<int, int>>> consumers() const;
+
+ private:
+  std::shared_ptr<const WeightSet> weights_;
+  std::shared_ptr<WeightSet> mutable_weights_;
+  std::vector<Value> values_;
+  std::vector<Node> nodes_;
+  std::vector<ValueId> inputs_, outputs_;
+};
+
+}  // namespace tessera

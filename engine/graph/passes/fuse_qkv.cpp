@@ -1,0 +1,224 @@
+// The q, k and v projections of one attention, when they read the same input, become one
+// linear whose output columns are [q | k | v] (self-attention); the k and v projections of a
+// cross-attention (both over the encoder's memory) become one [k | v] linear. The attention
+// nodes then read their operands at column offsets of the fused output. The weights (and
+// biases) are concatenated: a view when they are consecutive rows of one matrix (nn.Transformer's
+// in_proj_weight), else a copy, shared by every graph over the same WeightSet.
+#include <cstring>
+
+#include "engine/graph/passes/passes.h"
+
+namespace tessera::passes {
+
+namespace {
+
+enum Field { kQ, kK, kV };
+
+struct Ref {
+  int node;
+  int slot;
+  Field field;
+};
+
+struct Site {
+  ValueId q = kNone, k = kNone, v = kNone;
+  std::vector<Ref> refs;
+};
+
+int64_t& col(Node& n, Field f) {
+  return f == kQ ? n.attrs.q_col : f == kK ? n.attrs.k_col : n.attrs.v_col;
+}
+
+int sole_reader_at(const Graph& g, ValueId v, Op op, int slot) {
+  if (detail::use_count(g, v) != 1) return -1;
+  const auto& nodes = g.nodes();
+  for (size_t i = 0; i < nodes.size(); ++i)
+    for (size_t j = 0; j < nodes[i].inputs.size(); ++j)
+      if (nodes[i].inputs[j] == v)
+        return nodes[i].op == op && static_cast<int>(j) == slot ? static_cast<int>(i) : -1;
+  return -1;
+}
+
+std::vector<Site> find_sites(const Graph& g) {
+  std::vector<Site> sites;
+  const auto& nodes = g.nodes();
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& n = nodes[i];
+    const int ni = static_cast<int>(i);
+    if (n.op == Op::attention && n.inputs.size() >= 5 && n.inputs[4] != kNone) {
+      sites.push_back(
+          Site{n.inputs[0], n.inputs[1], n.inputs[4], {{ni, 0, kQ}, {ni, 1, kK}, {ni, 4, kV}}});
+    } else if (n.op == Op::attention_scores) {
+      const int p = sole_reader_at(g, n.outputs[0], Op::softmax, 0);
+      const int c = p < 0 ? -1 : sole_reader_at(g, nodes[p].outputs[0], Op::attention_context, 0);
+      if (c < 0) continue;
+      sites.push_back(Site{
+          n.inputs[0], n.inputs[1], nodes[c].inputs[1], {{ni, 0, kQ}, {ni, 1, kK}, {c, 1, kV}}});
+    }
+  }
+  return sites;
+}
+
+// The producer of v if it is a plain-or-biased linear (no activation, no residual) whose output
+// is read only by the given references; else -1.
+int projection(const Graph& g, ValueId v, const Site& s) {
+  if (v == kNone) return -1;
+  const int p = detail::producer(g, v);
+  if (p < 0) return -1;
+  const Node& n = g.nodes()[p];
+  if (n.op != Op::linear || n.inputs.size() != 1 || n.attrs.act != kernels::Activation::none)
+    return -1;
+  int refs = 0;
+  for (const auto& r : s.refs)
+    if (g.nodes()[r.node].inputs[r.slot] == v) ++refs;
+  return detail::use_count(g, v) == refs ? p : -1;
+}
+
+// Concatenation of weight entries (rows) ids; -1 if they cannot be (packed already, or K
+// differs). Missing biases (-1) are zeros of `rows[i]` elements when others have one.
+int concat(WeightSet& ws, const std::vector<int>& ids, const std::vector<int64_t>& rows,
+           const std::string& name) {
+  bool any = false;
+  for (int id : ids) any = any || id >= 0;
+  if (!any) return -1;
+  auto memo = ws.concatenated.find(ids);
+  if (memo != ws.concatenated.end()) return memo->second;
+  // Consecutive rows of one base: a view.
+  bool consecutive = true;
+  for (size_t i = 0; i < ids.size() && consecutive; ++i) {
+    if (ids[i] < 0 || ws.at(ids[i]).base.empty() || ws.at(ids[i]).tensor.empty()) {
+      consecutive = false;
+      break;
+    }
+    const auto& e = ws.at(ids[i]);
+    const auto& first = ws.at(ids[0]);
+    if (e.base.raw() != first.base.raw() || e.base.shape() != first.base.shape())
+      consecutive = false;
+    if (i > 0) {
+      const auto& prev = ws.at(ids[i - 1]);
+      if (e.base_row != prev.base_row + prev.tensor.dim(0)) consecutive = false;
+    }
+  }
+  int out = -1;
+  if (consecutive) {
+    const auto& first = ws.at(ids[0]);
+    int64_t total = 0;
+    for (int id : ids) total += ws.at(id).tensor.dim(0);
+    const Tensor base = first.base;
+    const bool mapped = first.mapped;
+    out = ws.add_rows(name, base, first.base_row, total, mapped);
+  } else {
+    int64_t total = 0, width = -1;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] >= 0) {
+        const Tensor& t = ws.at(ids[i]).tensor;
+        if (t.empty() || t.dtype() != DType::f32 || t.dim(0) != rows[i]) return -1;
+        const int64_t w = t.rank() == 2 ? t.dim(1) : 1;
+        if (width >= 0 && w != width) return -1;
+        width = w;
+      }
+      total += rows[i];
+    }
+    const bool matrix = ids[0] >= 0 ? ws.at(ids[0]).tensor.rank() == 2 : false;
+    Tensor t(DType::f32, matrix ? Shape{total, width} : Shape{total});
+    int64_t at = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] >= 0)
+        std::memcpy(t.data<float>() + at * width, ws.at(ids[i]).tensor.raw(),
+                    static_cast<size_t>(rows[i] * width) * sizeof(float));
+      at += rows[i];
+    }
+    out = ws.add(name, std::move(t));
+  }
+  ws.concatenated[ids] = out;
+  return out;
+}
+
+std::string fused_name(const std::string& first, const char* what) {
+  const size_t dot = first.rfind('.');
+  return (dot == std::string::npos ? first : first.substr(0, dot)) + "." + what;
+}
+
+bool apply_one(Graph& g) {
+  WeightSet* ws = g.mutable_weights();
+  if (!ws) return false;
+  for (const Site& s : find_sites(g)) {
+    const int pq = projection(g, s.q, s), pk = projection(g, s.k, s), pv = projection(g, s.v, s);
+    if (pk < 0 || pv < 0 || s.k == s.v || pk == pv) continue;
+    auto& nodes = g.mutable_nodes();
+    const ValueId x = nodes[pk].inputs[0];
+    if (nodes[pv].inputs[0] != x) continue;
+    std::vector<int> parts;
+    if (pq >= 0 && pq != pk && pq != pv && s.q != s.k && s.q != s.v && nodes[pq].inputs[0] == x)
+      parts.push_back(pq);
+    parts.push_back(pk);
+    parts.push_back(pv);
+    // Rows of each weight; every weight must still be an f32 matrix of the same K.
+    std::vector<int> wid, bid;
+    std::vector<int64_t> rows;
+    bool ok = true;
+    for (int p : parts) {
+      const auto& e = ws->at(nodes[p].attrs.weight);
+      if (e.tensor.empty() || e.tensor.rank() != 2) ok = false;
+      if (!ok) break;
+      wid.push_back(nodes[p].attrs.weight);
+      bid.push_back(nodes[p].attrs.bias);
+      rows.push_back(e.tensor.dim(0));
+    }
+    if (!ok) continue;
+    const char* what = parts.size() == 3 ? "qkv_proj" : "kv_proj";
+    const std::string name = fused_name(nodes[parts[0]].name, what);
+    const int weight = concat(*ws, wid, rows, name + ".weight");
+    if (weight < 0) continue;
+    const int bias = concat(*ws, bid, rows, name + ".bias");
+
+    Node fused;
+    fused.op = Op::linear;
+    fused.name = name;
+    fused.inputs = {x};
+    fused.attrs.weight = weight;
+    fused.attrs.bias = bias;
+    const ValueId out = g.add_value(name + ":out");
+    fused.outputs = {out};
+    // Column offset of each part's output within the fused one.
+    std::vector<std::pair<ValueId, int64_t>> offset;
+    int64_t at = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      offset.emplace_back(nodes[parts[i]].outputs[0], at);
+      at += rows[i];
+    }
+    for (const auto& r : s.refs) {
+      Node& n = nodes[r.node];
+      for (const auto& [v, off] : offset)
+        if (n.inputs[r.slot] == v) {
+          n.inputs[r.slot] = out;
+          col(n, r.field) += off;
+        }
+    }
+    // An attention node now reading k and v from one value needs no separate v input.
+    for (const auto& r : s.refs) {
+      Node& n = nodes[r.node];
+      if (n.op == Op::attention && n.inputs.size() >= 5 && n.inputs[4] == n.inputs[1])
+        n.inputs.resize(4);
+    }
+    int first = parts[0];
+    for (int p : parts) first = std::min(first, p);
+    std::vector<bool> dead(nodes.size(), false);
+    for (int p : parts) dead[p] = p != first;
+    nodes[first] = std::move(fused);
+    detail::name_outputs(g, nodes[first]);
+    detail::erase_nodes(g, dead);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+int fuse_qkv(Graph& g) {
+  int n = 0;
+  while (apply_one(g)) ++n;
+  return n;
+}
+
+}  // namespace tessera::passes
