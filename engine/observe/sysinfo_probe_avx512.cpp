@@ -1,80 +1,34 @@
-// Peak fp32 probe, AVX-512: 12 independent zmm FMA chains (compiled with -mavx512f -mfma only;
-// called only when the CPU runs AVX-512). No standard headers: nothing inline to share.
+// sysinfo's fp32 peak and read probes, AVX-512 (compiled with -mavx512f -mfma only; called only
+// when the CPU runs AVX-512): zmm registers, vfmadd / vaddps. The body is sysinfo_probe_body.hpp.
 #include <immintrin.h>
 
 #include <cstdint>
 
 namespace tessera::detail {
+namespace {
+struct V {
+  using T = __m512;
+  static constexpr int kLanes = 16;
+  static T set1(float x) { return _mm512_set1_ps(x); }
+  static T zero() { return _mm512_setzero_ps(); }
+  static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  static T loadu(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, T v) { _mm512_store_ps(p, v); }
+};
+}  // namespace
+}  // namespace tessera::detail
+
+#include "engine/observe/sysinfo_probe_body.hpp"
+
+namespace tessera::detail {
 
 float probe_fma_avx512(int64_t iters, float seed) {
-  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-  __m512 c0 = _mm512_set1_ps(seed), c1 = _mm512_set1_ps(seed + 1), c2 = _mm512_set1_ps(seed + 2),
-         c3 = _mm512_set1_ps(seed + 3), c4 = _mm512_set1_ps(seed + 4),
-         c5 = _mm512_set1_ps(seed + 5), c6 = _mm512_set1_ps(seed + 6),
-         c7 = _mm512_set1_ps(seed + 7), c8 = _mm512_set1_ps(seed + 8),
-         c9 = _mm512_set1_ps(seed + 9), c10 = _mm512_set1_ps(seed + 10),
-         c11 = _mm512_set1_ps(seed + 11);
-  for (int64_t i = 0; i < iters; ++i) {
-    c0 = _mm512_fmadd_ps(c0, a, b);
-    c1 = _mm512_fmadd_ps(c1, a, b);
-    c2 = _mm512_fmadd_ps(c2, a, b);
-    c3 = _mm512_fmadd_ps(c3, a, b);
-    c4 = _mm512_fmadd_ps(c4, a, b);
-    c5 = _mm512_fmadd_ps(c5, a, b);
-    c6 = _mm512_fmadd_ps(c6, a, b);
-    c7 = _mm512_fmadd_ps(c7, a, b);
-    c8 = _mm512_fmadd_ps(c8, a, b);
-    c9 = _mm512_fmadd_ps(c9, a, b);
-    c10 = _mm512_fmadd_ps(c10, a, b);
-    c11 = _mm512_fmadd_ps(c11, a, b);
-  }
-  __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)),
-                           _mm512_add_ps(_mm512_add_ps(c4, c5), _mm512_add_ps(c6, c7)));
-  s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(c8, c9), _mm512_add_ps(c10, c11)));
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, s);
-  float r = 0;
-  for (float v : lanes) r += v;
-  return r;
+  return fma_chains(iters, seed);
 }
-
-namespace {
-
-// S streams (the buffer's S parts, side by side), 16 / S zmm loads from each per step, one
-// per accumulator: 16 independent vaddps chains (2 loads per cycle x 3-4 cycles of latency
-// needs 8 at least). Internal linkage: nothing shared with the other ISA files.
-template <int S>
-float read_streams(const float* p, int64_t n, int64_t passes) {
-  constexpr int kLoads = 16 / S;
-  const int64_t q = n / S;
-  __m512 acc[16];
-#pragma GCC unroll 16
-  for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
-  for (int64_t r = 0; r < passes; ++r) {
-    for (int64_t i = 0; i < q; i += 16 * kLoads) {
-#pragma GCC unroll 4
-      for (int s = 0; s < S; ++s) {
-#pragma GCC unroll 16
-        for (int k = 0; k < kLoads; ++k)
-          acc[s * kLoads + k] =
-              _mm512_add_ps(acc[s * kLoads + k], _mm512_loadu_ps(p + s * q + i + 16 * k));
-      }
-    }
-  }
-  __m512 t = acc[0];
-#pragma GCC unroll 16
-  for (int j = 1; j < 16; ++j) t = _mm512_add_ps(t, acc[j]);
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, t);
-  float sum = 0;
-  for (float v : lanes) sum += v;
-  return sum;
-}
-
-}  // namespace
 
 float probe_read_avx512(const float* p, int64_t n, int64_t passes, int streams) {
-  return streams >= 4 ? read_streams<4>(p, n, passes) : read_streams<2>(p, n, passes);
+  return read_any(p, n, passes, streams);
 }
 
 }  // namespace tessera::detail
