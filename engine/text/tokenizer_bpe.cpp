@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "engine/io/error.h"
+#include "engine/text/tokenizer_files.h"
 
 namespace tessera {
 
@@ -64,24 +65,6 @@ std::string bytes_to_token(std::string_view bytes) {
 
 uint64_t pair_key(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
-}
-
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read tokenizer file '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read tokenizer file '" + path + "'");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error("tokenizer file '" + path + "' is not valid JSON (" + e.what() + ")");
-  }
 }
 
 // {"token": id, ...} -> pairs; `where` names the object in messages.
@@ -256,8 +239,9 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_gpt2_files(
   Config c;
   c.source = "tokenizer file '" + vocab_json + "'";
   c.merges_source = "tokenizer file '" + merges_txt + "'";
-  c.vocab = read_vocab_object(read_json_file(vocab_json), "tokenizer file '" + vocab_json + "'");
-  const std::string text = read_text_file(merges_txt);
+  c.vocab = read_vocab_object(detail::read_tokenizer_json(vocab_json),
+                              "tokenizer file '" + vocab_json + "'");
+  const std::string text = detail::read_tokenizer_text(merges_txt);
   if (utf8::first_invalid(text) != std::string_view::npos)
     throw Error("tokenizer file '" + merges_txt + "' is not valid UTF-8 (byte " +
                 std::to_string(utf8::first_invalid(text)) + ")");

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/io/error.h"
+#include "engine/text/tokenizer_files.h"
 
 namespace tessera {
 
@@ -112,14 +113,6 @@ void replace_all(std::string& s, std::string_view from, std::string_view to) {
     s.replace(pos, from.size(), to);
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read tokenizer file '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -191,7 +184,7 @@ WordPieceTokenizer::WordPieceTokenizer(const std::vector<std::pair<std::string, 
 std::unique_ptr<WordPieceTokenizer> WordPieceTokenizer::from_vocab_txt(
     const std::string& path, const WordPieceOptions& options) {
   const std::string where = "tokenizer file '" + path + "'";
-  const std::string text = read_file(path);
+  const std::string text = detail::read_tokenizer_text(path);
   if (const size_t bad = utf8::first_invalid(text); bad != std::string_view::npos)
     throw Error(where + " is not valid UTF-8 (byte " + std::to_string(bad) + ")");
   std::vector<std::pair<std::string, int64_t>> vocab;

@@ -3,10 +3,12 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "engine/io/error.h"
 #include "engine/text/tokenizer.h"
 #include "engine/text/tokenizer_bpe.h"
+#include "engine/text/tokenizer_files.h"
 #include "engine/text/tokenizer_wordpiece.h"
 
 namespace tessera {
@@ -225,14 +227,17 @@ void check_utf8(std::string_view text, const std::string& source) {
 
 }  // namespace detail
 
-// ---------------------------------------------------------------------------------------------
-// Factory
-// ---------------------------------------------------------------------------------------------
-namespace {
+namespace detail {
 
-namespace fs = std::filesystem;
+std::string read_tokenizer_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read tokenizer file '" + path + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
-nlohmann::json read_json(const std::string& path) {
+nlohmann::json read_tokenizer_json(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot read tokenizer file '" + path + "'");
   try {
@@ -242,11 +247,20 @@ nlohmann::json read_json(const std::string& path) {
   }
 }
 
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// Factory
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+namespace fs = std::filesystem;
+
 // tokenizer_config.json's "do_lower_case", if the file and the key are there.
 std::optional<bool> do_lower_case(const std::string& dir) {
   const std::string path = dir + "/tokenizer_config.json";
   if (!fs::exists(path)) return std::nullopt;
-  const nlohmann::json j = read_json(path);
+  const nlohmann::json j = detail::read_tokenizer_json(path);
   if (!j.is_object() || !j.contains("do_lower_case")) return std::nullopt;
   if (!j["do_lower_case"].is_boolean())
     throw Error("'" + path + "': do_lower_case must be true or false");
@@ -265,7 +279,7 @@ std::unique_ptr<TextTokenizer> load_tokenizer(const std::string& dir) {
   if (!fs::is_directory(dir)) throw Error("model directory '" + dir + "' does not exist");
   const std::string tj = dir + "/tokenizer.json";
   if (fs::exists(tj)) {
-    const nlohmann::json j = read_json(tj);
+    const nlohmann::json j = detail::read_tokenizer_json(tj);
     if (!j.is_object()) throw Error("tokenizer file '" + tj + "' must hold a JSON object");
     if (j.contains("type") && j["type"].is_string()) {
       if (j["type"] == "char") return std::make_unique<CharTokenizer>(tj);

@@ -10,7 +10,8 @@
 // Kinds (each in its own file):
 //   * ByteLevelBpeTokenizer (engine/text/tokenizer_bpe.h): GPT-2's byte-level BPE.
 //   * WordPieceTokenizer (engine/text/tokenizer_wordpiece.h): BERT's basic tokenizer + WordPiece.
-//   * CharTokenizer (engine/text/tokenizer.h): the demo models' one-token-per-code-point vocabulary.
+//   * CharTokenizer (engine/text/tokenizer.h): the demo models' one-token-per-code-point
+//   vocabulary.
 //
 // Special tokens. `encode(text, add_special)`: with add_special = false (the default) the text is
 // plain text: "<|endoftext|>" or "[CLS]" written in it are tokenized as ordinary characters. With
