@@ -15,11 +15,12 @@
 #include <cstdlib>
 #include <new>
 
-#include "engine/io/model_dir.h"
 #include "engine/graph/passes/passes.h"
+#include "engine/io/model_dir.h"
 #include "engine/io/safetensors.h"
 #include "kernels/kernels.h"
 #include "models/transformer.h"
+#include "tests/test_util.h"
 
 // Every operator new of this binary is counted (the allocation test below). Tensor storage is
 // aligned_alloc'ed, but every Tensor that owns storage also allocates its shape vector and its
@@ -105,14 +106,7 @@ bool max_diff_equal(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using tessera::test::error_of;
 
 struct RandomModel {
   int64_t d_model = 24, nhead = 3, enc = 2, dec = 2, ff = 40, vocab = 19, max_pos = 32;

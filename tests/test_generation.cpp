@@ -1,6 +1,6 @@
-// Generation algorithms (engine/generate/generation.h) on a fake model whose logits are a known function
-// of the token history, checked against plain re-implementations and exhaustive search; then
-// the transformer family's CausalLM (models/transformer_lm.h) on the demo model.
+// Generation algorithms (engine/generate/generation.h) on a fake model whose logits are a known
+// function of the token history, checked against plain re-implementations and exhaustive search;
+// then the transformer family's CausalLM (models/transformer_lm.h) on the demo model.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -18,6 +18,7 @@
 #include "engine/text/tokenizer.h"
 #include "kernels/kernels.h"
 #include "models/transformer_lm.h"
+#include "tests/test_util.h"
 
 using namespace tessera;
 
@@ -101,18 +102,8 @@ class FakeLM : public CausalLM {
   bool prefix_;
 };
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool has(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using tessera::test::contains;
+using tessera::test::error_of;
 
 // The reference: one row, plain loop, greedy with the CTRL repetition penalty.
 GeneratedSequence reference_greedy(const LogitsFn& fn, int64_t vocab, History prompt,
@@ -279,7 +270,7 @@ TEST_CASE("max_new_tokens, eos and stop strings end a sequence") {
   r = generate(lm, {{2}}, o);
   CHECK(r[0].sequences[0].ids == History{3, 4});
   o.decode_text = nullptr;
-  CHECK(has(error_of([&] { generate(lm, {{2}}, o); }), "stop strings need a tokenizer"));
+  CHECK(contains(error_of([&] { generate(lm, {{2}}, o); }), "stop strings need a tokenizer"));
 }
 
 TEST_CASE("repetition penalty: the CTRL / Hugging Face definition") {
@@ -541,48 +532,49 @@ TEST_CASE("the model's position limit and bad options are errors before anything
   CHECK(generate(lm, {{1, 2, 3, 4}}, o).size() == 1);  // 4 + 6 = 10: fits
   lm.starts = 0;
   std::string msg = error_of([&] { generate(lm, {{1}, {1, 2, 3, 4, 5}}, o); });
-  CHECK(has(msg, "prompt 1: 5 prompt tokens + 6 new tokens exceed the model's maximum of 10"));
+  CHECK(contains(msg, "prompt 1: 5 prompt tokens + 6 new tokens exceed the model's maximum of 10"));
   CHECK(lm.starts == 0);
   // Encoder-decoder: the source does not count, only the generated tokens.
   FakeLM encdec(5, 10, fn, false);
   o.max_new_tokens = 10;
   CHECK(generate(encdec, {{1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4}}, o).size() == 1);
   o.max_new_tokens = 11;
-  CHECK(has(error_of([&] { generate(encdec, {{1}}, o); }), "11 new tokens exceed"));
+  CHECK(contains(error_of([&] { generate(encdec, {{1}}, o); }), "11 new tokens exceed"));
   o.max_new_tokens = 2;
-  CHECK(has(error_of([&] { generate(lm, {{1}, {}}, o); }), "prompt 1 is empty"));
+  CHECK(contains(error_of([&] { generate(lm, {{1}, {}}, o); }), "prompt 1 is empty"));
   auto bad = [&](auto set) {
     GenerationOptions b;
     b.max_new_tokens = 2;
     set(b);
     return error_of([&] { generate(lm, {{1}}, b); });
   };
-  CHECK(has(bad([](GenerationOptions& b) { b.max_new_tokens = 0; }), "max_new_tokens"));
-  CHECK(has(bad([](GenerationOptions& b) {
-              b.method = DecodingMethod::sample;
-              b.temperature = 0;
-            }),
-            "temperature"));
-  CHECK(has(bad([](GenerationOptions& b) {
-              b.method = DecodingMethod::sample;
-              b.top_p = 0;
-            }),
-            "top_p"));
-  CHECK(has(bad([](GenerationOptions& b) {
-              b.method = DecodingMethod::sample;
-              b.top_k = -1;
-            }),
-            "top_k"));
-  CHECK(has(bad([](GenerationOptions& b) { b.repetition_penalty = 0; }), "repetition_penalty"));
-  CHECK(has(bad([](GenerationOptions& b) {
-              b.method = DecodingMethod::beam;
-              b.num_beams = 2;
-              b.num_return_sequences = 3;
-            }),
-            "more than num_beams"));
-  CHECK(has(bad([](GenerationOptions& b) { b.num_return_sequences = 2; }), "greedy"));
-  CHECK(has(bad([](GenerationOptions& b) { b.eos_ids = {5}; }), "eos id 5"));
-  CHECK(has(error_of([] { parse_decoding_method("topk", "--method"); }), "--method 'topk'"));
+  CHECK(contains(bad([](GenerationOptions& b) { b.max_new_tokens = 0; }), "max_new_tokens"));
+  CHECK(contains(bad([](GenerationOptions& b) {
+                   b.method = DecodingMethod::sample;
+                   b.temperature = 0;
+                 }),
+                 "temperature"));
+  CHECK(contains(bad([](GenerationOptions& b) {
+                   b.method = DecodingMethod::sample;
+                   b.top_p = 0;
+                 }),
+                 "top_p"));
+  CHECK(contains(bad([](GenerationOptions& b) {
+                   b.method = DecodingMethod::sample;
+                   b.top_k = -1;
+                 }),
+                 "top_k"));
+  CHECK(
+      contains(bad([](GenerationOptions& b) { b.repetition_penalty = 0; }), "repetition_penalty"));
+  CHECK(contains(bad([](GenerationOptions& b) {
+                   b.method = DecodingMethod::beam;
+                   b.num_beams = 2;
+                   b.num_return_sequences = 3;
+                 }),
+                 "more than num_beams"));
+  CHECK(contains(bad([](GenerationOptions& b) { b.num_return_sequences = 2; }), "greedy"));
+  CHECK(contains(bad([](GenerationOptions& b) { b.eos_ids = {5}; }), "eos id 5"));
+  CHECK(contains(error_of([] { parse_decoding_method("topk", "--method"); }), "--method 'topk'"));
   CHECK(generate(lm, {}, o).empty());
 }
 
@@ -707,18 +699,18 @@ TEST_CASE("transformer: seeded sampling is the same on 1 and 2 threads") {
 TEST_CASE("transformer: bad sources and steps are errors naming the limit") {
   Demo d;
   models::TransformerLM lm(d.model);
-  CHECK(has(error_of([&] { lm.start({std::vector<int64_t>(65, 5)}); }),
-            "65 tokens, more than the model's max_position 64"));
-  CHECK(has(error_of([&] { lm.start({{5, 99}}); }), "token id 99 is out of range"));
-  CHECK(has(error_of([&] { lm.step({3}); }), "start() was not called"));
+  CHECK(contains(error_of([&] { lm.start({std::vector<int64_t>(65, 5)}); }),
+                 "65 tokens, more than the model's max_position 64"));
+  CHECK(contains(error_of([&] { lm.start({{5, 99}}); }), "token id 99 is out of range"));
+  CHECK(contains(error_of([&] { lm.step({3}); }), "start() was not called"));
   lm.start({{5, 6, 2}, {7, 2}});
-  CHECK(has(error_of([&] { lm.step({3}); }), "1 tokens for a batch of 2"));
-  CHECK(has(error_of([&] { lm.select_rows({0, 2}); }), "row 2 is out of range"));
+  CHECK(contains(error_of([&] { lm.step({3}); }), "1 tokens for a batch of 2"));
+  CHECK(contains(error_of([&] { lm.select_rows({0, 2}); }), "row 2 is out of range"));
   lm.select_rows({1, 1, 0});
   CHECK(lm.batch() == 3);
   CHECK(lm.step({3, 3, 3}).shape() == Shape{3, 63});
   GenerationOptions o;
   o.max_new_tokens = 65;
   models::TransformerLM lm2(d.model);
-  CHECK(has(error_of([&] { generate(lm2, {{5, 2}}, o); }), "maximum of 64 positions"));
+  CHECK(contains(error_of([&] { generate(lm2, {{5, 2}}, o); }), "maximum of 64 positions"));
 }

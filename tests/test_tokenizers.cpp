@@ -23,6 +23,7 @@
 #include "engine/text/tokenizer_bpe.h"
 #include "engine/text/tokenizer_wordpiece.h"
 #include "engine/text/tokenizers.h"
+#include "tests/test_util.h"
 
 using namespace tessera;
 namespace fs = std::filesystem;
@@ -75,18 +76,8 @@ fs::path temp_dir(const std::string& name) {
   return p;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using tessera::test::contains;
+using tessera::test::error_of;
 
 // Streaming decode: every push() and the final flush(), concatenated.
 std::string stream_decode(const TextTokenizer& tok, const Ids& ids, bool skip_special,
