@@ -1,4 +1,4 @@
-// Shared by the kernel benchmark suites (bench_gemm, bench_attention, bench_rows).
+// Shared by the kernel benchmark suites (bench_gemm, bench_attention, bench_rows, bench_math).
 //   membw/dram_read/threads:T   read bandwidth of an array far larger than the last-level cache
 //                               the CPU reports (dram_bytes()): GB/s
 //   membw/l2_read/threads:T     read bandwidth of a quarter of the L2 per thread: GB/s

@@ -1,8 +1,9 @@
 // Tessera kernels: the public interface.
 //
 // kernels/ knows nothing of the engine: raw pointers, sizes, leading dimensions (in elements).
-// Every kernel body is one template over the xsimd architecture, compiled once per ISA in its
-// own translation unit (kernels/isa_*.cpp) and chosen once at start-up (see active_isa()).
+// Every kernel body is a template over the xsimd architecture (one header per kernel family,
+// kernels/*_body.hpp), compiled once per ISA in its own translation unit (kernels/isa_*.cpp)
+// and chosen once at start-up (see active_isa()).
 //
 // Determinism: every output element is computed by exactly one thread, with a reduction order
 // that depends only on the problem's sizes, never on the thread count. Results are therefore
@@ -186,7 +187,7 @@ void activation(int64_t n, const float* x, float* y, Activation act);
 
 // The kernels' own polynomial approximations (used by softmax, attention and GELU), exposed
 // for tests and for models: y[i] = f(x[i]), i < n. In place allowed. Their maximum errors are
-// stated in kernels/kernels_body.hpp and checked by the tests; NaN maps to NaN.
+// stated in kernels/math_body.hpp and checked by the tests; NaN maps to NaN.
 enum class MathFunction : uint8_t { exp, erf, erfc, tanh };
 void vector_math(MathFunction f, int64_t n, const float* x, float* y);
 

@@ -3,7 +3,16 @@
 #   kernels_env_<isa>    the free functions with TESSERA_ISA=<isa> (the override path)
 #   kernels_isa_symbols  the ODR-trap check: no weak symbol shared by two ISA objects
 #   kernels_onednn       the same suite with every gemm() through oneDNN (TESSERA_GEMM=onednn)
-add_executable(test_kernels ${CMAKE_CURRENT_LIST_DIR}/test_kernels.cpp)
+# One executable, one test file per kernel family (tests/kernels/), sharing helper headers there.
+set(_kernel_tests_dir ${CMAKE_CURRENT_LIST_DIR}/kernels)
+add_executable(test_kernels
+  ${_kernel_tests_dir}/test_main.cpp
+  ${_kernel_tests_dir}/test_dispatch.cpp
+  ${_kernel_tests_dir}/test_gemm.cpp
+  ${_kernel_tests_dir}/test_attention.cpp
+  ${_kernel_tests_dir}/test_rows.cpp
+  ${_kernel_tests_dir}/test_math.cpp
+  ${_kernel_tests_dir}/test_threads.cpp)
 target_link_libraries(test_kernels PRIVATE tessera_kernels doctest::doctest)
 add_test(NAME kernels COMMAND test_kernels)
 
