@@ -82,13 +82,12 @@ models::Workload make_workload(const models::Model& model, const Common& c) {
   return models::Workload::given(model, std::move(inputs));
 }
 
-// "gpt2, batch 2, seq 16, generate 8 (prompt + decode steps)"
+// "gpt2, batch 2, seq 16" (+ ", prompt + 8 decode steps" with --generate 8)
 std::string describe(const models::Workload& w) {
   std::string s = std::string(w.model().family()) + ", batch " + std::to_string(w.batch()) +
                   ", seq " + std::to_string(w.seq());
   if (w.generate())
-    s +=
-        ", generate " + std::to_string(w.generate()) + " (" + w.prefill_name() + " + decode steps)";
+    s += ", " + w.prefill_name() + " + " + std::to_string(w.generate()) + " decode steps";
   return s;
 }
 
