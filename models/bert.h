@@ -66,6 +66,8 @@ class BertModel final : public Model {
   Session& forward_session() const override { return *forward_session_; }
   const std::vector<passes::Stats>& pass_stats() const override { return pass_stats_; }
   const BertModel* bert() const override { return this; }
+  // The pooler run() runs after the encoder (null without pooler.dense weights).
+  const Graph* pooler_graph() const { return pooler_.get(); }
 
   // run() without padding removal (the batched graph with a key padding mask), for tests and
   // benchmarks of padding removal. Same inputs and outputs.

@@ -59,6 +59,10 @@ class Gpt2Model final : public Model {
   Session& forward_session() const override { return *forward_session_; }
   const std::vector<passes::Stats>& pass_stats() const override { return pass_stats_; }
   const Gpt2Model* gpt2() const override { return this; }
+  // The graphs a generation session runs per start() and per step(): the blocks over the KV
+  // cache, then the head on the last position (for the profiler's node counts).
+  const Graph& cached_graph() const { return *cached_; }
+  const Graph& head_graph() const { return *head_; }
 
   // A generation session whose KV cache holds the longest prompt plus max_new_tokens tokens.
   // Ragged prompts are left-padded into one batch (key padding masks the pads; each row's

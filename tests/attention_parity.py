@@ -8,6 +8,12 @@ embeddings and the preceding layers in PyTorch (plain math path), and the layer'
 module is called with need_weights=True, average_attn_weights=False. The target of --tgt/--cross
 is bos + the tokens ``tessera generate`` prints for the same input, with a causal tgt_mask.
 
+Then the same for a random-weight gpt2 and bert model (tools/make_hf_checkpoint.py) against the
+plain PyTorch references of tools/hf_reference.py, whose attention probabilities are captured at
+each layer: ``tessera attention --ids`` over a prompt (gpt2: causal; bert: bidirectional), gpt2
+--tgt over the prompt and its greedy continuation (the reference's greedy tokens, cut after eos),
+and with ``--passes none`` (the unfused scores -> softmax -> context chain).
+
 Checks, per case: the shape [T, S]; every row sums to 1 (or is all 0); max |tessera - torch|
 <= 1e-5; and, so the comparison can tell heads apart, that a different head's PyTorch weights do
 NOT match. Exit code 1 on any failure.
@@ -83,6 +89,93 @@ def tessera_weights(args, tmp, mode, layer, head):
     return w.astype(np.float64)
 
 
+IDS = [5, 17, 42, 8, 9, 23, 61, 3]
+
+
+def hf_reference_weights(model, ids):
+    """Every layer's attention probabilities [H, T, S] (batch row 0), in layer order, as the
+    reference computes them (its _attend, called once per layer, captured)."""
+    import hf_reference
+    captured = []
+    orig = hf_reference._attend
+
+    def capture(q, k, v, scale, additive):
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale + additive
+        captured.append(torch.softmax(scores, dim=-1)[0].double().numpy())
+        return orig(q, k, v, scale, additive)
+
+    hf_reference._attend = capture
+    try:
+        model(torch.tensor([ids], dtype=torch.long))
+    finally:
+        hf_reference._attend = orig
+    return captured
+
+
+def compare(ours, ref_all, head, label):
+    """Prints ok/FAIL for one case; returns 1 on failure."""
+    ref = ref_all[head]
+    nhead = ref_all.shape[0]
+    problems = []
+    if ours.shape != ref.shape:
+        problems.append(f"shape {ours.shape} != torch {ref.shape}")
+    else:
+        sums = ours.sum(axis=1)
+        if not np.all((np.abs(sums - 1) < 1e-5) | (np.abs(ours).max(axis=1) == 0)):
+            problems.append(f"row sums {sums}")
+        err = float(np.abs(ours - ref).max())
+        if not err <= TOL:
+            problems.append(f"max |diff| {err:.3g} > {TOL}")
+        if nhead > 1 and float(np.abs(ours - ref_all[(head + 1) % nhead]).max()) <= TOL:
+            problems.append("also matches another head: the comparison cannot discriminate")
+    label = f"{label} [{ours.shape[0]}x{ours.shape[1]}]"
+    if problems:
+        print(f"FAIL {label}: {'; '.join(problems)}")
+        return 1
+    print(f"ok   {label}: max |diff| {float(np.abs(ours - ref).max()):.3g}")
+    return 0
+
+
+def hf_cases(args, tmp) -> tuple:
+    """gpt2 and bert: (cases, failures)."""
+    import make_hf_checkpoint
+    import hf_reference
+    cases = failures = 0
+    for family, extra in (("gpt2", ["--inverse-layer-scale"]), ("bert", [])):
+        model_dir = os.path.join(tmp, family)
+        make_hf_checkpoint.write(make_hf_checkpoint.parser().parse_args(
+            [family, model_dir, "--layers", "2", "--hidden", "48", "--heads", "4", "--vocab", "100",
+             "--positions", "32", "--seed", "3"] + extra))
+        model = hf_reference.load(model_dir)
+        # (global options, attention options, layer, head, the reference's token ids)
+        runs = [([], [], 0, 0, IDS), ([], [], 1, 3, IDS), (["--passes", "none"], [], 1, 2, IDS)]
+        if family == "gpt2":
+            max_new = 6
+            tokens, _ = hf_reference.greedy(model, [IDS], max_new)
+            gen = [int(t) for t in tokens[0]]
+            eos = model.c.get("eos_token_id")
+            if eos in gen:
+                gen = gen[:gen.index(eos) + 1]
+            runs.append(([], ["--tgt", "--max-new-tokens", str(max_new)], 1, 1, IDS + gen))
+        for global_opts, opts, layer, head, ids in runs:
+            dump = os.path.join(tmp, f"{family}-{layer}-{head}.safetensors")
+            cmd = [args.tessera] + global_opts + [
+                "attention", "--model", model_dir, "--layer", str(layer), "--head", str(head),
+                "--threads", "2", "--ids", "--out", os.path.join(tmp, "a.png"), "--dump", dump
+            ] + opts + [" ".join(map(str, IDS))]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            cases += 1
+            label = " ".join([family] + global_opts + opts + [f"layer {layer} head {head}"])
+            if r.returncode != 0:
+                print(f"FAIL {label}: {' '.join(cmd)}: rc {r.returncode}: {r.stderr.strip()}")
+                failures += 1
+                continue
+            ours = safetensors_io.load_file(dump)["weights"].astype(np.float64)
+            ref_all = hf_reference_weights(model, ids)[layer]
+            failures += compare(ours, ref_all, head, label)
+    return cases, failures
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tessera", required=True)
@@ -131,10 +224,13 @@ def main(argv=None) -> int:
                 print(f"FAIL {label}: {'; '.join(problems)}")
             else:
                 print(f"ok   {label}: max |diff| {float(np.abs(ours - ref).max()):.3g}")
+        hf_n, hf_failures = hf_cases(args, tmp)
+    total = len(cases) + hf_n
+    failures += hf_failures
     if failures:
-        print(f"{failures} of {len(cases)} cases failed")
+        print(f"{failures} of {total} cases failed")
         return 1
-    print(f"all {len(cases)} cases ok")
+    print(f"all {total} cases ok")
     return 0
 
 

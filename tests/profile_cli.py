@@ -14,6 +14,11 @@ On the demo model (models/demo-dates):
   * `sysinfo --json` has its keys and positive measured figures;
   * TESSERA_PROFILE=path on `tessera generate` writes a valid trace;
   * bad arguments exit 2 with one line on stderr.
+On a small random gpt2 and bert model (tools/make_hf_checkpoint.py, numpy only), the same
+invariants: `profile --json --trace` forward (and gpt2 prefill + N decode steps: events = nodes
+of the prefill and step graphs x reps), `bench --json` (gpt2 --generate: prefill_ms and
+decode_tokens_per_s positive; --inputs FILE), `attention --ids` (weights [T, T], rows sum to 1,
+causal for gpt2), and one-line errors: bert --generate, --seq beyond the model's positions.
 Runs in a few seconds.
 
     profile_cli.py --tessera build/tools/tessera --model models/demo-dates
@@ -26,6 +31,9 @@ import os
 import subprocess
 import sys
 import tempfile
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(_ROOT, "tools"))
 
 FAILURES: list[str] = []
 
@@ -136,6 +144,137 @@ def validate_profile(j: dict, label: str, reps: int, threads: int, machine: dict
               f"measured L1 read {l1:.1f} ({t} threads)")
 
 
+def expect_one_line_error(cmd: list[str], words: tuple, label: str) -> None:
+    p = run(cmd, expect=2)
+    lines = p.stderr.strip().splitlines()
+    check(p.returncode == 2 and len(lines) == 1 and all(w in lines[0] for w in words),
+          f"{label}: exit 2, one line naming {', '.join(repr(w) for w in words)}"
+          + ("" if p.returncode == 2 and len(lines) == 1 else f" (got {p.returncode}: {p.stderr!r})")
+          + (f" (got {lines[0]!r})" if len(lines) == 1 else ""))
+
+
+def hf_families(exe: str, tmp: str, machine: dict, limits: list[str]) -> None:
+    """profile, bench and attention on small random gpt2 and bert models."""
+    import numpy as np  # the models are written with numpy (tools/make_hf_checkpoint.py)
+    import safetensors_io
+
+    maker = os.path.join(_ROOT, "tools", "make_hf_checkpoint.py")
+    dirs = {}
+    for family in ("gpt2", "bert"):
+        d = os.path.join(tmp, family)
+        p = run([sys.executable, maker, family, d, "--layers", "2", "--hidden", "48", "--heads", "4",
+                 "--vocab", "100", "--positions", "32"])
+        check(p.returncode == 0, f"{family}: make_hf_checkpoint.py writes a model")
+        dirs[family] = d
+    gpt2, bert = dirs["gpt2"], dirs["bert"]
+
+    # profile: forward on both, prefill + decode steps on gpt2.
+    for family, extra, reps, label in (("gpt2", [], 3, "gpt2 profile forward"),
+                                       ("bert", [], 3, "bert profile forward"),
+                                       ("gpt2", ["--generate", "5"], 2, "gpt2 profile generate")):
+        trace = os.path.join(tmp, f"{label.replace(' ', '-')}.json")
+        p = run([exe, "profile", "--model", dirs[family], "--batch", "2", "--seq", "12",
+                 "--threads", "2", "--reps", str(reps), "--json", "--trace", trace] + extra + limits)
+        check(p.returncode == 0, f"{label} exits 0")
+        if p.returncode != 0:
+            continue
+        j = json.loads(p.stdout)
+        validate_profile(j, label, reps, 2, machine)
+        check(j.get("family") == family and j["batch"] == 2 and j["seq"] == 12 and
+              j["generate"] == (5 if extra else 0), f"{label}: family, B, S, N as asked")
+        validate_trace(trace, j["graph_nodes_per_rep"] * reps, f"trace {label}")
+    p = run([exe, "profile", "--model", bert, "--batch", "1", "--seq", "8", "--reps", "1"] + limits)
+    check(p.returncode == 0 and "operator" in p.stdout and "%bound" in p.stdout and
+          "bert, batch 1, seq 8" in p.stdout, "bert profile prints the tables")
+
+    # bench: forward on both, --generate on gpt2, --inputs on both.
+    for family, extra, label in (("gpt2", [], "gpt2 bench forward"), ("bert", [], "bert bench forward"),
+                                 ("gpt2", ["--generate", "6"], "gpt2 bench generate")):
+        p = run([exe, "bench", "--model", dirs[family], "--batch", "2", "--seq", "10", "--reps", "2",
+                 "--json"] + extra)
+        check(p.returncode == 0, f"{label} exits 0")
+        if p.returncode != 0:
+            continue
+        b = json.loads(p.stdout)
+        keys = ["latency_ms", "tokens_per_s", "peak_rss_mb", "threads", "isa", "family"]
+        if extra:
+            keys += ["generate", "prefill_ms", "decode_tokens_per_s", "tokens_per_rep"]
+        check(all(k in b for k in keys), f"{label}: keys {', '.join(keys)}")
+        if not all(k in b for k in keys):
+            continue
+        check(b["family"] == family and b["batch"] == 2 and b["seq"] == 10, f"{label}: family, B, S")
+        check(b["latency_ms"]["median"] > 0 and b["tokens_per_s"] > 0, f"{label}: numbers positive")
+        if extra:
+            check(b["prefill_ms"] > 0 and b["decode_tokens_per_s"] > 0,
+                  f"{label}: prefill_ms {b['prefill_ms']:.3g} > 0, decode_tokens_per_s "
+                  f"{b['decode_tokens_per_s']:.3g} > 0")
+            # gpt2: the prefill yields the first token, each of the N steps one more.
+            check(b["generate"] == 6 and b["tokens_per_rep"] == 2 * (6 + 1),
+                  f"{label}: {b['tokens_per_rep']} tokens per rep == batch x (N + 1)")
+    p = run([exe, "bench", "--model", gpt2, "--batch", "2", "--seq", "10", "--generate", "6",
+             "--reps", "1"])
+    check(p.returncode == 0 and "prefill:" in p.stdout and "decode:" in p.stdout and
+          "tokens/s" in p.stdout, "gpt2 bench --generate prints prefill and decode")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 100, size=(3, 7)).astype(np.int64)
+    for family, tensors in (("gpt2", {"input_ids": ids}),
+                            ("bert", {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                                      "token_type_ids": np.zeros_like(ids)})):
+        path = os.path.join(tmp, f"{family}-inputs.safetensors")
+        safetensors_io.save_file(tensors, path)
+        p = run([exe, "bench", "--model", dirs[family], "--inputs", path, "--reps", "1", "--json"])
+        ok = p.returncode == 0
+        if ok:
+            b = json.loads(p.stdout)
+            ok = b["batch"] == 3 and b["seq"] == 7 and b["tokens_per_s"] > 0
+        check(ok, f"{family} bench --inputs: runs the file's [3, 7] inputs")
+
+    # Bad arguments: exit 2, one line naming what was wrong.
+    for cmd, words, label in (
+            (["profile", "--model", bert, "--generate", "4"], ("--generate", "bert"), "bert profile --generate"),
+            (["bench", "--model", bert, "--generate", "4"], ("--generate", "bert"), "bert bench --generate"),
+            (["bench", "--model", bert, "--seq", "33"], ("--seq 33", "max_position_embeddings 32"), "bert --seq"),
+            (["bench", "--model", gpt2, "--seq", "33"], ("--seq 33", "n_positions 32"), "gpt2 --seq"),
+            (["profile", "--model", gpt2, "--seq", "30", "--generate", "3"], ("--seq 30", "--generate 3", "n_positions 32"),
+             "gpt2 --seq + --generate"),
+            (["bench", "--model", gpt2, "--generate", "2", "--inputs", "x.safetensors"],
+             ("--inputs", "--generate"), "--inputs with --generate")):
+        expect_one_line_error([exe] + cmd, words, label)
+
+    # attention: one head's weights over token ids.
+    for family, extra, label in (("gpt2", [], "gpt2 attention"), ("bert", [], "bert attention"),
+                                 ("gpt2", ["--tgt", "--max-new-tokens", "4"], "gpt2 attention --tgt")):
+        png, dump = os.path.join(tmp, "a.png"), os.path.join(tmp, "a.safetensors")
+        for f in (png, dump):
+            if os.path.exists(f):
+                os.remove(f)
+        p = run([exe, "attention", "--model", dirs[family], "--layer", "1", "--head", "3", "--ids",
+                 "--out", png, "--dump", dump, "--threads", "2"] + extra + ["5 17 42 8 9 23"])
+        check(p.returncode == 0 and p.stdout.strip() == png and os.path.exists(png),
+              f"{label}: exits 0, writes the PNG")
+        if not os.path.exists(dump):
+            continue
+        w = safetensors_io.load_file(dump)["weights"].astype(np.float64)
+        t = w.shape[0]
+        check(w.ndim == 2 and w.shape[0] == w.shape[1] and
+              (t == 6 if not extra else 7 <= t <= 10), f"{label}: weights [T, T], T = {t}")
+        check(bool(np.all(np.abs(w.sum(axis=1) - 1) < 1e-6)), f"{label}: every row sums to 1")
+        if family == "gpt2":
+            check(bool(np.all(np.triu(w, 1) == 0)), f"{label}: causal (no weight above the diagonal)")
+        else:
+            check(float(np.triu(w, 1).sum()) > 0, f"{label}: not causal (weights above the diagonal)")
+    for cmd, words, label in (
+            (["attention", "--model", bert, "--tgt", "--ids", "1 2"], ("--tgt", "bert"), "bert attention --tgt"),
+            (["attention", "--model", gpt2, "--cross", "--ids", "1 2"], ("--cross", "gpt2"), "gpt2 attention --cross"),
+            (["attention", "--model", gpt2, "--layer", "2", "--ids", "1 2"], ("--layer 2", "2 layers"),
+             "gpt2 attention --layer"),
+            (["attention", "--model", bert, "--head", "4", "--ids", "1 2"], ("--head 4", "4 heads"),
+             "bert attention --head"),
+            (["attention", "--model", gpt2, "--ids", "1 100"], ("--ids", "100"), "gpt2 attention id out of range"),
+            (["attention", "--model", gpt2, "hello"], ("tokenizer", "--ids"), "gpt2 attention text, no tokenizer")):
+        expect_one_line_error([exe] + cmd, words, label)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tessera", required=True)
@@ -241,6 +380,8 @@ def main() -> int:
             lines = p.stderr.strip().splitlines()
             check(p.returncode == 2 and len(lines) == 1 and word in lines[0],
                   f"profile {' '.join(bad)}: exit 2, one line naming '{word}'")
+
+        hf_families(exe, tmp, machine, limits)
 
     print(f"{len(FAILURES)} failures" if FAILURES else "all passed")
     return 1 if FAILURES else 0

@@ -28,8 +28,6 @@ void set_verbose(bool on);
 void log_verbose(const std::string& msg);
 // Applies --threads (0 = all cores) and logs the ISA and thread count.
 void setup_threads(int threads);
-// Loads a `transformer` model directory (for the commands that only take that family).
-std::unique_ptr<models::TransformerModel> load_model(const ModelDir& dir);
 // Loads a model directory of any supported family (transformer, gpt2, bert).
 std::unique_ptr<models::Model> load_any_model(const ModelDir& dir);
 // The tokenizer.json of a model directory that maps text to an encoder-decoder token model;

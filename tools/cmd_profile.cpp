@@ -3,27 +3,20 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
-#include <random>
 
-#include "engine/observe/profiler.h"
 #include "engine/io/safetensors.h"
+#include "engine/observe/profiler.h"
 #include "engine/observe/sysinfo.h"
 #include "kernels/kernels.h"
+#include "models/workload.h"
 #include "tools/cli.h"
 
 namespace tessera::cli {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 struct Stats {
   double median = 0, min = 0, max = 0;
@@ -48,119 +41,6 @@ std::string fmt(double v, int prec) {
   return buf;
 }
 
-// What one repetition runs: a forward pass on `inputs`, or (generate > 0) encode + exactly
-// `generate` decode steps of an encoder-decoder token model.
-struct Workload {
-  const models::TransformerModel* model = nullptr;
-  int64_t batch = 0, seq = 0, generate = 0;
-  TensorMap inputs;
-  Tensor src_ids, src_padding;
-  int64_t tokens = 0;  // per repetition: B·S per forward, B·N generated
-
-  struct Times {
-    double total = 0, prefill = 0, decode = 0;
-  };
-  Times run(NodeObserver* obs) const {
-    Times t;
-    const auto t0 = Clock::now();
-    if (generate == 0) {
-      TensorMap out = model->run(inputs, obs);
-      t.total = since(t0);
-      return t;
-    }
-    const auto& c = model->config();
-    const auto enc = model->encode(src_ids, src_padding, obs);
-    t.prefill = since(t0);
-    KVCache cache;
-    cache.reset(static_cast<int>(c.num_decoder_layers), batch, generate, c.d_model);
-    Tensor ids(DType::i64, {batch, 1});
-    const int64_t bos = c.bos_id >= 0 && c.bos_id < c.tgt_vocab_size ? c.bos_id : 1;
-    for (int64_t b = 0; b < batch; ++b) ids.data<int64_t>()[b] = bos;
-    for (int64_t step = 0; step < generate; ++step) {
-      Tensor logits = model->decode_step(enc, ids, cache, step, obs);  // eos ignored
-      const int64_t vocab = logits.dim(2);
-      for (int64_t b = 0; b < batch; ++b) {
-        const float* row = logits.data<float>() + b * vocab;
-        ids.data<int64_t>()[b] = std::max_element(row, row + vocab) - row;
-      }
-    }
-    t.total = since(t0);
-    t.decode = t.total - t.prefill;
-    return t;
-  }
-};
-
-Tensor random_f32(Shape shape, std::mt19937& rng) {
-  Tensor t(DType::f32, std::move(shape), false);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = d(rng);
-  return t;
-}
-
-Tensor random_ids(int64_t batch, int64_t len, int64_t vocab, std::mt19937& rng) {
-  Tensor t(DType::i64, {batch, len}, false);
-  const int64_t lo = std::min<int64_t>(4, vocab - 1);
-  std::uniform_int_distribution<int64_t> d(lo, vocab - 1);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<int64_t>()[i] = d(rng);
-  return t;
-}
-
-Workload make_workload(const models::TransformerModel& model, int64_t batch, int64_t seq,
-                       int64_t generate, const std::string& inputs_path) {
-  const auto& c = model.config();
-  Workload w;
-  w.model = &model;
-  w.batch = batch;
-  w.seq = seq;
-  w.generate = generate;
-  if (generate < 0) throw Error("--generate must be at least 0");
-  if (!inputs_path.empty()) {
-    if (generate > 0) throw Error("--inputs cannot be combined with --generate");
-    SafetensorsFile f(inputs_path);
-    for (const auto& name : f.names()) w.inputs[name] = f.get(name);
-    for (const char* name : {"src", "src_ids", "tgt", "tgt_ids"}) {
-      auto it = w.inputs.find(name);
-      if (it != w.inputs.end() && it->second.rank() >= 2) {
-        w.batch = it->second.dim(0);
-        w.seq = it->second.dim(1);
-        break;
-      }
-    }
-    w.tokens = w.batch * w.seq;
-    return w;
-  }
-  if (batch < 1) throw Error("--batch must be at least 1");
-  if (seq < 1) throw Error("--seq must be at least 1");
-  if (c.embeddings && seq > c.max_position)
-    throw Error("--seq " + std::to_string(seq) + " exceeds the model's max_position " +
-                std::to_string(c.max_position));
-  std::mt19937 rng(1234);
-  if (generate > 0) {
-    if (!c.embeddings || !c.has_encoder() || !c.has_decoder())
-      throw Error("--generate needs an encoder-decoder transformer with token embeddings");
-    if (generate > c.max_position)
-      throw Error("--generate " + std::to_string(generate) + " exceeds the model's max_position " +
-                  std::to_string(c.max_position));
-    w.src_ids = random_ids(batch, seq, c.src_vocab_size, rng);
-    w.src_padding = Tensor(DType::u8, {batch, seq});  // no padding
-    w.tokens = batch * generate;
-    return w;
-  }
-  const int64_t e = c.d_model;
-  if (c.has_encoder())
-    w.inputs[c.embeddings ? "src_ids" : "src"] = c.embeddings
-                                                     ? random_ids(batch, seq, c.src_vocab_size, rng)
-                                                     : random_f32({batch, seq, e}, rng);
-  if (c.has_decoder()) {
-    if (!c.has_encoder()) w.inputs["memory"] = random_f32({batch, seq, e}, rng);
-    w.inputs[c.embeddings ? "tgt_ids" : "tgt"] = c.embeddings
-                                                     ? random_ids(batch, seq, c.tgt_vocab_size, rng)
-                                                     : random_f32({batch, seq, e}, rng);
-  }
-  w.tokens = batch * seq;
-  return w;
-}
-
 struct Common {
   std::string model, inputs;
   int64_t batch = 1, seq = 128, generate = 0;
@@ -169,22 +49,46 @@ struct Common {
 };
 
 void add_common(CLI::App* cmd, Common& o, bool with_inputs) {
-  cmd->add_option("--model", o.model, "Model directory")->required();
+  cmd->add_option("--model", o.model, "Model directory (transformer, gpt2 or bert)")->required();
   cmd->add_option("--batch", o.batch, "Batch size of the random inputs (default 1)");
-  cmd->add_option("--seq", o.seq, "Sequence length of the random inputs (default 128)");
+  cmd->add_option("--seq", o.seq,
+                  "Sequence length of the random inputs (default 128); with --generate, the "
+                  "length of the source (transformer) or prompt (gpt2)");
   cmd->add_option("--generate", o.generate,
-                  "Encode once, then exactly N decode steps (encoder-decoder token models)");
+                  "Prefill once, then exactly N greedy decode steps, eos ignored (encoder-decoder "
+                  "transformer token models: encode the source; gpt2: run the prompt)");
   cmd->add_option("--threads", o.threads, "Threads (default: all cores)");
   cmd->add_option("--reps", o.reps, "Timed repetitions (default 5)");
   cmd->add_option("--warmup", o.warmup, "Untimed warm-up repetitions (default 1)");
   if (with_inputs)
-    cmd->add_option("--inputs", o.inputs, "Run these inputs (.safetensors) instead of random ones");
+    cmd->add_option("--inputs", o.inputs,
+                    "Run these inputs (.safetensors, the names `tessera run` takes) instead of "
+                    "random ones");
   cmd->add_flag("--json", o.json, "Machine-readable output");
 }
 
 void check_reps(const Common& o) {
   if (o.reps < 1) throw Error("--reps must be at least 1");
   if (o.warmup < 0) throw Error("--warmup must be at least 0");
+}
+
+// The random inputs of --batch x --seq (and --generate), or the --inputs file's tensors.
+models::Workload make_workload(const models::Model& model, const Common& c) {
+  if (c.inputs.empty()) return models::Workload::random(model, c.batch, c.seq, c.generate);
+  if (c.generate != 0) throw Error("--inputs cannot be combined with --generate");
+  SafetensorsFile f(c.inputs);
+  TensorMap inputs;
+  for (const auto& name : f.names()) inputs[name] = f.get(name);
+  return models::Workload::given(model, std::move(inputs));
+}
+
+// "gpt2, batch 2, seq 16" (+ ", prompt + 8 decode steps" with --generate 8)
+std::string describe(const models::Workload& w) {
+  std::string s = std::string(w.model().family()) + ", batch " + std::to_string(w.batch()) +
+                  ", seq " + std::to_string(w.seq());
+  if (w.generate())
+    s += ", " + w.prefill_name() + " + " + std::to_string(w.generate()) + " decode steps";
+  return s;
 }
 
 struct Limits {
@@ -256,7 +160,9 @@ Action add_profile_command(CLI::App& app) {
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand(
-      "profile", "Time every node on random inputs: per-operator and per-node roofline tables");
+      "profile",
+      "Time every node of a transformer, gpt2 or bert model on random inputs: per-operator and "
+      "per-node roofline tables");
   add_common(cmd, o->c, false);
   add_limits(cmd, o->limits);
   cmd->add_option("--trace", o->trace, "Write a Chrome trace (Trace Event Format) here");
@@ -267,8 +173,8 @@ Action add_profile_command(CLI::App& app) {
     setup_threads(c.threads);
     const SysInfo m = machine(o->limits, true);
     ModelDir dir(c.model);
-    auto model = load_model(dir);
-    const Workload w = make_workload(*model, c.batch, c.seq, c.generate, "");
+    auto model = load_any_model(dir);
+    const models::Workload w = make_workload(*model, c);
 
     for (int i = 0; i < c.warmup; ++i) w.run(nullptr);
     Profiler prof(!o->trace.empty());
@@ -294,18 +200,16 @@ Action add_profile_command(CLI::App& app) {
     const auto nodes = prof.by_node();
     const size_t events_per_rep = prof.records().size() / static_cast<size_t>(c.reps);
     // What the graphs hold (independent of what was recorded): the test checks both agree.
-    const size_t graph_nodes = w.generate ? model->encode_graph()->nodes().size() +
-                                                static_cast<size_t>(w.generate) *
-                                                    model->decode_step_graph()->nodes().size()
-                                          : model->forward_graph().nodes().size();
+    const int64_t graph_nodes = w.graph_nodes();
     const double node_s = stats(node_sums).median;
     if (!o->trace.empty()) prof.write_trace(o->trace);
 
     if (c.json) {
       nlohmann::json j = {{"model", c.model},
-                          {"batch", w.batch},
-                          {"seq", w.seq},
-                          {"generate", w.generate},
+                          {"family", model->family()},
+                          {"batch", w.batch()},
+                          {"seq", w.seq()},
+                          {"generate", w.generate()},
                           {"threads", kernels::num_threads()},
                           {"isa", kernels::isa_name(kernels::active_isa())},
                           {"reps", c.reps},
@@ -322,9 +226,8 @@ Action add_profile_command(CLI::App& app) {
       std::cout << j.dump(2) << '\n';
       return 0;
     }
-    std::cout << "tessera profile: " << c.model << ", batch " << w.batch << ", seq " << w.seq;
-    if (w.generate) std::cout << ", generate " << w.generate << " (encode + decode steps)";
-    std::cout << ", " << kernels::num_threads() << " threads, isa "
+    std::cout << "tessera profile: " << c.model << " (" << describe(w) << "), "
+              << kernels::num_threads() << " threads, isa "
               << kernels::isa_name(kernels::active_isa()) << ", " << c.reps << " reps (" << c.warmup
               << " warm-up)\n";
     std::cout << "machine: peak " << fmt(m.peak_gflops_per_core, 1) << " GFLOP/s/core x "
@@ -336,8 +239,9 @@ Action add_profile_command(CLI::App& app) {
               << fmt(s_on.median * 1e3, 3) << " ms (" << fmt(s_on.min * 1e3, 3) << "-"
               << fmt(s_on.max * 1e3, 3) << "): overhead " << (overhead >= 0 ? "+" : "")
               << fmt(overhead, 2) << "%\n";
-    std::cout << "nodes: " << events_per_rep << " timed per rep, their times sum to "
-              << fmt(node_s * 1e3, 3) << " ms per rep (median) = "
+    std::cout << "nodes: " << events_per_rep << " timed per rep (the graphs run hold "
+              << graph_nodes << "), their times sum to " << fmt(node_s * 1e3, 3)
+              << " ms per rep (median) = "
               << fmt(s_on.median > 0 ? node_s / s_on.median * 100 : 0, 1)
               << "% of the profiled end-to-end median\n\n";
     std::cout << Profiler::table(ops, m, "operator") << '\n';
@@ -352,15 +256,18 @@ Action add_profile_command(CLI::App& app) {
 
 Action add_bench_command(CLI::App& app) {
   auto o = std::make_shared<Common>();
-  auto* cmd = app.add_subcommand("bench", "End-to-end latency, throughput and peak memory");
+  auto* cmd = app.add_subcommand(
+      "bench",
+      "End-to-end latency, throughput and peak memory of a transformer, gpt2 or bert model; "
+      "with --generate, prefill time and decode tokens/s");
   add_common(cmd, *o, true);
   return [o] {
     const Common& c = *o;
     check_reps(c);
     setup_threads(c.threads);
     ModelDir dir(c.model);
-    auto model = load_model(dir);
-    const Workload w = make_workload(*model, c.batch, c.seq, c.generate, c.inputs);
+    auto model = load_any_model(dir);
+    const models::Workload w = make_workload(*model, c);
     for (int i = 0; i < c.warmup; ++i) w.run(nullptr);
     std::vector<double> total, prefill, decode;
     for (int r = 0; r < c.reps; ++r) {
@@ -370,42 +277,42 @@ Action add_bench_command(CLI::App& app) {
       decode.push_back(t.decode);
     }
     const Stats st = stats(total), sp = stats(prefill), sd = stats(decode);
-    const double tps = st.median > 0 ? static_cast<double>(w.tokens) / st.median : 0;
-    const double decode_tps = sd.median > 0 ? static_cast<double>(w.tokens) / sd.median : 0;
+    const double tps = st.median > 0 ? static_cast<double>(w.tokens()) / st.median : 0;
+    const double decode_tps =
+        sd.median > 0 ? static_cast<double>(w.decode_tokens()) / sd.median : 0;
     const double rss = peak_rss_mb();
     const int threads = kernels::num_threads();
     const std::string isa = kernels::isa_name(kernels::active_isa());
     if (c.json) {
-      nlohmann::json j = {{"latency_ms", ms_json(st)},
-                          {"tokens_per_s", tps},
-                          {"peak_rss_mb", rss},
-                          {"threads", threads},
-                          {"isa", isa},
-                          {"batch", w.batch},
-                          {"seq", w.seq},
-                          {"reps", c.reps},
-                          {"warmup", c.warmup}};
-      if (w.generate) {
-        j["generate"] = w.generate;
+      nlohmann::json j = {
+          {"latency_ms", ms_json(st)}, {"tokens_per_s", tps}, {"peak_rss_mb", rss},
+          {"threads", threads},        {"isa", isa},          {"family", model->family()},
+          {"batch", w.batch()},        {"seq", w.seq()},      {"reps", c.reps},
+          {"warmup", c.warmup}};
+      if (w.generate()) {
+        j["generate"] = w.generate();
+        j["tokens_per_rep"] = w.tokens();
         j["prefill_ms"] = sp.median * 1e3;
         j["decode_tokens_per_s"] = decode_tps;
       }
       std::cout << j.dump(2) << '\n';
       return 0;
     }
-    std::cout << "tessera bench: " << c.model << ", batch " << w.batch << ", seq " << w.seq;
-    if (w.generate) std::cout << ", generate " << w.generate;
-    std::cout << ", " << threads << " threads, isa " << isa << ", " << c.reps << " reps ("
-              << c.warmup << " warm-up)\n";
+    std::cout << "tessera bench: " << c.model << " (" << describe(w) << "), " << threads
+              << " threads, isa " << isa << ", " << c.reps << " reps (" << c.warmup
+              << " warm-up)\n";
     std::cout << "latency:     median " << fmt(st.median * 1e3, 3) << " ms, min "
               << fmt(st.min * 1e3, 3) << ", max " << fmt(st.max * 1e3, 3) << "\n";
     std::cout << "throughput:  " << fmt(tps, 1) << " tokens/s"
-              << (w.generate ? " (generated tokens over encode + decode)" : " (batch x seq)")
+              << (w.generate() ? " (" + std::to_string(w.tokens()) + " generated tokens over " +
+                                     w.prefill_name() + " + decode)"
+                               : std::string(" (batch x seq)"))
               << "\n";
-    if (w.generate)
-      std::cout << "prefill:     " << fmt(sp.median * 1e3, 3) << " ms (encode, median)\n"
+    if (w.generate())
+      std::cout << "prefill:     " << fmt(sp.median * 1e3, 3) << " ms (" << w.prefill_name()
+                << " of " << w.batch() << " x " << w.seq() << " tokens, median)\n"
                 << "decode:      " << fmt(decode_tps, 1) << " tokens/s (" << fmt(sd.median * 1e3, 3)
-                << " ms for " << w.generate << " steps, median)\n";
+                << " ms for " << w.generate() << " steps x batch " << w.batch() << ", median)\n";
     std::cout << "peak RSS:    " << fmt(rss, 1) << " MB\n";
     return 0;
   };

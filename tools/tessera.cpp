@@ -36,17 +36,6 @@ void setup_threads(int threads) {
               std::to_string(kernels::num_threads()) + " threads");
 }
 
-std::unique_ptr<models::TransformerModel> load_model(const ModelDir& dir) {
-  const std::string type = dir.get_string("model_type", "");
-  if (type == "gpt2" || type == "bert")
-    throw Error("'" + dir.config_path() + "': model_type '" + type +
-                "' is not supported by this command (it takes transformer models)");
-  if (type != "transformer")
-    throw Error("'" + dir.config_path() + "': model_type '" + type +
-                "' is not supported (supported: transformer)");
-  return std::make_unique<models::TransformerModel>(dir);
-}
-
 std::unique_ptr<models::Model> load_any_model(const ModelDir& dir) {
   return models::load_model(dir);
 }

@@ -3,8 +3,8 @@
 pooler.*; 12 layers, 768, 12 heads, 3072, GELU, vocab 30522, random weights), fp32, one forward
 pass of input_ids [B, 128] (attention_mask all ones, token_type_ids 0) at B = 1 and 8, output
 last_hidden_state. PyTorch: a minimal BertModel with Hugging Face's eager maths
-(bench/e2e/e2e_models.py); ONNX Runtime: its ONNX export; Tessera: the `bert` family once it is
-merged (tessera_e2e's run_bert; until then its column reads n/a).
+(bench/e2e/e2e_models.py); ONNX Runtime: its ONNX export; Tessera: the `bert` family
+(tessera_e2e's bert kind: Model::run, what `tessera bench` runs on random inputs of this shape).
 
     /usr/bin/python3 bench/e2e/e2e_bert.py [--threads 1,2] [--reps 5] [--scratch DIR]
 """

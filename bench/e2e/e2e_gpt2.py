@@ -4,8 +4,8 @@ LM head, random weights), batch 1: prefill of a 128-token prompt (ms, ending wit
 the last position's logits) and 128 greedy decode steps after it (tokens/s = 128 / decode time).
 PyTorch: a minimal GPT-2 with Hugging Face tensor names (bench/e2e/e2e_models.py) and a KV cache;
 ONNX Runtime: the same module exported as a prefill model and a decode-step model with past
-keys/values in and out; Tessera: the `gpt2` family once it is merged (tessera_e2e's
-run_causal_lm; until then its column reads n/a).
+keys/values in and out; Tessera: the `gpt2` family (tessera_e2e's causal_lm kind:
+models::greedy_fixed_steps, the loop of `tessera bench --generate`).
 
     /usr/bin/python3 bench/e2e/e2e_gpt2.py [--threads 1,2] [--reps 3] [--scratch DIR]
 """

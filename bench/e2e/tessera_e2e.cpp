@@ -22,7 +22,10 @@
 //              "total_s", "tokens" (steps + 1)}; with "out", the prefill's last logits as raw f32.
 //   bert       bert family: one forward pass of `input_ids`, `attention_mask`, `token_type_ids`
 //              [B,S]; reply {"total_s"}; with "out", `last_hidden_state` as raw f32.
-// (causal_lm and bert need the gpt2/bert families; without them the worker answers an error.)
+// The generation loops are models::greedy_fixed_steps (models/workload.h), which `tessera bench
+// --generate` runs too; what stays here is what the CLI does not do: this line protocol (so the
+// coordinator interleaves engines rep by rep with one load), inputs given as raw files, and the
+// outputs (tokens, logits, hidden states) written back for the coordinator's comparison.
 // A failure is answered {"error": "..."} (the coordinator then reports Tessera as n/a).
 #include <algorithm>
 #include <chrono>
@@ -35,22 +38,10 @@
 #include <vector>
 
 #include "engine/io/error.h"
-#include "engine/graph/executor.h"
 #include "engine/io/model_dir.h"
 #include "kernels/kernels.h"
-#include "models/transformer.h"
-
-// The gpt2 and bert families (branch `models`): CMakeLists.txt defines TESSERA_E2E_HF_FAMILIES=1
-// when their headers exist, so this file builds both before and after that branch is merged (a
-// compile definition rather than __has_include, which ccache's direct mode cannot see change).
-#ifndef TESSERA_E2E_HF_FAMILIES
-#define TESSERA_E2E_HF_FAMILIES 0
-#endif
-#if TESSERA_E2E_HF_FAMILIES
-#include "models/bert.h"
-#include "models/gpt2.h"
 #include "models/model.h"
-#endif
+#include "models/workload.h"
 
 namespace {
 
@@ -93,18 +84,13 @@ void write_raw(const Tensor& t, const std::string& path) {
   if (!out) throw Error("cannot write output '" + path + "'");
 }
 
-int64_t argmax_row(const float* row, int64_t n) {
-  return std::max_element(row, row + n) - row;
-}
-
 struct Case {
   std::string name;
   TensorMap inputs;
   int64_t steps = 0;
 };
 
-// One comparison's Tessera side. Each kind is one function; the gpt2 and bert families are not in
-// this build yet, so their functions answer with an error the coordinator reports as n/a.
+// One comparison's Tessera side: one model of the kind's family, and the cases' inputs.
 class Driver {
  public:
   explicit Driver(const json& spec) : kind_(spec.at("kind").get<std::string>()) {
@@ -115,16 +101,17 @@ class Driver {
       k.steps = c.value("steps", int64_t{0});
       cases_.push_back(std::move(k));
     }
-    const std::string dir = spec.at("model_dir").get<std::string>();
-    if (kind_ == "encoder" || kind_ == "seq2seq") {
-      dir_ = std::make_unique<tessera::ModelDir>(dir);
-      transformer_ = std::make_unique<tessera::models::TransformerModel>(*dir_);
-    } else if (kind_ == "causal_lm" || kind_ == "bert") {
-      dir_ = std::make_unique<tessera::ModelDir>(dir);
-      load_hf_family();
-    } else {
+    const char* family = kind_ == "encoder" || kind_ == "seq2seq" ? "transformer"
+                         : kind_ == "causal_lm"                   ? "gpt2"
+                         : kind_ == "bert"                        ? "bert"
+                                                                  : nullptr;
+    if (family == nullptr)
       throw Error("spec: unknown kind '" + kind_ + "' (encoder, seq2seq, causal_lm, bert)");
-    }
+    dir_ = std::make_unique<tessera::ModelDir>(spec.at("model_dir").get<std::string>());
+    model_ = tessera::models::load_model(*dir_);
+    if (std::string(model_->family()) != family)
+      throw Error("spec kind " + kind_ + " needs a " + family + " model, '" + dir_->config_path() +
+                  "' is " + model_->family());
   }
 
   json run(size_t index, const std::string& out) const {
@@ -132,118 +119,43 @@ class Driver {
       throw Error("case " + std::to_string(index) + " out of range (" +
                   std::to_string(cases_.size()) + " cases)");
     const Case& c = cases_[index];
-    if (kind_ == "encoder") return run_encoder(c, out);
-    if (kind_ == "seq2seq") return run_seq2seq(c);
-    if (kind_ == "causal_lm") return run_causal_lm(c, out);
-    return run_bert(c, out);
+    if (kind_ == "encoder") return run_forward(c, "output", out);
+    if (kind_ == "seq2seq") return run_generate(c, "src_ids", "");
+    if (kind_ == "causal_lm") return run_generate(c, "input_ids", out);
+    return run_forward(c, "last_hidden_state", out);
   }
 
  private:
-  // nn.TransformerEncoder stack: one forward pass through `tessera run`'s entry point.
-  json run_encoder(const Case& c, const std::string& out) const {
+  // encoder (nn.TransformerEncoder stack), bert: one forward pass through `tessera run`'s entry
+  // point; with `out`, the output `output_name` written there.
+  json run_forward(const Case& c, const char* output_name, const std::string& out) const {
     const auto t0 = Clock::now();
-    const TensorMap result = transformer_->run(c.inputs);
+    const TensorMap result = model_->run(c.inputs);
     const double total = since(t0);
-    if (!out.empty()) write_raw(result.at("output"), out);
+    if (!out.empty()) write_raw(result.at(output_name), out);
     return {{"total_s", total}};
   }
 
-  // Encoder once, then exactly `steps` greedy decode steps over the KV cache, starting from bos;
-  // eos is not checked, so every engine generates the same number of tokens.
-  json run_seq2seq(const Case& c) const {
-    const auto& cfg = transformer_->config();
-    const Tensor& src = c.inputs.at("src_ids");
-    const int64_t batch = src.dim(0), s_len = src.dim(1);
-    if (batch != 1) throw Error("seq2seq: batch must be 1");
-    const auto t0 = Clock::now();
-    Tensor padding(DType::u8, {batch, s_len});  // no padding
-    const auto enc = transformer_->encode(src, padding);
-    const double prefill = since(t0);
-    tessera::KVCache cache;
-    cache.reset(static_cast<int>(cfg.num_decoder_layers), batch, c.steps, cfg.d_model);
-    Tensor ids(DType::i64, {batch, 1});
-    ids.data<int64_t>()[0] = cfg.bos_id;
-    std::vector<int64_t> tokens;
-    tokens.reserve(static_cast<size_t>(c.steps));
-    for (int64_t step = 0; step < c.steps; ++step) {
-      const Tensor logits = transformer_->decode_step(enc, ids, cache, step);  // [1, 1, V]
-      const int64_t next = argmax_row(logits.data<float>(), logits.dim(2));
-      tokens.push_back(next);
-      ids.data<int64_t>()[0] = next;
-    }
-    const double total = since(t0);
-    return {{"total_s", total},
-            {"prefill_s", prefill},
-            {"decode_s", total - prefill},
-            {"tokens", tokens}};
+  // seq2seq: encode, then exactly `steps` greedy decode steps from bos. causal_lm: a generation
+  // session (its KV cache sized for prompt + steps, allocated inside the timed prefill as the
+  // peers allocate theirs) runs the prompt and takes the argmax of its last logits, then `steps`
+  // greedy steps of one token; with `out`, the prefill's last logits written there. eos is not
+  // checked, so every engine generates the same number of tokens. Batch 1.
+  json run_generate(const Case& c, const char* input, const std::string& out) const {
+    const Tensor& ids = c.inputs.at(input);
+    if (ids.rank() != 2 || ids.dim(0) != 1) throw Error(kind_ + ": batch must be 1");
+    const auto g = tessera::models::greedy_fixed_steps(*model_, ids, c.steps);
+    if (!out.empty()) write_raw(g.first_logits, out);
+    return {{"total_s", g.total_s},
+            {"prefill_s", g.prefill_s},
+            {"decode_s", g.total_s - g.prefill_s},
+            {"tokens", g.tokens.at(0)}};
   }
-
-  // ---- The Hugging Face families (gpt2, bert) -----------------------------------------------
-#if TESSERA_E2E_HF_FAMILIES
-  void load_hf_family() {
-    hf_ = tessera::models::load_model(*dir_);
-    if (kind_ == "causal_lm" && hf_->gpt2() == nullptr)
-      throw Error("spec kind causal_lm needs a gpt2 model, '" + dir_->config_path() + "' is " +
-                  hf_->family());
-    if (kind_ == "bert" && hf_->bert() == nullptr)
-      throw Error("spec kind bert needs a bert model, '" + dir_->config_path() + "' is " +
-                  hf_->family());
-  }
-
-  // Prefill through a CausalLM session (its KV cache sized for prompt + steps, allocated inside
-  // the timed prefill as the peers allocate theirs), then `steps` greedy steps of one token.
-  json run_causal_lm(const Case& c, const std::string& out) const {
-    const Tensor& ids = c.inputs.at("input_ids");  // [1, P]
-    if (ids.dim(0) != 1) throw Error("causal_lm: batch must be 1");
-    const std::vector<std::vector<int64_t>> prompt{
-        std::vector<int64_t>(ids.data<int64_t>(), ids.data<int64_t>() + ids.dim(1))};
-    const auto t0 = Clock::now();
-    auto session = hf_->gpt2()->new_session(c.steps);
-    const Tensor first = session->start(prompt);  // [1, V]
-    const int64_t vocab = first.dim(1);
-    int64_t next = argmax_row(first.data<float>(), vocab);
-    const double prefill = since(t0);
-    std::vector<int64_t> tokens{next};
-    tokens.reserve(static_cast<size_t>(c.steps) + 1);
-    for (int64_t step = 0; step < c.steps; ++step) {
-      const Tensor logits = session->step({next});  // [1, V]
-      next = argmax_row(logits.data<float>(), vocab);
-      tokens.push_back(next);
-    }
-    const double total = since(t0);
-    if (!out.empty()) write_raw(first, out);
-    return {{"total_s", total},
-            {"prefill_s", prefill},
-            {"decode_s", total - prefill},
-            {"tokens", tokens}};
-  }
-
-  json run_bert(const Case& c, const std::string& out) const {
-    const auto t0 = Clock::now();
-    const TensorMap result = hf_->run(c.inputs);
-    const double total = since(t0);
-    if (!out.empty()) write_raw(result.at("last_hidden_state"), out);
-    return {{"total_s", total}};
-  }
-
-  std::unique_ptr<tessera::models::Model> hf_;
-#else
-  void load_hf_family() {
-    throw Error("model_type '" + dir_->get_string("model_type", "") +
-                "' is not in this build of Tessera (the gpt2/bert families are not merged yet)");
-  }
-  json run_causal_lm(const Case&, const std::string&) const {
-    throw Error("gpt2 family not in this build");
-  }
-  json run_bert(const Case&, const std::string&) const {
-    throw Error("bert family not in this build");
-  }
-#endif
 
   std::string kind_;
   std::vector<Case> cases_;
   std::unique_ptr<tessera::ModelDir> dir_;
-  std::unique_ptr<tessera::models::TransformerModel> transformer_;
+  std::unique_ptr<tessera::models::Model> model_;
 };
 
 int usage() {

@@ -1,0 +1,242 @@
+#include "models/workload.h"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+#include "models/bert.h"
+#include "models/gpt2.h"
+#include "models/transformer.h"
+
+namespace tessera::models {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+int64_t argmax(const float* row, int64_t n) {
+  return std::max_element(row, row + n) - row;
+}
+
+Tensor random_f32(Shape shape, std::mt19937& rng) {
+  Tensor t(DType::f32, std::move(shape), false);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = d(rng);
+  return t;
+}
+
+Tensor random_ids(int64_t batch, int64_t len, int64_t vocab, std::mt19937& rng) {
+  Tensor t(DType::i64, {batch, len}, false);
+  const int64_t lo = std::min<int64_t>(4, vocab - 1);
+  std::uniform_int_distribution<int64_t> d(lo, vocab - 1);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<int64_t>()[i] = d(rng);
+  return t;
+}
+
+Tensor filled_i64(int64_t batch, int64_t len, int64_t value) {
+  Tensor t(DType::i64, {batch, len}, false);
+  std::fill(t.data<int64_t>(), t.data<int64_t>() + t.numel(), value);
+  return t;
+}
+
+int64_t nodes(const Graph& g) {
+  return static_cast<int64_t>(g.nodes().size());
+}
+
+std::string str(int64_t v) {
+  return std::to_string(v);
+}
+
+}  // namespace
+
+FixedGreedy greedy_fixed_steps(const Model& model, const Tensor& ids, int64_t steps,
+                               NodeObserver* observer) {
+  if (steps < 0) throw Error("the number of decode steps must not be negative");
+  if (ids.dtype() != DType::i64 || ids.rank() != 2 || ids.dim(0) < 1 || ids.dim(1) < 1)
+    throw Error("token ids must be I64 [B, S] with B, S >= 1, got " + hf::describe(ids));
+  const int64_t batch = ids.dim(0), len = ids.dim(1);
+  FixedGreedy r;
+  r.tokens.assign(static_cast<size_t>(batch), {});
+  for (auto& row : r.tokens) row.reserve(static_cast<size_t>(steps) + 1);
+  const auto t0 = Clock::now();
+  if (const TransformerModel* m = model.transformer()) {
+    const auto& c = m->config();
+    if (!c.embeddings || !c.has_encoder() || !c.has_decoder())
+      throw Error("generation needs an encoder-decoder transformer with token embeddings");
+    Tensor padding(DType::u8, {batch, len});  // no padding
+    const auto enc = m->encode(ids, padding, observer);
+    r.prefill_s = since(t0);
+    KVCache cache;
+    cache.reset(static_cast<int>(c.num_decoder_layers), batch, steps, c.d_model);
+    const int64_t bos = c.bos_id >= 0 && c.bos_id < c.tgt_vocab_size ? c.bos_id : 1;
+    Tensor next = filled_i64(batch, 1, bos);
+    for (int64_t step = 0; step < steps; ++step) {
+      Tensor logits = m->decode_step(enc, next, cache, step, observer);  // [B, 1, V]
+      const int64_t vocab = logits.dim(2);
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t id = argmax(logits.data<float>() + b * vocab, vocab);
+        next.data<int64_t>()[b] = id;
+        r.tokens[b].push_back(id);
+      }
+      if (step == 0) r.first_logits = logits.reshaped({batch, vocab});
+    }
+  } else if (const Gpt2Model* m = model.gpt2()) {
+    std::vector<std::vector<int64_t>> prompts(static_cast<size_t>(batch));
+    for (int64_t b = 0; b < batch; ++b)
+      prompts[b].assign(ids.data<int64_t>() + b * len, ids.data<int64_t>() + (b + 1) * len);
+    auto session = m->new_session(steps, observer);
+    Tensor logits = session->start(prompts);  // [B, V]
+    const int64_t vocab = logits.dim(1);
+    std::vector<int64_t> next(static_cast<size_t>(batch));
+    auto choose = [&] {
+      for (int64_t b = 0; b < batch; ++b) {
+        next[b] = argmax(logits.data<float>() + b * vocab, vocab);
+        r.tokens[b].push_back(next[b]);
+      }
+    };
+    choose();
+    r.first_logits = logits;
+    r.prefill_s = since(t0);
+    for (int64_t step = 0; step < steps; ++step) {
+      logits = session->step(next);
+      choose();
+    }
+  } else {
+    throw Error(std::string("model_type '") + model.family() +
+                "' cannot generate (generation needs gpt2 or an encoder-decoder transformer "
+                "with token embeddings)");
+  }
+  r.total_s = since(t0);
+  return r;
+}
+
+// The per-family parts of Workload::random (friend of Workload).
+struct WorkloadBuilder {
+  static void transformer(Workload& w, const TransformerModel& m, std::mt19937& rng) {
+    const auto& c = m.config();
+    const int64_t batch = w.batch_, seq = w.seq_, n = w.generate_;
+    if (c.embeddings && seq > c.max_position)
+      throw Error("--seq " + str(seq) + " exceeds the model's max_position " + str(c.max_position));
+    if (n > 0) {
+      if (!c.embeddings || !c.has_encoder() || !c.has_decoder())
+        throw Error("--generate needs an encoder-decoder transformer with token embeddings");
+      if (n > c.max_position)
+        throw Error("--generate " + str(n) + " exceeds the model's max_position " +
+                    str(c.max_position));
+      w.ids_ = random_ids(batch, seq, c.src_vocab_size, rng);
+      w.tokens_ = batch * n;
+      w.prefill_name_ = "encode";
+      w.graph_nodes_ = nodes(*m.encode_graph()) + n * nodes(*m.decode_step_graph());
+      return;
+    }
+    const int64_t e = c.d_model;
+    if (c.has_encoder())
+      w.inputs_[c.embeddings ? "src_ids" : "src"] =
+          c.embeddings ? random_ids(batch, seq, c.src_vocab_size, rng)
+                       : random_f32({batch, seq, e}, rng);
+    if (c.has_decoder()) {
+      if (!c.has_encoder()) w.inputs_["memory"] = random_f32({batch, seq, e}, rng);
+      w.inputs_[c.embeddings ? "tgt_ids" : "tgt"] =
+          c.embeddings ? random_ids(batch, seq, c.tgt_vocab_size, rng)
+                       : random_f32({batch, seq, e}, rng);
+    }
+    w.graph_nodes_ = nodes(m.forward_graph());
+  }
+
+  static void gpt2(Workload& w, const Gpt2Model& m, std::mt19937& rng) {
+    const auto& c = m.config();
+    const int64_t batch = w.batch_, seq = w.seq_, n = w.generate_;
+    if (seq > c.n_positions)
+      throw Error("--seq " + str(seq) + " exceeds the model's n_positions " + str(c.n_positions));
+    if (n > 0 && seq + n > c.n_positions)
+      throw Error("--seq " + str(seq) + " + --generate " + str(n) + " = " + str(seq + n) +
+                  " positions exceed the model's n_positions " + str(c.n_positions));
+    Tensor ids = random_ids(batch, seq, c.vocab_size, rng);
+    if (n > 0) {
+      w.ids_ = ids;
+      w.tokens_ = batch * (n + 1);
+      w.prefill_name_ = "prompt";
+      // start() and every step() run the cached blocks, then the head.
+      w.graph_nodes_ = (n + 1) * (nodes(m.cached_graph()) + nodes(m.head_graph()));
+      return;
+    }
+    w.inputs_["input_ids"] = ids;
+    w.graph_nodes_ = nodes(m.forward_graph());
+  }
+
+  static void bert(Workload& w, const BertModel& m, std::mt19937& rng) {
+    const auto& c = m.config();
+    const int64_t batch = w.batch_, seq = w.seq_;
+    if (w.generate_ > 0)
+      throw Error(
+          "--generate: model_type 'bert' is an encoder and cannot generate (generation needs "
+          "gpt2 or an encoder-decoder transformer); measure bert without --generate");
+    if (seq > c.max_position_embeddings)
+      throw Error("--seq " + str(seq) + " exceeds the model's max_position_embeddings " +
+                  str(c.max_position_embeddings));
+    w.inputs_["input_ids"] = random_ids(batch, seq, c.vocab_size, rng);
+    w.inputs_["attention_mask"] = filled_i64(batch, seq, 1);  // no padding: the batched graph
+    w.inputs_["token_type_ids"] = filled_i64(batch, seq, 0);
+    const Graph* pooler = m.pooler_graph();
+    w.graph_nodes_ = nodes(m.forward_graph()) + (pooler ? nodes(*pooler) : 0);
+  }
+};
+
+Workload Workload::random(const Model& model, int64_t batch, int64_t seq, int64_t generate) {
+  if (batch < 1) throw Error("--batch must be at least 1");
+  if (seq < 1) throw Error("--seq must be at least 1");
+  if (generate < 0) throw Error("--generate must be at least 0");
+  Workload w;
+  w.model_ = &model;
+  w.batch_ = batch;
+  w.seq_ = seq;
+  w.generate_ = generate;
+  w.tokens_ = batch * seq;
+  std::mt19937 rng(1234);
+  if (const auto* m = model.transformer())
+    WorkloadBuilder::transformer(w, *m, rng);
+  else if (const auto* m = model.gpt2())
+    WorkloadBuilder::gpt2(w, *m, rng);
+  else if (const auto* m = model.bert())
+    WorkloadBuilder::bert(w, *m, rng);
+  else
+    throw Error(std::string("model_type '") + model.family() + "' has no workload");
+  return w;
+}
+
+Workload Workload::given(const Model& model, TensorMap inputs) {
+  Workload w;
+  w.model_ = &model;
+  for (const char* name : {"input_ids", "src", "src_ids", "tgt", "tgt_ids"}) {
+    auto it = inputs.find(name);
+    if (it != inputs.end() && it->second.rank() >= 2) {
+      w.batch_ = it->second.dim(0);
+      w.seq_ = it->second.dim(1);
+      break;
+    }
+  }
+  w.tokens_ = w.batch_ * w.seq_;
+  w.inputs_ = std::move(inputs);
+  return w;
+}
+
+Workload::Times Workload::run(NodeObserver* observer) const {
+  Times t;
+  if (generate_ == 0) {
+    const auto t0 = Clock::now();
+    TensorMap out = model_->run(inputs_, observer);
+    t.total = since(t0);
+    return t;
+  }
+  const FixedGreedy g = greedy_fixed_steps(*model_, ids_, generate_, observer);
+  t.total = g.total_s;
+  t.prefill = g.prefill_s;
+  t.decode = g.total_s - g.prefill_s;
+  return t;
+}
+
+}  // namespace tessera::models
