@@ -326,7 +326,7 @@ def main(argv=None) -> int:
             (["--threads", "-1"], [DATES[0]], None, "--threads"),
             (["--temperature", "hot", "--method", "sample"], [DATES[0]], None, "--temperature"),
             (["--ids", "--stop", "x"], ["5 6 2"], None, "--stop"),
-            (["--ids"], ["5 x 2"], None, "'x' in prompt 0 is not a token id"),
+            (["--ids"], ["5 x 2"], None, "prompt 0: 'x' is not a token id"),
             (["--ids"], ["5 99 2"], None, "token id 99 is out of range"),
             (["--ids"], ["5 6 2", ""], None, "prompt 1 is empty"),
             ([], [DATES[0] * 3], None, "more than the model's max_position 64"),

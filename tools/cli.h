@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/io/model_dir.h"
 #include "engine/observe/profiler.h"
@@ -28,6 +29,11 @@ void set_verbose(bool on);
 void log_verbose(const std::string& msg);
 // Applies --threads (0 = all cores) and logs the ISA and thread count.
 void setup_threads(int threads);
+// Space-separated token ids (for --ids and --decode): each a non-negative integer, below `vocab`
+// when vocab > 0. Throws Error "<where>: '<word>' is not a token id ..." naming the bad word;
+// `where` names the option and input (e.g. "--ids: prompt 0"). Empty input gives an empty list.
+std::vector<int64_t> parse_token_ids(const std::string& text, const std::string& where,
+                                     int64_t vocab = 0);
 // Loads a model directory of any supported family (transformer, gpt2, bert).
 std::unique_ptr<models::Model> load_any_model(const ModelDir& dir);
 // The tokenizer.json of a model directory that maps text to an encoder-decoder token model;

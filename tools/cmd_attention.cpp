@@ -170,26 +170,9 @@ void check_layer_head(const Options& o, int64_t layers, int64_t heads, const std
                 std::to_string(heads) + " heads (0.." + std::to_string(heads - 1) + ")");
 }
 
-// --ids: the text argument as space-separated token ids, each in [0, vocab).
-std::vector<int64_t> parse_ids(const std::string& text, int64_t vocab) {
-  std::vector<int64_t> ids;
-  std::istringstream in(text);
-  std::string word;
-  while (in >> word) {
-    size_t used = 0;
-    int64_t id = -1;
-    try {
-      id = std::stoll(word, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != word.size() || id < 0)
-      throw Error("--ids: '" + word + "' is not a token id (give space-separated integers)");
-    if (id >= vocab)
-      throw Error("--ids: token id " + word + " is out of range for the model's vocabulary of " +
-                  std::to_string(vocab));
-    ids.push_back(id);
-  }
+// --ids: the text argument as space-separated token ids, each in [0, vocab), at least one.
+std::vector<int64_t> ids_argument(const std::string& text, int64_t vocab) {
+  std::vector<int64_t> ids = parse_token_ids(text, "--ids", vocab);
   if (ids.empty()) throw Error("--ids: the input has no token ids");
   return ids;
 }
@@ -237,7 +220,7 @@ Map transformer_map(const Options& o, const models::TransformerModel& model) {
 
   std::vector<int64_t> src;
   if (o.ids) {
-    src = parse_ids(o.text, c.src_vocab_size);
+    src = ids_argument(o.text, c.src_vocab_size);
   } else {
     src = tok->encode(o.text);
     src.push_back(c.eos_id);
@@ -298,7 +281,7 @@ Map transformer_map(const Options& o, const models::TransformerModel& model) {
 std::vector<int64_t> hf_tokens(const Options& o, int64_t vocab, bool special,
                                std::unique_ptr<TextTokenizer>& tok) {
   if (has_tokenizer(o.model)) tok = load_tokenizer(o.model);
-  if (o.ids) return parse_ids(o.text, vocab);
+  if (o.ids) return ids_argument(o.text, vocab);
   if (!tok)
     throw Error("model directory '" + o.model +
                 "' has no tokenizer (tokenizer.json, vocab.json + merges.txt, or vocab.txt) to "

@@ -24,27 +24,6 @@ namespace tessera::cli {
 
 namespace {
 
-std::vector<int64_t> parse_ids(const std::string& s, size_t index) {
-  std::vector<int64_t> ids;
-  std::istringstream in(s);
-  std::string word;
-  while (in >> word) {
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(word, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != word.size())
-      throw Error("embed --ids: input " + std::to_string(index) + ": '" + word +
-                  "' is not a token id");
-    ids.push_back(v);
-  }
-  if (ids.empty()) throw Error("embed --ids: input " + std::to_string(index) + " has no token ids");
-  return ids;
-}
-
 // Text -> token ids with the model directory's tokenizer (WordPiece for BERT: [CLS] ... [SEP]
 // added).
 std::vector<std::vector<int64_t>> tokenize_texts(const std::string& model_dir,
@@ -101,7 +80,11 @@ Action add_embed_command(CLI::App& app) {
     }
     std::vector<std::vector<int64_t>> seqs;
     if (o->ids) {
-      for (size_t i = 0; i < inputs.size(); ++i) seqs.push_back(parse_ids(inputs[i], i));
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        const std::string where = "embed --ids: input " + std::to_string(i);
+        seqs.push_back(parse_token_ids(inputs[i], where));
+        if (seqs.back().empty()) throw Error(where + " has no token ids");
+      }
     } else if (!inputs.empty()) {
       seqs = tokenize_texts(o->model, inputs);
     }

@@ -102,26 +102,6 @@ Generator make_generator(const std::string& model_dir, bool want_text,
   return g;
 }
 
-std::vector<int64_t> parse_ids(const std::string& line, size_t index) {
-  std::vector<int64_t> ids;
-  std::istringstream in(line);
-  std::string word;
-  while (in >> word) {
-    size_t used = 0;
-    int64_t id = -1;
-    try {
-      id = std::stoll(word, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != word.size() || id < 0)
-      throw Error("--ids: '" + word + "' in prompt " + std::to_string(index) +
-                  " is not a token id (prompts are space-separated non-negative integers)");
-    ids.push_back(id);
-  }
-  return ids;
-}
-
 std::string ids_text(const std::vector<int64_t>& ids) {
   std::string s;
   for (size_t i = 0; i < ids.size(); ++i) s += (i ? " " : "") + std::to_string(ids[i]);
@@ -282,7 +262,7 @@ Action add_generate_command(CLI::App& app) {
     std::vector<std::vector<int64_t>> prompts;
     for (size_t i = 0; i < texts.size(); ++i) {
       if (!gen.codec) {
-        prompts.push_back(parse_ids(texts[i], i));
+        prompts.push_back(parse_token_ids(texts[i], "--ids: prompt " + std::to_string(i)));
         continue;
       }
       auto ids = gen.codec->encode(texts[i]);

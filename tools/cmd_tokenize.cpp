@@ -1,6 +1,6 @@
 // tessera tokenize: text to token ids and back with a model directory's tokenizer
-// (engine/text/tokenizers.h: tokenizer.json, vocab.json + merges.txt, or vocab.txt; no config.json or
-// weights needed).
+// (engine/text/tokenizers.h: tokenizer.json, vocab.json + merges.txt, or vocab.txt; no config.json
+// or weights needed).
 //
 //   tessera tokenize --model DIR "text" ...        one line of space-separated ids per text
 //                                                  (no texts: one text per line of stdin)
@@ -43,23 +43,6 @@ auto at(const std::string& where, F&& f) {
 }
 
 // Space-separated ids; `where` names the argument or line in messages.
-void parse_ids(const std::string& s, const std::string& where, std::vector<int64_t>& out) {
-  std::istringstream in(s);
-  std::string word;
-  while (in >> word) {
-    size_t used = 0;
-    int64_t id = -1;
-    try {
-      id = std::stoll(word, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != word.size())
-      throw Error(where + ": '" + word + "' is not a token id (expected integers)");
-    out.push_back(id);
-  }
-}
-
 std::string dump_line(const nlohmann::json& j) {
   // Invalid UTF-8 cannot reach here (decode repairs it), but replace rather than throw anyway.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
@@ -128,7 +111,8 @@ Action add_tokenize_command(CLI::App& app) {
       if (!o->args.empty()) {
         std::vector<int64_t> ids;
         for (size_t i = 0; i < o->args.size(); ++i)
-          parse_ids(o->args[i], "argument " + std::to_string(i + 1), ids);
+          for (int64_t id : parse_token_ids(o->args[i], "argument " + std::to_string(i + 1)))
+            ids.push_back(id);
         std::cout << tok->decode(ids, !keep_special) << '\n';
         return 0;
       }
@@ -136,7 +120,7 @@ Action add_tokenize_command(CLI::App& app) {
       for (int64_t n = 1; std::getline(std::cin, line); ++n) {
         const std::string where = "stdin line " + std::to_string(n);
         std::vector<int64_t> ids;
-        parse_ids(line, where, ids);
+        for (int64_t id : parse_token_ids(line, where)) ids.push_back(id);
         std::cout << at(where, [&] { return tok->decode(ids, !keep_special); }) << '\n'
                   << std::flush;
       }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,6 +35,30 @@ void setup_threads(int threads) {
   log_verbose(std::string("ISA ") + kernels::isa_name(kernels::active_isa()) +
               (kernels::isa_from_environment() ? " (set by TESSERA_ISA)" : "") + ", " +
               std::to_string(kernels::num_threads()) + " threads");
+}
+
+std::vector<int64_t> parse_token_ids(const std::string& text, const std::string& where,
+                                     int64_t vocab) {
+  std::vector<int64_t> ids;
+  std::istringstream in(text);
+  std::string word;
+  while (in >> word) {
+    size_t used = 0;
+    int64_t id = -1;
+    try {
+      id = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size() || id < 0)
+      throw Error(where + ": '" + word +
+                  "' is not a token id (token ids are space-separated non-negative integers)");
+    if (vocab > 0 && id >= vocab)
+      throw Error(where + ": token id " + word + " is out of range for the model's vocabulary of " +
+                  std::to_string(vocab));
+    ids.push_back(id);
+  }
+  return ids;
 }
 
 std::unique_ptr<models::Model> load_any_model(const ModelDir& dir) {
