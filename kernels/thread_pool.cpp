@@ -15,11 +15,14 @@
 //   * a worker that the OS descheduled while it held a chunk still holds the caller back until
 //     it runs again (a time slice of whatever took its core: milliseconds, measured as a whole
 //     forward pass at 2 threads 2-4x slower than at 1 on a 2-core VM). The caller times its own
-//     chunks and its wait for the claimed ones; when a job took longer than the caller alone
-//     would have (all chunks at its pace), the pool backs off: jobs run on the caller alone
-//     for a while (10 ms, doubling on every failed retry up to 0.5 s), then threads are tried
-//     again. On a machine where the other cores are taken, N threads then cost about what one
-//     does; where they are free, nothing changes. TESSERA_POOL_BACKOFF=0 turns this off.
+//     chunks and its wait for the claimed ones, and keeps a balance over a window of jobs: what
+//     the caller alone would have taken (all chunks at its pace) minus what the jobs took. A
+//     single stall is tolerated while the window's earlier jobs paid for it (on a shared core
+//     threads still win on average); when the balance falls below -2 ms, or ends a 50 ms window
+//     negative, the pool backs off: jobs run on the caller alone for a while (10 ms, doubling on
+//     every failed retry up to 0.5 s), then threads are tried again. On a machine where the
+//     other cores are taken, N threads then cost about what one does; where they are free,
+//     nothing changes. TESSERA_POOL_BACKOFF=0 turns this off.
 // What a chunk computes never depends on which thread runs it (parallel.hpp's contract), so
 // results stay bit-identical for any thread count and any interleaving.
 //
@@ -60,11 +63,13 @@ thread_local bool t_in_job = false;
 
 using Clock = std::chrono::steady_clock;
 
-// Back-off after a job that a descheduled worker made slower than the caller alone would have
-// been (see the top): the caller waited longer than kStallMin for claimed chunks, and the job's
-// wall time exceeds all its chunks run at the caller's mean pace, one after the other. A worker
-// that is merely slow, or descheduled for less than it contributes, keeps its place.
-constexpr auto kStallMin = std::chrono::microseconds(200);
+// Back-off when threads lost time against the caller alone (see the top). Per threaded job the
+// balance gains (chunks at the caller's mean pace) - (the job's wall time); a worker that is
+// merely slow, or descheduled for less than it contributes, keeps its place. The pool backs off
+// when the balance drops below -kLossMax, or when a window of kWindow wall time ends with it
+// negative; a window that ends positive starts the next at zero and resets the back-off step.
+constexpr auto kLossMax = std::chrono::milliseconds(2);
+constexpr auto kWindow = std::chrono::milliseconds(50);
 constexpr auto kBackoffFirst = std::chrono::milliseconds(10);
 constexpr auto kBackoffMax = std::chrono::milliseconds(500);
 
@@ -148,16 +153,23 @@ class Pool {
     }
   }
 
-  // After a job: the caller ran `own` chunks in [t0, t1), then waited until t2.
+  // After a threaded job: the caller ran `own` chunks in [t0, t1), then waited until t2.
   void adapt(Clock::time_point t0, Clock::time_point t1, Clock::time_point t2, int64_t own) {
-    // Slower than the caller alone would have been: the job took longer than its chunks at the
-    // caller's pace, one after the other.
-    const bool stalled = t2 - t1 > kStallMin && (t2 - t0) * own > chunks_ * (t1 - t0);
-    if (stalled) {
+    // The caller alone: all chunks at its mean pace. A caller that ran no chunk (a worker took
+    // them all) counts the job as even.
+    const Clock::duration wall = t2 - t0;
+    const Clock::duration solo = own > 0 ? (t1 - t0) * chunks_ / own : wall;
+    if (window_wall_ == Clock::duration::zero()) window_start_ = t0;
+    balance_ += solo - wall;
+    window_wall_ += wall;
+    const bool window_over = t2 - window_start_ >= kWindow;
+    if (balance_ < -Clock::duration(kLossMax) || (window_over && balance_ < Clock::duration(0))) {
       solo_until_ = t2 + backoff_step_;
       backoff_step_ = std::min<Clock::duration>(2 * backoff_step_, kBackoffMax);
-    } else {
+      balance_ = window_wall_ = Clock::duration::zero();
+    } else if (window_over) {
       backoff_step_ = kBackoffFirst;
+      balance_ = window_wall_ = Clock::duration::zero();
     }
   }
 
@@ -235,6 +247,9 @@ class Pool {
   const bool backoff_ = backoff_enabled();
   Clock::time_point solo_until_{};
   Clock::duration backoff_step_ = kBackoffFirst;
+  Clock::duration balance_{0};      // solo estimate - wall, over the current window
+  Clock::duration window_wall_{0};  // wall time of the window's threaded jobs
+  Clock::time_point window_start_{};
   std::unique_ptr<Share[]> shares_{new Share[kMaxThreads]};
 };
 
