@@ -7,42 +7,32 @@ namespace tessera::passes {
 
 namespace {
 
-bool apply_one(Graph& g) {
-  auto& nodes = g.mutable_nodes();
-  const auto readers = g.consumers();
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    if (nodes[i].op != Op::add || nodes[i].inputs.size() != 2) continue;
-    const ValueId sum = nodes[i].outputs[0];
-    int ln = -1;
-    for (const auto& [node, slot] : readers[sum]) {
-      const Node& c = nodes[node];
-      if (c.op == Op::layernorm && slot == 0 && c.inputs.size() == 1 && c.outputs.size() == 1) {
-        ln = node;
-        break;
-      }
-    }
-    if (ln < 0) continue;
-    Node fused = nodes[ln];
-    fused.inputs = {nodes[i].inputs[0], nodes[i].inputs[1]};
-    const bool others = detail::use_count(g, sum) > 1;
-    if (others) fused.outputs.push_back(sum);
-    std::vector<bool> dead(nodes.size(), false);
-    dead[ln] = true;
-    // At the add's place: the sum's other readers may come before the layernorm.
-    nodes[i] = std::move(fused);
-    detail::name_outputs(g, nodes[i]);
-    detail::erase_nodes(g, dead);
-    return true;
+bool rewrite_at(Graph& g, int i) {
+  const auto& nodes = g.nodes();
+  const Node& add = nodes[i];
+  if (add.op != Op::add || add.inputs.size() != 2) return false;
+  // The first layernorm reading the sum alone.
+  const ValueId sum = add.outputs[0];
+  int ln = -1;
+  for (size_t j = 0; j < nodes.size() && ln < 0; ++j) {
+    const Node& c = nodes[j];
+    if (c.op == Op::layernorm && c.inputs.size() == 1 && c.inputs[0] == sum &&
+        c.outputs.size() == 1)
+      ln = static_cast<int>(j);
   }
-  return false;
+  if (ln < 0) return false;
+  Node fused = nodes[ln];
+  fused.inputs = {add.inputs[0], add.inputs[1]};
+  if (detail::use_count(g, sum) > 1) fused.outputs.push_back(sum);
+  // At the add's place: the sum's other readers may come before the layernorm.
+  detail::replace(g, i, std::move(fused), {ln});
+  return true;
 }
 
 }  // namespace
 
 int fuse_add_layernorm(Graph& g) {
-  int n = 0;
-  while (apply_one(g)) ++n;
-  return n;
+  return detail::rewrite_all(g, rewrite_at);
 }
 
 }  // namespace tessera::passes

@@ -6,58 +6,38 @@ namespace tessera::passes {
 
 namespace {
 
-int sole_reader_at(const Graph& g, ValueId v, Op op, int slot) {
-  if (detail::use_count(g, v) != 1) return -1;
+bool rewrite_at(Graph& g, int i) {
   const auto& nodes = g.nodes();
-  for (size_t i = 0; i < nodes.size(); ++i)
-    for (size_t j = 0; j < nodes[i].inputs.size(); ++j)
-      if (nodes[i].inputs[j] == v)
-        return nodes[i].op == op && static_cast<int>(j) == slot ? static_cast<int>(i) : -1;
-  return -1;
-}
-
-bool apply_one(Graph& g) {
-  auto& nodes = g.mutable_nodes();
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    const Node& s = nodes[i];
-    if (s.op != Op::attention_scores) continue;
-    const int p = sole_reader_at(g, s.outputs[0], Op::softmax, 0);
-    if (p < 0) continue;
-    const int c = sole_reader_at(g, nodes[p].outputs[0], Op::attention_context, 0);
-    if (c < 0) continue;
-    const Node& ctx = nodes[c];
-    if (ctx.attrs.heads != s.attrs.heads || ctx.attrs.head_dim != s.attrs.head_dim ||
-        ctx.attrs.cache_slot != s.attrs.cache_slot)
-      continue;
-    Node fused;
-    fused.op = Op::attention;
-    const std::string suffix = ".scores";
-    fused.name = s.name.size() > suffix.size() &&
-                         s.name.compare(s.name.size() - suffix.size(), suffix.size(), suffix) == 0
-                     ? s.name.substr(0, s.name.size() - suffix.size())
-                     : s.name + ".attention";
-    fused.attrs = s.attrs;
-    fused.attrs.v_col = ctx.attrs.v_col;
-    fused.inputs = s.inputs;
-    fused.inputs.resize(4, kNone);
-    if (ctx.inputs[1] != s.inputs[1]) fused.inputs.push_back(ctx.inputs[1]);  // separate v
-    fused.outputs = ctx.outputs;
-    std::vector<bool> dead(nodes.size(), false);
-    dead[i] = dead[p] = true;
-    nodes[c] = std::move(fused);
-    detail::name_outputs(g, nodes[c]);
-    detail::erase_nodes(g, dead);
-    return true;
-  }
-  return false;
+  const Node& s = nodes[i];
+  if (s.op != Op::attention_scores) return false;
+  const auto chain = detail::follow(g, i, {Op::softmax, Op::attention_context});
+  if (chain.empty()) return false;
+  const int p = chain[0], c = chain[1];
+  const Node& ctx = nodes[c];
+  if (ctx.attrs.heads != s.attrs.heads || ctx.attrs.head_dim != s.attrs.head_dim ||
+      ctx.attrs.cache_slot != s.attrs.cache_slot)
+    return false;
+  Node fused;
+  fused.op = Op::attention;
+  const std::string suffix = ".scores";
+  fused.name = s.name.size() > suffix.size() &&
+                       s.name.compare(s.name.size() - suffix.size(), suffix.size(), suffix) == 0
+                   ? s.name.substr(0, s.name.size() - suffix.size())
+                   : s.name + ".attention";
+  fused.attrs = s.attrs;
+  fused.attrs.v_col = ctx.attrs.v_col;
+  fused.inputs = s.inputs;
+  fused.inputs.resize(4, kNone);
+  if (ctx.inputs[1] != s.inputs[1]) fused.inputs.push_back(ctx.inputs[1]);  // separate v
+  fused.outputs = ctx.outputs;
+  detail::replace(g, c, std::move(fused), {i, p});
+  return true;
 }
 
 }  // namespace
 
 int fuse_attention(Graph& g) {
-  int n = 0;
-  while (apply_one(g)) ++n;
-  return n;
+  return detail::rewrite_all(g, rewrite_at);
 }
 
 }  // namespace tessera::passes

@@ -5,6 +5,7 @@
 // biases) are concatenated: a view when they are consecutive rows of one matrix (nn.Transformer's
 // in_proj_weight), else a copy, shared by every graph over the same WeightSet.
 #include <cstring>
+#include <optional>
 
 #include "engine/graph/passes/passes.h"
 
@@ -29,34 +30,18 @@ int64_t& col(Node& n, Field f) {
   return f == kQ ? n.attrs.q_col : f == kK ? n.attrs.k_col : n.attrs.v_col;
 }
 
-int sole_reader_at(const Graph& g, ValueId v, Op op, int slot) {
-  if (detail::use_count(g, v) != 1) return -1;
+// The attention at node i and where it reads q, k and v: an attention node with a separate v
+// input, or attention_scores -> softmax -> attention_context.
+std::optional<Site> site_at(const Graph& g, int i) {
   const auto& nodes = g.nodes();
-  for (size_t i = 0; i < nodes.size(); ++i)
-    for (size_t j = 0; j < nodes[i].inputs.size(); ++j)
-      if (nodes[i].inputs[j] == v)
-        return nodes[i].op == op && static_cast<int>(j) == slot ? static_cast<int>(i) : -1;
-  return -1;
-}
-
-std::vector<Site> find_sites(const Graph& g) {
-  std::vector<Site> sites;
-  const auto& nodes = g.nodes();
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    const Node& n = nodes[i];
-    const int ni = static_cast<int>(i);
-    if (n.op == Op::attention && n.inputs.size() >= 5 && n.inputs[4] != kNone) {
-      sites.push_back(
-          Site{n.inputs[0], n.inputs[1], n.inputs[4], {{ni, 0, kQ}, {ni, 1, kK}, {ni, 4, kV}}});
-    } else if (n.op == Op::attention_scores) {
-      const int p = sole_reader_at(g, n.outputs[0], Op::softmax, 0);
-      const int c = p < 0 ? -1 : sole_reader_at(g, nodes[p].outputs[0], Op::attention_context, 0);
-      if (c < 0) continue;
-      sites.push_back(Site{
-          n.inputs[0], n.inputs[1], nodes[c].inputs[1], {{ni, 0, kQ}, {ni, 1, kK}, {c, 1, kV}}});
-    }
-  }
-  return sites;
+  const Node& n = nodes[i];
+  if (n.op == Op::attention && n.inputs.size() >= 5 && n.inputs[4] != kNone)
+    return Site{n.inputs[0], n.inputs[1], n.inputs[4], {{i, 0, kQ}, {i, 1, kK}, {i, 4, kV}}};
+  if (n.op != Op::attention_scores) return std::nullopt;
+  const auto chain = detail::follow(g, i, {Op::softmax, Op::attention_context});
+  if (chain.empty()) return std::nullopt;
+  const int c = chain[1];
+  return Site{n.inputs[0], n.inputs[1], nodes[c].inputs[1], {{i, 0, kQ}, {i, 1, kK}, {c, 1, kV}}};
 }
 
 // The producer of v if it is a plain-or-biased linear (no activation, no residual) whose output
@@ -139,86 +124,82 @@ std::string fused_name(const std::string& first, const char* what) {
   return (dot == std::string::npos ? first : first.substr(0, dot)) + "." + what;
 }
 
-bool apply_one(Graph& g) {
+bool rewrite_at(Graph& g, int i) {
   WeightSet* ws = g.mutable_weights();
   if (!ws) return false;
-  for (const Site& s : find_sites(g)) {
-    const int pq = projection(g, s.q, s), pk = projection(g, s.k, s), pv = projection(g, s.v, s);
-    if (pk < 0 || pv < 0 || s.k == s.v || pk == pv) continue;
-    auto& nodes = g.mutable_nodes();
-    const ValueId x = nodes[pk].inputs[0];
-    if (nodes[pv].inputs[0] != x) continue;
-    std::vector<int> parts;
-    if (pq >= 0 && pq != pk && pq != pv && s.q != s.k && s.q != s.v && nodes[pq].inputs[0] == x)
-      parts.push_back(pq);
-    parts.push_back(pk);
-    parts.push_back(pv);
-    // Rows of each weight; every weight must still be an f32 matrix of the same K.
-    std::vector<int> wid, bid;
-    std::vector<int64_t> rows;
-    bool ok = true;
-    for (int p : parts) {
-      const auto& e = ws->at(nodes[p].attrs.weight);
-      if (e.tensor.empty() || e.tensor.rank() != 2) ok = false;
-      if (!ok) break;
-      wid.push_back(nodes[p].attrs.weight);
-      bid.push_back(nodes[p].attrs.bias);
-      rows.push_back(e.tensor.dim(0));
-    }
-    if (!ok) continue;
-    const char* what = parts.size() == 3 ? "qkv_proj" : "kv_proj";
-    const std::string name = fused_name(nodes[parts[0]].name, what);
-    const int weight = concat(*ws, wid, rows, name + ".weight");
-    if (weight < 0) continue;
-    const int bias = concat(*ws, bid, rows, name + ".bias");
-
-    Node fused;
-    fused.op = Op::linear;
-    fused.name = name;
-    fused.inputs = {x};
-    fused.attrs.weight = weight;
-    fused.attrs.bias = bias;
-    const ValueId out = g.add_value(name + ":out");
-    fused.outputs = {out};
-    // Column offset of each part's output within the fused one.
-    std::vector<std::pair<ValueId, int64_t>> offset;
-    int64_t at = 0;
-    for (size_t i = 0; i < parts.size(); ++i) {
-      offset.emplace_back(nodes[parts[i]].outputs[0], at);
-      at += rows[i];
-    }
-    for (const auto& r : s.refs) {
-      Node& n = nodes[r.node];
-      for (const auto& [v, off] : offset)
-        if (n.inputs[r.slot] == v) {
-          n.inputs[r.slot] = out;
-          col(n, r.field) += off;
-        }
-    }
-    // An attention node now reading k and v from one value needs no separate v input.
-    for (const auto& r : s.refs) {
-      Node& n = nodes[r.node];
-      if (n.op == Op::attention && n.inputs.size() >= 5 && n.inputs[4] == n.inputs[1])
-        n.inputs.resize(4);
-    }
-    int first = parts[0];
-    for (int p : parts) first = std::min(first, p);
-    std::vector<bool> dead(nodes.size(), false);
-    for (int p : parts) dead[p] = p != first;
-    nodes[first] = std::move(fused);
-    detail::name_outputs(g, nodes[first]);
-    detail::erase_nodes(g, dead);
-    return true;
+  const auto site = site_at(g, i);
+  if (!site) return false;
+  const Site& s = *site;
+  const int pq = projection(g, s.q, s), pk = projection(g, s.k, s), pv = projection(g, s.v, s);
+  if (pk < 0 || pv < 0 || s.k == s.v || pk == pv) return false;
+  auto& nodes = g.mutable_nodes();
+  const ValueId x = nodes[pk].inputs[0];
+  if (nodes[pv].inputs[0] != x) return false;
+  std::vector<int> parts;
+  if (pq >= 0 && pq != pk && pq != pv && s.q != s.k && s.q != s.v && nodes[pq].inputs[0] == x)
+    parts.push_back(pq);
+  parts.push_back(pk);
+  parts.push_back(pv);
+  // Rows of each weight; every weight must still be an f32 matrix of the same K.
+  std::vector<int> wid, bid;
+  std::vector<int64_t> rows;
+  bool ok = true;
+  for (int p : parts) {
+    const auto& e = ws->at(nodes[p].attrs.weight);
+    if (e.tensor.empty() || e.tensor.rank() != 2) ok = false;
+    if (!ok) break;
+    wid.push_back(nodes[p].attrs.weight);
+    bid.push_back(nodes[p].attrs.bias);
+    rows.push_back(e.tensor.dim(0));
   }
-  return false;
+  if (!ok) return false;
+  const char* what = parts.size() == 3 ? "qkv_proj" : "kv_proj";
+  const std::string name = fused_name(nodes[parts[0]].name, what);
+  const int weight = concat(*ws, wid, rows, name + ".weight");
+  if (weight < 0) return false;
+  const int bias = concat(*ws, bid, rows, name + ".bias");
+
+  Node fused;
+  fused.op = Op::linear;
+  fused.name = name;
+  fused.inputs = {x};
+  fused.attrs.weight = weight;
+  fused.attrs.bias = bias;
+  const ValueId out = g.add_value(name + ":out");
+  fused.outputs = {out};
+  // Column offset of each part's output within the fused one.
+  std::vector<std::pair<ValueId, int64_t>> offset;
+  int64_t at = 0;
+  for (size_t j = 0; j < parts.size(); ++j) {
+    offset.emplace_back(nodes[parts[j]].outputs[0], at);
+    at += rows[j];
+  }
+  for (const auto& r : s.refs) {
+    Node& n = nodes[r.node];
+    for (const auto& [v, off] : offset)
+      if (n.inputs[r.slot] == v) {
+        n.inputs[r.slot] = out;
+        col(n, r.field) += off;
+      }
+  }
+  // An attention node now reading k and v from one value needs no separate v input.
+  for (const auto& r : s.refs) {
+    Node& n = nodes[r.node];
+    if (n.op == Op::attention && n.inputs.size() >= 5 && n.inputs[4] == n.inputs[1])
+      n.inputs.resize(4);
+  }
+  int first = parts[0];
+  for (int p : parts) first = std::min(first, p);
+  std::vector<bool> dead(nodes.size(), false);
+  for (int p : parts) dead[p] = p != first;
+  detail::replace(g, first, std::move(fused), dead);
+  return true;
 }
 
 }  // namespace
 
 int fuse_qkv(Graph& g) {
-  int n = 0;
-  while (apply_one(g)) ++n;
-  return n;
+  return detail::rewrite_all(g, rewrite_at);
 }
 
 }  // namespace tessera::passes

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <functional>
+#include <initializer_list>
 #include <set>
 #include <string>
 #include <vector>
@@ -85,6 +86,23 @@ int producer(const Graph& g, ValueId v);
 // Names the outputs of a fused node after it ("<node>:out", a second one "<node>:sum"), except
 // graph outputs, whose names are public.
 void name_outputs(Graph& g, const Node& n);
+
+// Pattern matching and rewriting, shared by the fusions.
+// The node reading v when v has exactly one use (one node input, not a graph output) and it is
+// input `slot` of that node; else -1. With `op`: only when that node is an `op`.
+int sole_reader(const Graph& g, ValueId v, int slot = 0);
+int sole_reader(const Graph& g, ValueId v, Op op, int slot = 0);
+// The chain from node `from` through the sole readers (at input 0) of each node's first output,
+// which must be `ops` in this order: their indices, or empty where the chain breaks.
+std::vector<int> follow(const Graph& g, int from, std::initializer_list<Op> ops);
+// Puts `fused` at node `at` (its outputs named after it) and erases the nodes `folded` into it
+// (their indices, or a flag per node).
+void replace(Graph& g, int at, Node fused, std::initializer_list<int> folded);
+void replace(Graph& g, int at, Node fused, const std::vector<bool>& folded);
+// Runs a fusion to its fixed point: `rewrite_at(g, i)` on nodes i = 0, 1, ... until it rewrites
+// the graph at one (returns true), then again from node 0, until a whole sweep rewrites nothing.
+// Returns how many rewrites it made.
+int rewrite_all(Graph& g, bool (*rewrite_at)(Graph& g, int node));
 }  // namespace detail
 
 }  // namespace tessera::passes

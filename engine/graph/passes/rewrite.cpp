@@ -43,4 +43,52 @@ void name_outputs(Graph& g, const Node& n) {
   }
 }
 
+int sole_reader(const Graph& g, ValueId v, int slot) {
+  if (use_count(g, v) != 1) return -1;
+  const auto& nodes = g.nodes();
+  for (size_t i = 0; i < nodes.size(); ++i)
+    for (size_t j = 0; j < nodes[i].inputs.size(); ++j)
+      if (nodes[i].inputs[j] == v) return static_cast<int>(j) == slot ? static_cast<int>(i) : -1;
+  return -1;
+}
+
+int sole_reader(const Graph& g, ValueId v, Op op, int slot) {
+  const int r = sole_reader(g, v, slot);
+  return r >= 0 && g.nodes()[r].op == op ? r : -1;
+}
+
+std::vector<int> follow(const Graph& g, int from, std::initializer_list<Op> ops) {
+  std::vector<int> chain;
+  int at = from;
+  for (Op op : ops) {
+    at = sole_reader(g, g.nodes()[at].outputs[0], op);
+    if (at < 0) return {};
+    chain.push_back(at);
+  }
+  return chain;
+}
+
+void replace(Graph& g, int at, Node fused, const std::vector<bool>& folded) {
+  g.mutable_nodes()[at] = std::move(fused);
+  name_outputs(g, g.nodes()[at]);
+  erase_nodes(g, folded);
+}
+
+void replace(Graph& g, int at, Node fused, std::initializer_list<int> folded) {
+  std::vector<bool> dead(g.nodes().size(), false);
+  for (int i : folded) dead[i] = true;
+  replace(g, at, std::move(fused), dead);
+}
+
+int rewrite_all(Graph& g, bool (*rewrite_at)(Graph& g, int node)) {
+  int n = 0;
+  for (bool again = true; again;) {
+    again = false;
+    for (size_t i = 0; i < g.nodes().size() && !again; ++i)
+      again = rewrite_at(g, static_cast<int>(i));
+    n += again;
+  }
+  return n;
+}
+
 }  // namespace tessera::passes::detail
