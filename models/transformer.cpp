@@ -1,6 +1,7 @@
 #include "models/transformer.h"
 
 #include "engine/graph/passes/passes.h"
+#include "models/layers.h"
 #include "models/ragged.h"
 
 #include <cmath>
@@ -150,65 +151,67 @@ class WeightLoader {
   std::set<std::string> used_;
 };
 
-// Weight indices of one attention block: the q, k, v rows of in_proj_weight/in_proj_bias as
-// three projections (the fuse_qkv pass joins them again), and the output projection.
-struct AttentionWeights {
-  int q = -1, q_bias = -1, k = -1, k_bias = -1, v = -1, v_bias = -1;
-  int out = -1, out_bias = -1;
-};
-struct NormWeights {
-  int gamma = -1, beta = -1;
-};
+// The modules of one encoder or decoder layer under nn.Transformer's names. Attention: the q, k,
+// v rows of in_proj_weight/in_proj_bias as three projections (the fuse_qkv pass joins them
+// again), and the output projection.
 struct LayerWeights {
-  AttentionWeights self_attn, cross_attn;
-  int linear1 = -1, bias1 = -1, linear2 = -1, bias2 = -1;
-  NormWeights norm1, norm2, norm3;
+  Attention self_attn, cross_attn;  // cross_attn: decoder layers only
+  FeedForward ff;                   // linear1 -> activation -> linear2
+  Norm norm1, norm2, norm3;         // norm3: decoder layers only
 };
 
-AttentionWeights load_attention(WeightLoader& L, const std::string& p, int64_t e) {
-  AttentionWeights w;
+Attention load_attention(WeightLoader& L, const TransformerConfig& c, const std::string& p) {
+  const int64_t e = c.d_model;
+  Attention a;
+  a.name = p;
+  a.heads = c.nhead;
+  a.head_dim = c.head_dim();
   bool mw = false, mb = false;
   Tensor in_w = L.tensor(p + ".in_proj_weight", {3 * e, e}, &mw);
   Tensor in_b = L.tensor(p + ".in_proj_bias", {3 * e}, &mb);
-  w.q = L.rows(p + ".in_proj_weight[q]", in_w, mw, 0, e);
-  w.k = L.rows(p + ".in_proj_weight[k]", in_w, mw, e, e);
-  w.v = L.rows(p + ".in_proj_weight[v]", in_w, mw, 2 * e, e);
-  w.q_bias = L.rows(p + ".in_proj_bias[q]", in_b, mb, 0, e);
-  w.k_bias = L.rows(p + ".in_proj_bias[k]", in_b, mb, e, e);
-  w.v_bias = L.rows(p + ".in_proj_bias[v]", in_b, mb, 2 * e, e);
-  w.out = L.whole(p + ".out_proj.weight", {e, e});
-  w.out_bias = L.vec(p + ".out_proj.bias", e);
-  return w;
+  a.q = Dense{p + ".q_proj", L.rows(p + ".in_proj_weight[q]", in_w, mw, 0, e), -1};
+  a.k = Dense{p + ".k_proj", L.rows(p + ".in_proj_weight[k]", in_w, mw, e, e), -1};
+  a.v = Dense{p + ".v_proj", L.rows(p + ".in_proj_weight[v]", in_w, mw, 2 * e, e), -1};
+  a.q.bias = L.rows(p + ".in_proj_bias[q]", in_b, mb, 0, e);
+  a.k.bias = L.rows(p + ".in_proj_bias[k]", in_b, mb, e, e);
+  a.v.bias = L.rows(p + ".in_proj_bias[v]", in_b, mb, 2 * e, e);
+  a.out.name = p + ".out_proj";
+  a.out.weight = L.whole(p + ".out_proj.weight", {e, e});
+  a.out.bias = L.vec(p + ".out_proj.bias", e);
+  return a;
 }
 
-NormWeights load_norm(WeightLoader& L, const std::string& p, int64_t e) {
-  return NormWeights{L.vec(p + ".weight", e), L.vec(p + ".bias", e)};
+Norm load_norm(WeightLoader& L, const TransformerConfig& c, const std::string& p) {
+  const int gamma = L.vec(p + ".weight", c.d_model);
+  return Norm{p, gamma, L.vec(p + ".bias", c.d_model), c.layer_norm_eps};
+}
+
+Dense load_dense(WeightLoader& L, const std::string& p, int64_t out, int64_t in) {
+  const int weight = L.whole(p + ".weight", {out, in});
+  return Dense{p, weight, L.vec(p + ".bias", out)};
 }
 
 LayerWeights load_layer(WeightLoader& L, const TransformerConfig& c, const std::string& p,
                         bool decoder) {
   const int64_t e = c.d_model, f = c.dim_feedforward;
   LayerWeights w;
-  w.self_attn = load_attention(L, p + ".self_attn", e);
-  if (decoder) w.cross_attn = load_attention(L, p + ".multihead_attn", e);
-  w.linear1 = L.whole(p + ".linear1.weight", {f, e});
-  w.bias1 = L.vec(p + ".linear1.bias", f);
-  w.linear2 = L.whole(p + ".linear2.weight", {e, f});
-  w.bias2 = L.vec(p + ".linear2.bias", e);
-  w.norm1 = load_norm(L, p + ".norm1", e);
-  w.norm2 = load_norm(L, p + ".norm2", e);
-  if (decoder) w.norm3 = load_norm(L, p + ".norm3", e);
+  w.self_attn = load_attention(L, c, p + ".self_attn");
+  if (decoder) w.cross_attn = load_attention(L, c, p + ".multihead_attn");
+  w.ff.up = load_dense(L, p + ".linear1", f, e);
+  w.ff.down = load_dense(L, p + ".linear2", e, f);
+  w.ff.act = c.activation;
+  w.norm1 = load_norm(L, c, p + ".norm1");
+  w.norm2 = load_norm(L, c, p + ".norm2");
+  if (decoder) w.norm3 = load_norm(L, c, p + ".norm3");
   return w;
 }
 
-struct MemoryKV {
-  ValueId k = kNone, v = kNone;
-};
-
 struct ModelWeights {
   std::vector<LayerWeights> enc, dec;
-  NormWeights enc_norm, dec_norm;
-  int src_embed = -1, tgt_embed = -1, positions = -1, generator = -1, generator_bias = -1;
+  Norm enc_norm, dec_norm;  // when config encoder_norm / decoder_norm
+  // Token models: table[ids] [* sqrt(d_model)] + sinusoidal positions; the output projection.
+  Embedding src_embed, tgt_embed;
+  Dense generator;
 };
 
 // One weight over the consecutive rows of `ids` (q, k, v of one in_proj_weight, or its k, v): a
@@ -230,180 +233,89 @@ int joined_rows(WeightSet& ws, const std::vector<int>& ids, const std::string& n
   return out;
 }
 
+// The fused projection `name` ("<attention>.qkv_proj", "<attention>.kv_proj") over the
+// consecutive rows of the given projections' weights and biases.
+Dense joined(WeightSet& ws, const std::string& name, const std::vector<const Dense*>& parts) {
+  std::vector<int> weights, biases;
+  for (const Dense* d : parts) weights.push_back(d->weight);
+  for (const Dense* d : parts) biases.push_back(d->bias);
+  const int bias = joined_rows(ws, biases, name + ".bias");  // (registered first, as it was)
+  return Dense{name, joined_rows(ws, weights, name + ".weight"), bias};
+}
+
 // ---------------------------------------------------------------------------------------------
-// Graph building
+// Graph building: nn.Transformer's encoder and decoder layers, each sub-layer
+// x = norm(x + f(x)) (post-LN) or x = x + f(norm(x)) (norm_first).
 // ---------------------------------------------------------------------------------------------
 class Builder {
  public:
-  Builder(const TransformerConfig& c, const ModelWeights& w, Graph& g) : c_(c), w_(w), g_(g) {}
+  Builder(const TransformerConfig& c, const ModelWeights& w, Graph& g)
+      : c_(c), w_(w), nn_(g), ln_(c.norm_first ? NormPlacement::pre : NormPlacement::post) {}
 
-  // x · Wᵀ [+ bias] [-> act] [+ residual], as plain nodes (fuse_epilogue and fuse_residual
-  // fold them into the GEMM).
-  ValueId linear(const std::string& name, ValueId x, int weight, int bias,
-                 Activation act = Activation::none, ValueId residual = kNone) {
-    NodeAttrs a;
-    a.weight = weight;
-    ValueId y = g_.add_node(Op::linear, name, {x}, a);
-    if (bias >= 0) {
-      NodeAttrs b;
-      b.bias = bias;
-      y = g_.add_node(Op::bias_add, name + ".bias", {y}, b);
+  // table[ids] [* sqrt(d_model)] + positions (counted from the KV cache in decode steps).
+  ValueId embed(const Embedding& e, ValueId ids, bool from_cache = false) {
+    return nn_.embedding(e, ids, from_cache);
+  }
+
+  ValueId encoder(ValueId x, const Masks& m) {
+    for (const LayerWeights& L : w_.enc) {
+      x = nn_.sublayer(ln_, L.norm1, x, [&](ValueId in, ValueId res) {
+        return nn_.self_attention(L.self_attn, in, m, res);
+      });
+      x = feed_forward(L.norm2, L.ff, x);
     }
-    if (act != Activation::none) {
-      NodeAttrs b;
-      b.act = act;
-      y = g_.add_node(Op::activation, name + ".act", {y}, b);
-    }
-    if (residual != kNone) y = g_.add_node(Op::add, name + ".residual", {residual, y}, NodeAttrs{});
-    return y;
+    return encoder_final_norm(x);
   }
 
-  ValueId norm(const std::string& name, ValueId x, const NormWeights& n) {
-    NodeAttrs a;
-    a.gamma = n.gamma;
-    a.beta = n.beta;
-    a.eps = c_.layer_norm_eps;
-    return g_.add_node(Op::layernorm, name, {x}, a);
+  // Encoder layer L split around its self-attention heads, for the packed encode path (attention
+  // runs per source between the halves). The fused q|k|v projection [.., 3E] of the layer's
+  // input:
+  ValueId encoder_qkv(const LayerWeights& L, ValueId x, const Dense& qkv) {
+    return nn_.dense(qkv, nn_.norm_input(ln_, L.norm1, x));
   }
-
-  // softmax(q·kᵀ / sqrt(D) + masks) · v as three nodes (fuse_attention makes them one).
-  ValueId attention(const std::string& name, ValueId q, ValueId k, ValueId v, ValueId mask,
-                    ValueId padding, int cache_slot) {
-    NodeAttrs a;
-    a.heads = c_.nhead;
-    a.head_dim = c_.head_dim();
-    a.cache_slot = cache_slot;
-    a.causal = cache_slot >= 0;  // decode steps: each new token sees the cache and itself
-    ValueId s = g_.add_node(Op::attention_scores, name + ".scores", {q, k, mask, padding}, a);
-    ValueId p = g_.add_node(Op::softmax, name + ".softmax", {s}, NodeAttrs{});
-    return g_.add_node(Op::attention_context, name + ".context", {p, v}, a);
+  // ... and the rest of the layer after the heads' output `heads` [.., E].
+  ValueId encoder_after_attention(const LayerWeights& L, ValueId heads, ValueId x) {
+    x = nn_.norm_output(ln_, L.norm1, nn_.dense(L.self_attn.out, heads, Activation::none, x));
+    return feed_forward(L.norm2, L.ff, x);
   }
-
-  ValueId self_attention(const std::string& p, ValueId x, const AttentionWeights& w, ValueId mask,
-                         ValueId padding, int cache_slot, ValueId residual) {
-    ValueId q = linear(p + ".q_proj", x, w.q, w.q_bias);
-    ValueId k = linear(p + ".k_proj", x, w.k, w.k_bias);
-    ValueId v = linear(p + ".v_proj", x, w.v, w.v_bias);
-    ValueId a = attention(p, q, k, v, mask, padding, cache_slot);
-    return linear(p + ".out_proj", a, w.out, w.out_bias, Activation::none, residual);
-  }
-
-  ValueId cross_attention(const std::string& p, ValueId x, const MemoryKV& kv,
-                          const AttentionWeights& w, ValueId mask, ValueId padding,
-                          ValueId residual) {
-    ValueId q = linear(p + ".q_proj", x, w.q, w.q_bias);
-    ValueId a = attention(p, q, kv.k, kv.v, mask, padding, -1);
-    return linear(p + ".out_proj", a, w.out, w.out_bias, Activation::none, residual);
-  }
-
-  ValueId feed_forward(const std::string& p, ValueId x, const LayerWeights& w, ValueId residual) {
-    ValueId h = linear(p + ".linear1", x, w.linear1, w.bias1, c_.activation);
-    return linear(p + ".linear2", h, w.linear2, w.bias2, Activation::none, residual);
-  }
-
-  ValueId encoder(ValueId x, ValueId mask, ValueId padding) {
-    for (int64_t l = 0; l < c_.num_encoder_layers; ++l) {
-      const auto& w = w_.enc[l];
-      const std::string p = "encoder.layers." + std::to_string(l);
-      if (c_.norm_first) {
-        x = self_attention(p + ".self_attn", norm(p + ".norm1", x, w.norm1), w.self_attn, mask,
-                           padding, -1, x);
-        x = feed_forward(p, norm(p + ".norm2", x, w.norm2), w, x);
-      } else {
-        x = norm(p + ".norm1",
-                 self_attention(p + ".self_attn", x, w.self_attn, mask, padding, -1, x), w.norm1);
-        x = norm(p + ".norm2", feed_forward(p, x, w, x), w.norm2);
-      }
-    }
-    if (c_.encoder_norm) x = norm("encoder.norm", x, w_.enc_norm);
-    return x;
-  }
-
-  // Encoder layer l split around its self-attention, for the packed encode path (attention runs
-  // per source between the halves). The fused q|k|v projection [.., 3E] of the layer's input:
-  ValueId encoder_qkv(int64_t l, ValueId x, int qkv_weight, int qkv_bias) {
-    const auto& w = w_.enc[l];
-    const std::string p = "encoder.layers." + std::to_string(l);
-    ValueId in = c_.norm_first ? norm(p + ".norm1", x, w.norm1) : x;
-    return linear(p + ".self_attn.qkv_proj", in, qkv_weight, qkv_bias);
-  }
-  // ... and the rest of the layer after the attention heads' output `attn` [.., E].
-  ValueId encoder_after_attention(int64_t l, ValueId attn, ValueId x) {
-    const auto& w = w_.enc[l];
-    const std::string p = "encoder.layers." + std::to_string(l);
-    ValueId y = linear(p + ".self_attn.out_proj", attn, w.self_attn.out, w.self_attn.out_bias,
-                       Activation::none, x);
-    if (c_.norm_first) return feed_forward(p, norm(p + ".norm2", y, w.norm2), w, y);
-    y = norm(p + ".norm1", y, w.norm1);
-    return norm(p + ".norm2", feed_forward(p, y, w, y), w.norm2);
-  }
-  ValueId encoder_final_norm(ValueId x) {
-    return c_.encoder_norm ? norm("encoder.norm", x, w_.enc_norm) : x;
-  }
+  ValueId encoder_final_norm(ValueId x) { return c_.encoder_norm ? nn_.norm(w_.enc_norm, x) : x; }
 
   // Cross-attention keys and values of decoder layer l, projected from the memory: [B, S, E]
   // each.
-  MemoryKV memory_kv(int64_t l, ValueId memory) {
-    const auto& w = w_.dec[l].cross_attn;
-    const std::string p = "decoder.layers." + std::to_string(l) + ".multihead_attn";
-    return MemoryKV{linear(p + ".k_proj", memory, w.k, w.k_bias),
-                    linear(p + ".v_proj", memory, w.v, w.v_bias)};
-  }
+  KV memory_kv(int64_t l, ValueId memory) { return nn_.project_kv(w_.dec[l].cross_attn, memory); }
 
-  // kv[l]: the cross-attention keys/values of layer l. With use_cache, self-attention reads and
-  // extends KV-cache slot l (and tgt_mask/tgt_padding must be kNone).
-  ValueId decoder(ValueId y, const std::vector<MemoryKV>& kv, ValueId tgt_mask, ValueId tgt_padding,
-                  ValueId memory_mask, ValueId memory_padding, bool use_cache) {
-    for (int64_t l = 0; l < c_.num_decoder_layers; ++l) {
-      const auto& w = w_.dec[l];
-      const std::string p = "decoder.layers." + std::to_string(l);
+  // memory[l]: the cross-attention keys/values of layer l. With use_cache, self-attention reads
+  // and extends KV-cache slot l.
+  ValueId decoder(ValueId y, const std::vector<KV>& memory, const Masks& self, const Masks& cross,
+                  bool use_cache) {
+    for (size_t l = 0; l < w_.dec.size(); ++l) {
+      const LayerWeights& L = w_.dec[l];
       const int slot = use_cache ? static_cast<int>(l) : -1;
-      if (c_.norm_first) {
-        y = self_attention(p + ".self_attn", norm(p + ".norm1", y, w.norm1), w.self_attn, tgt_mask,
-                           tgt_padding, slot, y);
-        y = cross_attention(p + ".multihead_attn", norm(p + ".norm2", y, w.norm2), kv[l],
-                            w.cross_attn, memory_mask, memory_padding, y);
-        y = feed_forward(p, norm(p + ".norm3", y, w.norm3), w, y);
-      } else {
-        y = norm(p + ".norm1",
-                 self_attention(p + ".self_attn", y, w.self_attn, tgt_mask, tgt_padding, slot, y),
-                 w.norm1);
-        y = norm(p + ".norm2",
-                 cross_attention(p + ".multihead_attn", y, kv[l], w.cross_attn, memory_mask,
-                                 memory_padding, y),
-                 w.norm2);
-        y = norm(p + ".norm3", feed_forward(p, y, w, y), w.norm3);
-      }
+      y = nn_.sublayer(ln_, L.norm1, y, [&](ValueId in, ValueId res) {
+        return nn_.self_attention(L.self_attn, in, self, res, slot);
+      });
+      y = nn_.sublayer(ln_, L.norm2, y, [&](ValueId in, ValueId res) {
+        return nn_.cross_attention(L.cross_attn, in, memory[l], cross, res);
+      });
+      y = feed_forward(L.norm3, L.ff, y);
     }
-    if (c_.decoder_norm) y = norm("decoder.norm", y, w_.dec_norm);
-    return y;
+    return c_.decoder_norm ? nn_.norm(w_.dec_norm, y) : y;
   }
 
-  // table[ids] [* sqrt(d_model)] + positions (fuse_embedding makes it one node).
-  ValueId embed(const std::string& name, ValueId ids, int table, bool from_cache) {
-    NodeAttrs a;
-    a.table = table;
-    ValueId y = g_.add_node(Op::gather, name, {ids}, a);
-    if (c_.scale_embedding) {
-      NodeAttrs s;
-      s.scale = static_cast<float>(std::sqrt(static_cast<double>(c_.d_model)));
-      y = g_.add_node(Op::scale, name + ".scale", {y}, s);
-    }
-    if (w_.positions >= 0) {
-      NodeAttrs pa;
-      pa.pos_table = w_.positions;
-      pa.positions_from_cache = from_cache;
-      y = g_.add_node(Op::add_positions, name + ".positions", {y}, pa);
-    }
-    return y;
-  }
-
-  ValueId generator(ValueId y) { return linear("generator", y, w_.generator, w_.generator_bias); }
+  ValueId generator(ValueId y) { return nn_.dense(w_.generator, y); }
+  ValueId dense(const Dense& d, ValueId x) { return nn_.dense(d, x); }
 
  private:
+  // The feed-forward sub-layer (the last of either layer kind) with its norm.
+  ValueId feed_forward(const Norm& n, const FeedForward& ff, ValueId x) {
+    return nn_.sublayer(ln_, n, x,
+                        [&](ValueId in, ValueId res) { return nn_.feed_forward(ff, in, res); });
+  }
+
   const TransformerConfig& c_;
   const ModelWeights& w_;
-  Graph& g_;
+  Layers nn_;
+  const NormPlacement ln_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -478,16 +390,22 @@ TransformerModel::TransformerModel(const ModelDir& dir)
     w.dec.push_back(load_layer(L, c, "decoder.layers." + std::to_string(l), true));
   c.encoder_norm = c.has_encoder() && L.has("encoder.norm.weight");
   c.decoder_norm = c.has_decoder() && L.has("decoder.norm.weight");
-  if (c.encoder_norm) w.enc_norm = load_norm(L, "encoder.norm", e);
-  if (c.decoder_norm) w.dec_norm = load_norm(L, "decoder.norm", e);
+  if (c.encoder_norm) w.enc_norm = load_norm(L, c, "encoder.norm");
+  if (c.decoder_norm) w.dec_norm = load_norm(L, c, "decoder.norm");
   if (c.embeddings) {
-    if (c.has_encoder()) w.src_embed = L.table("src_embed.weight", {c.src_vocab_size, e});
-    w.tgt_embed = L.table("tgt_embed.weight", {c.tgt_vocab_size, e});
-    w.generator = L.whole("generator.weight", {c.tgt_vocab_size, e});
-    if (L.has("generator.bias")) w.generator_bias = L.vec("generator.bias", c.tgt_vocab_size);
+    if (c.has_encoder()) w.src_embed.table = L.table("src_embed.weight", {c.src_vocab_size, e});
+    w.tgt_embed.table = L.table("tgt_embed.weight", {c.tgt_vocab_size, e});
+    w.generator = {"generator", L.whole("generator.weight", {c.tgt_vocab_size, e}), -1};
+    if (L.has("generator.bias")) w.generator.bias = L.vec("generator.bias", c.tgt_vocab_size);
     Tensor pe(DType::f32, {c.max_position, e});
     kernels::sinusoidal_positions(c.max_position, e, pe.data<float>());
-    w.positions = weights_->add("positions", std::move(pe));
+    const int positions = weights_->add("positions", std::move(pe));
+    for (Embedding* emb : {&w.src_embed, &w.tgt_embed}) {
+      emb->positions = positions;
+      if (c.scale_embedding) emb->scale = static_cast<float>(std::sqrt(static_cast<double>(e)));
+    }
+    w.src_embed.name = "src_embed";
+    w.tgt_embed.name = "tgt_embed";
   }
   L.check_all_used();
 
@@ -496,26 +414,27 @@ TransformerModel::TransformerModel(const ModelDir& dir)
   {
     Graph& g = *forward_;
     Builder b(c, w, g);
-    ValueId memory = kNone, src_padding = kNone;
+    ValueId memory = kNone;
     if (c.has_encoder()) {
-      ValueId src = c.embeddings ? b.embed("src_embed", g.add_input("src_ids"), w.src_embed, false)
-                                 : g.add_input("src");
+      ValueId src =
+          c.embeddings ? b.embed(w.src_embed, g.add_input("src_ids")) : g.add_input("src");
       ValueId src_mask = g.add_input("src_mask", true);
-      src_padding = g.add_input("src_key_padding_mask", true);
-      memory = b.encoder(src, src_mask, src_padding);
+      ValueId src_padding = g.add_input("src_key_padding_mask", true);
+      memory = b.encoder(src, {.attn_mask = src_mask, .key_padding = src_padding});
       if (!c.has_decoder()) g.mark_output(memory, "output");
     }
     if (c.has_decoder()) {
       if (!c.has_encoder()) memory = g.add_input("memory");
-      ValueId tgt = c.embeddings ? b.embed("tgt_embed", g.add_input("tgt_ids"), w.tgt_embed, false)
-                                 : g.add_input("tgt");
+      ValueId tgt =
+          c.embeddings ? b.embed(w.tgt_embed, g.add_input("tgt_ids")) : g.add_input("tgt");
       ValueId tgt_mask = g.add_input("tgt_mask", true);
       ValueId memory_mask = g.add_input("memory_mask", true);
       ValueId tgt_padding = g.add_input("tgt_key_padding_mask", true);
       ValueId memory_padding = g.add_input("memory_key_padding_mask", true);
-      std::vector<MemoryKV> kv;
+      std::vector<KV> kv;
       for (int64_t l = 0; l < c.num_decoder_layers; ++l) kv.push_back(b.memory_kv(l, memory));
-      ValueId y = b.decoder(tgt, kv, tgt_mask, tgt_padding, memory_mask, memory_padding, false);
+      ValueId y = b.decoder(tgt, kv, {.attn_mask = tgt_mask, .key_padding = tgt_padding},
+                            {.attn_mask = memory_mask, .key_padding = memory_padding}, false);
       if (c.embeddings)
         g.mark_output(b.generator(y), "logits");
       else
@@ -529,13 +448,13 @@ TransformerModel::TransformerModel(const ModelDir& dir)
     {
       Graph& g = *encode_;
       Builder b(c, w, g);
-      ValueId src = b.embed("src_embed", g.add_input("src_ids"), w.src_embed, false);
+      ValueId src = b.embed(w.src_embed, g.add_input("src_ids"));
       ValueId padding = g.add_input("src_key_padding_mask", true);
-      ValueId memory = b.encoder(src, kNone, padding);
+      ValueId memory = b.encoder(src, {.key_padding = padding});
       for (int64_t l = 0; l < c.num_decoder_layers; ++l) {
-        const MemoryKV kv = b.memory_kv(l, memory);
-        g.mark_output(kv.k, "memory_k." + std::to_string(l));
-        g.mark_output(kv.v, "memory_v." + std::to_string(l));
+        const KV kv = b.memory_kv(l, memory);
+        g.mark_output(kv.k.value, "memory_k." + std::to_string(l));
+        g.mark_output(kv.v.value, "memory_v." + std::to_string(l));
       }
     }
     // The packed encode path (padding removal): the embeddings of the padded batch, then one
@@ -543,32 +462,27 @@ TransformerModel::TransformerModel(const ModelDir& dir)
     if (c.has_decoder()) {
       enc_embed_ = std::make_unique<Graph>(weights_);
       Builder b(c, w, *enc_embed_);
-      enc_embed_->mark_output(
-          b.embed("src_embed", enc_embed_->add_input("src_ids"), w.src_embed, false), "x");
-      std::vector<std::pair<int, int>> qkv;  // fused weight and bias of each encoder layer
-      for (int64_t l = 0; l < c.num_encoder_layers; ++l) {
-        const auto& a = w.enc[l].self_attn;
-        const std::string p = "encoder.layers." + std::to_string(l) + ".self_attn.qkv_proj";
-        qkv.emplace_back(joined_rows(*weights_, {a.q, a.k, a.v}, p + ".weight"),
-                         joined_rows(*weights_, {a.q_bias, a.k_bias, a.v_bias}, p + ".bias"));
+      enc_embed_->mark_output(b.embed(w.src_embed, enc_embed_->add_input("src_ids")), "x");
+      std::vector<Dense> qkv;  // the fused q|k|v projection of each encoder layer
+      for (const LayerWeights& L : w.enc) {
+        const Attention& a = L.self_attn;
+        qkv.push_back(joined(*weights_, a.name + ".qkv_proj", {&a.q, &a.k, &a.v}));
       }
       for (int64_t s = 0; s <= c.num_encoder_layers; ++s) {
         auto g = std::make_unique<Graph>(weights_);
         Builder b(c, w, *g);
         ValueId x = g->add_input("x");
         if (s > 0) {
-          x = b.encoder_after_attention(s - 1, g->add_input("attn"), x);
+          x = b.encoder_after_attention(w.enc[s - 1], g->add_input("attn"), x);
           if (s < c.num_encoder_layers) g->mark_output(x, "x");
         }
         if (s < c.num_encoder_layers) {
-          g->mark_output(b.encoder_qkv(s, x, qkv[s].first, qkv[s].second), "qkv");
+          g->mark_output(b.encoder_qkv(w.enc[s], x, qkv[s]), "qkv");
         } else {
           x = b.encoder_final_norm(x);
           for (int64_t l = 0; l < c.num_decoder_layers; ++l) {
-            const auto& a = w.dec[l].cross_attn;
-            const std::string p = "decoder.layers." + std::to_string(l) + ".multihead_attn.kv_proj";
-            g->mark_output(b.linear(p, x, joined_rows(*weights_, {a.k, a.v}, p + ".weight"),
-                                    joined_rows(*weights_, {a.k_bias, a.v_bias}, p + ".bias")),
+            const Attention& a = w.dec[l].cross_attn;
+            g->mark_output(b.dense(joined(*weights_, a.name + ".kv_proj", {&a.k, &a.v}), x),
                            "memory_kv." + std::to_string(l));
           }
         }
@@ -579,13 +493,15 @@ TransformerModel::TransformerModel(const ModelDir& dir)
     {
       Graph& g = *step_;
       Builder b(c, w, g);
-      ValueId tgt = b.embed("tgt_embed", g.add_input("tgt_ids"), w.tgt_embed, true);
-      std::vector<MemoryKV> kv;
-      for (int64_t l = 0; l < c.num_decoder_layers; ++l)
-        kv.push_back(MemoryKV{g.add_input("memory_k." + std::to_string(l)),
-                              g.add_input("memory_v." + std::to_string(l))});
+      ValueId tgt = b.embed(w.tgt_embed, g.add_input("tgt_ids"), /*from_cache=*/true);
+      std::vector<KV> kv;
+      for (int64_t l = 0; l < c.num_decoder_layers; ++l) {
+        const ValueId k = g.add_input("memory_k." + std::to_string(l));
+        kv.push_back(KV{k, g.add_input("memory_v." + std::to_string(l))});
+      }
       ValueId memory_padding = g.add_input("memory_key_padding_mask", true);
-      ValueId y = b.decoder(tgt, kv, kNone, kNone, kNone, memory_padding, true);
+      // Each new token attends to the cache and itself; the cross-attention to the real sources.
+      ValueId y = b.decoder(tgt, kv, {.causal = true}, {.key_padding = memory_padding}, true);
       g.mark_output(b.generator(y), "logits");
     }
   }
