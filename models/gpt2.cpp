@@ -1,6 +1,7 @@
 #include "models/gpt2.h"
 
 #include "engine/graph/passes/passes.h"
+#include "models/layers.h"
 
 #include <algorithm>
 #include <cmath>
@@ -66,94 +67,44 @@ std::string summary(const Gpt2Config& c) {
   return os.str();
 }
 
-struct Norm {
-  int gamma = -1, beta = -1;
-};
+// The modules under GPT-2's names (h.N.ln_1, h.N.attn.c_attn, ...).
 struct Layer {
   Norm ln_1, ln_2;
-  int c_attn = -1, c_attn_b = -1, attn_proj = -1, attn_proj_b = -1;
-  int c_fc = -1, c_fc_b = -1, mlp_proj = -1, mlp_proj_b = -1;
+  Attention attn;   // one fused c_attn [3E] projection, c_proj out
+  FeedForward mlp;  // c_fc -> activation -> c_proj
 };
 struct Weights {
-  int wte = -1, wpe = -1, lm_head = -1;
-  Norm ln_f;
+  Embedding wte, wpe;  // token and position tables
   std::vector<Layer> layers;
+  Norm ln_f;
+  Dense lm_head;  // the wte table when tied
 };
 
-// Emits the plain operators the transformer family's builder emits (linear, bias_add,
-// activation, add, layernorm, gather, attention_scores -> softmax -> attention_context); the
-// passes of engine/passes fuse them.
+// GPT-2 (pre-LN): h = wte[ids] + wpe[positions]; each block h += attn(ln_1(h)), h += mlp(ln_2(h));
+// logits = lm_head(ln_f(h)).
 class Builder {
  public:
-  Builder(const Gpt2Config& c, const Weights& w, Graph& g) : c_(c), w_(w), g_(g) {}
+  Builder(const Weights& w, Graph& g) : w_(w), nn_(g) {}
 
-  ValueId norm(const std::string& name, ValueId x, const Norm& n) {
-    NodeAttrs a;
-    a.gamma = n.gamma;
-    a.beta = n.beta;
-    a.eps = c_.layer_norm_epsilon;
-    return g_.add_node(Op::layernorm, name, {x}, a);
-  }
-  // x · W [+ bias] [-> act] [+ residual] as plain nodes.
-  ValueId linear(const std::string& name, ValueId x, int weight, int bias,
-                 Activation act = Activation::none, ValueId residual = kNone) {
-    NodeAttrs a;
-    a.weight = weight;
-    ValueId y = g_.add_node(Op::linear, name, {x}, a);
-    if (bias >= 0) {
-      NodeAttrs ba;
-      ba.bias = bias;
-      y = g_.add_node(Op::bias_add, name + ".bias", {y}, ba);
-    }
-    if (act != Activation::none) {
-      NodeAttrs aa;
-      aa.act = act;
-      y = g_.add_node(Op::activation, name + ".act", {y}, aa);
-    }
-    if (residual != kNone) y = g_.add_node(Op::add, name + ".residual", {residual, y}, NodeAttrs{});
-    return y;
-  }
-  ValueId gather(const std::string& name, ValueId ids, int table) {
-    NodeAttrs a;
-    a.table = table;
-    return g_.add_node(Op::gather, name, {ids}, a);
-  }
-
-  // input_ids, position_ids [B, T] -> hidden states before ln_f [B, T, E].
+  // input_ids, position_ids [B, T] -> hidden states before ln_f [B, T, E]. Attention is causal
+  // over the key padding; `cached`: block l reads and extends KV-cache slot l.
   ValueId blocks(ValueId ids, ValueId positions, ValueId padding, bool cached) {
-    ValueId x = g_.add_node(Op::add, "embeddings",
-                            {gather("wte", ids, w_.wte), gather("wpe", positions, w_.wpe)}, {});
-    const int64_t e = c_.n_embd;
-    for (int64_t l = 0; l < c_.n_layer; ++l) {
+    const ValueId tokens = nn_.embedding(w_.wte, ids);
+    ValueId x = nn_.add("embeddings", tokens, nn_.embedding(w_.wpe, positions));
+    const Masks causal{.key_padding = padding, .causal = true};
+    for (size_t l = 0; l < w_.layers.size(); ++l) {
       const Layer& L = w_.layers[l];
-      const std::string p = "h." + std::to_string(l);
-      // q, k, v read in place from the [.., 3E] c_attn projection.
-      ValueId qkv = linear(p + ".attn.c_attn", norm(p + ".ln_1", x, L.ln_1), L.c_attn, L.c_attn_b);
-      NodeAttrs a;
-      a.heads = c_.n_head;
-      a.head_dim = c_.head_dim();
-      a.q_col = 0;
-      a.k_col = e;
-      a.v_col = 2 * e;
-      a.causal = true;
-      a.cache_slot = cached ? static_cast<int>(l) : -1;
-      ValueId s =
-          g_.add_node(Op::attention_scores, p + ".attn.scores", {qkv, qkv, kNone, padding}, a);
-      ValueId pr = g_.add_node(Op::softmax, p + ".attn.softmax", {s}, NodeAttrs{});
-      ValueId att = g_.add_node(Op::attention_context, p + ".attn.context", {pr, qkv}, a);
-      x = linear(p + ".attn.c_proj", att, L.attn_proj, L.attn_proj_b, Activation::none, x);
-      ValueId h =
-          linear(p + ".mlp.c_fc", norm(p + ".ln_2", x, L.ln_2), L.c_fc, L.c_fc_b, c_.activation);
-      x = linear(p + ".mlp.c_proj", h, L.mlp_proj, L.mlp_proj_b, Activation::none, x);
+      const int slot = cached ? static_cast<int>(l) : -1;
+      x = nn_.self_attention(L.attn, nn_.norm(L.ln_1, x), causal, x, slot);
+      x = nn_.feed_forward(L.mlp, nn_.norm(L.ln_2, x), x);
     }
     return x;
   }
-  ValueId head(ValueId x) { return linear("lm_head", norm("ln_f", x, w_.ln_f), w_.lm_head, -1); }
+  ValueId head(ValueId x) { return nn_.dense(w_.lm_head, nn_.norm(w_.ln_f, x)); }
 
  private:
-  const Gpt2Config& c_;
   const Weights& w_;
-  Graph& g_;
+  Layers nn_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -301,7 +252,7 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
   const int64_t e = c.n_embd, in = c.n_inner;
   auto vec = [&](const std::string& name, int64_t n) { return R.add_copy(ws, name, {n}); };
   auto norm = [&](const std::string& p) {
-    return Norm{vec(p + ".weight", e), vec(p + ".bias", e)};
+    return Norm{p, vec(p + ".weight", e), vec(p + ".bias", e), c.layer_norm_epsilon};
   };
   // Conv1D weights [in, out] registered as they are stored (views of the mapped file); the
   // prepack pass packs them with pack_weights_kn and releases the mapped pages.
@@ -309,25 +260,28 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
     ws.at_mut(i).kn_layout = true;
     return i;
   };
-  auto conv = [&](const std::string& p, int64_t k, int64_t n, int& w, int& b) {
-    w = kn(R.add(ws, p + ".weight", {k, n}));
-    b = vec(p + ".bias", n);
+  auto conv = [&](const std::string& p, int64_t k, int64_t n) {
+    const int weight = kn(R.add(ws, p + ".weight", {k, n}));
+    return Dense{p, weight, vec(p + ".bias", n)};
   };
   Weights w;
   // wte: the token table, and the LM head when tied (the prepack pass packs it for the head and
   // the gathers then read its rows from the packed copy: one resident copy of the table).
-  w.wte = R.add(ws, "wte.weight", {c.vocab_size, e});
-  w.wpe = R.add_copy(ws, "wpe.weight", {c.n_positions, e});
+  w.wte = Embedding{"wte", R.add(ws, "wte.weight", {c.vocab_size, e}), {}, -1};
+  w.wpe = Embedding{"wpe", R.add_copy(ws, "wpe.weight", {c.n_positions, e}), {}, -1};
   for (int64_t l = 0; l < c.n_layer; ++l) {
     const std::string p = "h." + std::to_string(l);
     Layer L;
     L.ln_1 = norm(p + ".ln_1");
+    L.attn.name = p + ".attn";
+    L.attn.heads = c.n_head;
+    L.attn.head_dim = c.head_dim();
     // The attention scale is applied by the attention operator as 1/sqrt(head_dim); other
     // scalings (scale_attn_weights false, 1/(layer+1)) are folded into the query projection.
     double q_scale = c.scale_attn_weights ? 1.0 : std::sqrt(static_cast<double>(c.head_dim()));
     if (c.scale_attn_by_inverse_layer_idx) q_scale /= static_cast<double>(l + 1);
     if (q_scale == 1.0) {
-      conv(p + ".attn.c_attn", e, 3 * e, L.c_attn, L.c_attn_b);
+      L.attn.qkv = conv(p + ".attn.c_attn", e, 3 * e);
     } else {
       Tensor aw = R.get(p + ".attn.c_attn.weight", {e, 3 * e});
       Tensor ab = R.get(p + ".attn.c_attn.bias", {3 * e});
@@ -338,18 +292,20 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
       for (int64_t i = 0; i < e; ++i)
         for (int64_t j = 0; j < e; ++j) aw2.data<float>()[i * 3 * e + j] *= s;
       for (int64_t j = 0; j < e; ++j) ab2.data<float>()[j] *= s;
-      L.c_attn = kn(ws.add(p + ".attn.c_attn.weight", aw2));
-      L.c_attn_b = ws.add(p + ".attn.c_attn.bias", ab2);
+      const int weight = kn(ws.add(p + ".attn.c_attn.weight", aw2));
+      L.attn.qkv = Dense{p + ".attn.c_attn", weight, ws.add(p + ".attn.c_attn.bias", ab2)};
     }
-    conv(p + ".attn.c_proj", e, e, L.attn_proj, L.attn_proj_b);
+    L.attn.out = conv(p + ".attn.c_proj", e, e);
     L.ln_2 = norm(p + ".ln_2");
-    conv(p + ".mlp.c_fc", e, in, L.c_fc, L.c_fc_b);
-    conv(p + ".mlp.c_proj", in, e, L.mlp_proj, L.mlp_proj_b);
+    L.mlp.up = conv(p + ".mlp.c_fc", e, in);
+    L.mlp.down = conv(p + ".mlp.c_proj", in, e);
+    L.mlp.act = c.activation;
     w.layers.push_back(L);
   }
   w.ln_f = norm("ln_f");
   c.tied_head = !R.has("lm_head.weight");
-  w.lm_head = c.tied_head ? w.wte : R.add(ws, "lm_head.weight", {c.vocab_size, e});
+  w.lm_head = Dense{"lm_head",
+                    c.tied_head ? w.wte.table : R.add(ws, "lm_head.weight", {c.vocab_size, e}), -1};
   R.check_all_used([](const std::string& name) {
     // Causal-mask buffers of old checkpoints.
     auto ends_with = [&](const char* s) {
@@ -363,7 +319,7 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
   forward_ = std::make_unique<Graph>(weights_);
   {
     Graph& g = *forward_;
-    Builder b(c, w, g);
+    Builder b(w, g);
     ValueId ids = g.add_input("input_ids");
     ValueId pos = g.add_input("position_ids");
     ValueId pad = g.add_input("key_padding_mask", true);
@@ -372,7 +328,7 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
   cached_ = std::make_unique<Graph>(weights_);
   {
     Graph& g = *cached_;
-    Builder b(c, w, g);
+    Builder b(w, g);
     ValueId ids = g.add_input("input_ids");
     ValueId pos = g.add_input("position_ids");
     ValueId pad = g.add_input("key_padding_mask");
@@ -381,7 +337,7 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
   head_ = std::make_unique<Graph>(weights_);
   {
     Graph& g = *head_;
-    Builder b(c, w, g);
+    Builder b(w, g);
     g.mark_output(b.head(g.add_input("hidden")), "logits");
   }
   // The fixed pipeline of graph passes over the three graphs (one shared weight set), then one
