@@ -1,6 +1,7 @@
 #include "models/bert.h"
 
 #include "engine/graph/passes/passes.h"
+#include "models/layers.h"
 #include "models/ragged.h"
 
 #include <cmath>
@@ -65,105 +66,52 @@ std::string summary(const BertConfig& c) {
   return os.str();
 }
 
-struct Norm {
-  int gamma = -1, beta = -1;
-};
+// The modules under BertModel's names (encoder.layer.N.attention.self, ...).
 struct Layer {
-  int qkv = -1, qkv_b = -1, attn_out = -1, attn_out_b = -1;
-  Norm attn_ln, out_ln;
-  int inter = -1, inter_b = -1, out = -1, out_b = -1;
+  Attention attention;  // q, k, v stacked into one [3H] projection at load; output.dense out
+  Norm attn_ln;         // attention.output.LayerNorm
+  FeedForward ff;       // intermediate.dense -> activation -> output.dense
+  Norm out_ln;          // output.LayerNorm
 };
 struct Weights {
-  int word = -1, position = -1, token_type = -1;
+  Embedding word, position, token_type;
   Norm emb_ln;
   std::vector<Layer> layers;
-  int pooler = -1, pooler_b = -1;
+  Dense pooler;
 };
 
-// Emits the plain operators the transformer family's builder emits (linear, bias_add,
-// activation, add, layernorm, gather, attention_scores -> softmax -> attention_context); the
-// passes of engine/passes fuse them.
+// BERT (post-LN): x = LN(word[ids] + position[pos] + token_type[tt]); each layer
+// x = LN(x + attention(x)), x = LN(x + ffn(x)).
 class Builder {
  public:
-  Builder(const BertConfig& c, const Weights& w, Graph& g) : c_(c), w_(w), g_(g) {}
+  Builder(const Weights& w, Graph& g) : w_(w), nn_(g) {}
 
-  ValueId norm(const std::string& name, ValueId x, const Norm& n) {
-    NodeAttrs a;
-    a.gamma = n.gamma;
-    a.beta = n.beta;
-    a.eps = c_.layer_norm_eps;
-    return g_.add_node(Op::layernorm, name, {x}, a);
-  }
-  // x · Wᵀ [+ bias] [-> act] [+ residual] as plain nodes.
-  ValueId linear(const std::string& name, ValueId x, int weight, int bias,
-                 Activation act = Activation::none, ValueId residual = kNone) {
-    NodeAttrs a;
-    a.weight = weight;
-    ValueId y = g_.add_node(Op::linear, name, {x}, a);
-    if (bias >= 0) {
-      NodeAttrs ba;
-      ba.bias = bias;
-      y = g_.add_node(Op::bias_add, name + ".bias", {y}, ba);
-    }
-    if (act != Activation::none) {
-      NodeAttrs aa;
-      aa.act = act;
-      y = g_.add_node(Op::activation, name + ".act", {y}, aa);
-    }
-    if (residual != kNone) y = g_.add_node(Op::add, name + ".residual", {residual, y}, NodeAttrs{});
-    return y;
-  }
-  ValueId gather(const std::string& name, ValueId ids, int table) {
-    NodeAttrs a;
-    a.table = table;
-    return g_.add_node(Op::gather, name, {ids}, a);
-  }
-
-  // LN(word[ids] + position[pos] + token_type[tt]): [.., H]
   ValueId embeddings(ValueId ids, ValueId pos, ValueId tt) {
-    ValueId words = gather("embeddings.word_embeddings", ids, w_.word);
-    ValueId sum =
-        g_.add_node(Op::add, "embeddings.add_positions",
-                    {words, gather("embeddings.position_embeddings", pos, w_.position)}, {});
-    sum = g_.add_node(Op::add, "embeddings.add_token_types",
-                      {sum, gather("embeddings.token_type_embeddings", tt, w_.token_type)}, {});
-    return norm("embeddings.LayerNorm", sum, w_.emb_ln);
+    const ValueId words = nn_.embedding(w_.word, ids);
+    ValueId sum = nn_.add("embeddings.add_positions", words, nn_.embedding(w_.position, pos));
+    sum = nn_.add("embeddings.add_token_types", sum, nn_.embedding(w_.token_type, tt));
+    return nn_.norm(w_.emb_ln, sum);
   }
-  // The q/k/v projection of layer l as one linear (q, k, v stacked at load): [.., 3H].
-  ValueId qkv(int64_t l, ValueId x) {
+  ValueId layer(int64_t l, ValueId x, const Masks& m) {
     const Layer& L = w_.layers[l];
-    return linear(prefix(l) + ".attention.self.qkv", x, L.qkv, L.qkv_b);
+    x = nn_.norm(L.attn_ln, nn_.self_attention(L.attention, x, m, x));
+    return nn_.norm(L.out_ln, nn_.feed_forward(L.ff, x, x));
   }
-  ValueId attention(int64_t l, ValueId qkv, ValueId padding) {
-    NodeAttrs a;
-    a.heads = c_.num_attention_heads;
-    a.head_dim = c_.head_dim();
-    a.q_col = 0;
-    a.k_col = c_.hidden_size;
-    a.v_col = 2 * c_.hidden_size;
-    const std::string p = prefix(l) + ".attention.self";
-    ValueId s = g_.add_node(Op::attention_scores, p + ".scores", {qkv, qkv, kNone, padding}, a);
-    ValueId pr = g_.add_node(Op::softmax, p + ".softmax", {s}, NodeAttrs{});
-    return g_.add_node(Op::attention_context, p + ".context", {pr, qkv}, a);
-  }
-  // The rest of layer l after attention: output projection, LN, feed-forward, LN.
-  ValueId after_attention(int64_t l, ValueId attn, ValueId x) {
+
+  // Layer l split around its attention heads, for padding removal (attention runs per row
+  // between the halves): the fused q/k/v projection [.., 3H] ...
+  ValueId qkv(int64_t l, ValueId x) { return nn_.dense(w_.layers[l].attention.qkv, x); }
+  // ... and the rest of the layer after the heads' output `heads` [.., H].
+  ValueId after_attention(int64_t l, ValueId heads, ValueId x) {
     const Layer& L = w_.layers[l];
-    const std::string p = prefix(l);
-    ValueId y =
-        linear(p + ".attention.output.dense", attn, L.attn_out, L.attn_out_b, Activation::none, x);
-    x = norm(p + ".attention.output.LayerNorm", y, L.attn_ln);
-    ValueId h = linear(p + ".intermediate.dense", x, L.inter, L.inter_b, c_.hidden_act);
-    y = linear(p + ".output.dense", h, L.out, L.out_b, Activation::none, x);
-    return norm(p + ".output.LayerNorm", y, L.out_ln);
+    x = nn_.norm(L.attn_ln, nn_.dense(L.attention.out, heads, Activation::none, x));
+    return nn_.norm(L.out_ln, nn_.feed_forward(L.ff, x, x));
   }
-  ValueId pooler(ValueId cls) { return linear("pooler.dense", cls, w_.pooler, w_.pooler_b); }
+  ValueId pooler(ValueId cls) { return nn_.dense(w_.pooler, cls); }
 
  private:
-  static std::string prefix(int64_t l) { return "encoder.layer." + std::to_string(l); }
-  const BertConfig& c_;
   const Weights& w_;
-  Graph& g_;
+  Layers nn_;
 };
 
 }  // namespace
@@ -182,19 +130,23 @@ BertModel::BertModel(const ModelDir& dir)
   const int64_t h = c.hidden_size, inter = c.intermediate_size;
   auto vec = [&](const std::string& name, int64_t n) { return R.add_copy(ws, name, {n}); };
   auto norm = [&](const std::string& p) {
-    return Norm{vec(p + ".weight", h), vec(p + ".bias", h)};
+    return Norm{p, vec(p + ".weight", h), vec(p + ".bias", h), c.layer_norm_eps};
   };
   // Linear weights as views of the mapped file: the prepack pass packs them and releases the
   // mapped pages.
-  auto dense = [&](const std::string& p, int64_t out, int64_t in, int& w, int& b) {
-    w = R.add(ws, p + ".weight", {out, in});
-    b = vec(p + ".bias", out);
+  auto dense = [&](const std::string& p, int64_t out, int64_t in) {
+    const int weight = R.add(ws, p + ".weight", {out, in});
+    return Dense{p, weight, vec(p + ".bias", out)};
   };
   Weights w;
-  w.word = R.add(ws, "embeddings.word_embeddings.weight", {c.vocab_size, h});
-  w.position =
+  w.word.name = "embeddings.word_embeddings";
+  w.word.table = R.add(ws, "embeddings.word_embeddings.weight", {c.vocab_size, h});
+  w.position.name = "embeddings.position_embeddings";
+  w.position.table =
       R.add_copy(ws, "embeddings.position_embeddings.weight", {c.max_position_embeddings, h});
-  w.token_type = R.add_copy(ws, "embeddings.token_type_embeddings.weight", {c.type_vocab_size, h});
+  w.token_type.name = "embeddings.token_type_embeddings";
+  w.token_type.table =
+      R.add_copy(ws, "embeddings.token_type_embeddings.weight", {c.type_vocab_size, h});
   w.emb_ln = norm("embeddings.LayerNorm");
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "encoder.layer." + std::to_string(l);
@@ -213,17 +165,22 @@ BertModel::BertModel(const ModelDir& dir)
       std::memcpy(qkv.data<float>() + i * h * h, wt.raw(), wt.nbytes());
       std::memcpy(qkv_b.data<float>() + i * h, bt.raw(), bt.nbytes());
     }
-    L.qkv = ws.add(p + ".attention.self.qkv.weight", qkv);
-    L.qkv_b = ws.add(p + ".attention.self.qkv.bias", qkv_b);
-    dense(p + ".attention.output.dense", h, h, L.attn_out, L.attn_out_b);
+    L.attention.name = p + ".attention.self";
+    L.attention.heads = c.num_attention_heads;
+    L.attention.head_dim = c.head_dim();
+    const int qkv_w = ws.add(p + ".attention.self.qkv.weight", qkv);
+    L.attention.qkv =
+        Dense{p + ".attention.self.qkv", qkv_w, ws.add(p + ".attention.self.qkv.bias", qkv_b)};
+    L.attention.out = dense(p + ".attention.output.dense", h, h);
     L.attn_ln = norm(p + ".attention.output.LayerNorm");
-    dense(p + ".intermediate.dense", inter, h, L.inter, L.inter_b);
-    dense(p + ".output.dense", h, inter, L.out, L.out_b);
+    L.ff.up = dense(p + ".intermediate.dense", inter, h);
+    L.ff.down = dense(p + ".output.dense", h, inter);
+    L.ff.act = c.hidden_act;
     L.out_ln = norm(p + ".output.LayerNorm");
     w.layers.push_back(L);
   }
   c.pooler = R.has("pooler.dense.weight");
-  if (c.pooler) dense("pooler.dense", h, h, w.pooler, w.pooler_b);
+  if (c.pooler) w.pooler = dense("pooler.dense", h, h);
   R.check_all_used([](const std::string& name) {
     // A buffer, and the task heads of BertFor* checkpoints (what BertModel drops too).
     for (const char* head : {"cls.", "classifier.", "qa_outputs."})
@@ -234,17 +191,16 @@ BertModel::BertModel(const ModelDir& dir)
   forward_ = std::make_unique<Graph>(weights_);
   {
     Graph& g = *forward_;
-    Builder b(c, w, g);
+    Builder b(w, g);
     ValueId x = b.embeddings(g.add_input("input_ids"), g.add_input("position_ids"),
                              g.add_input("token_type_ids"));
     ValueId pad = g.add_input("key_padding_mask", true);
-    for (int64_t l = 0; l < c.num_hidden_layers; ++l)
-      x = b.after_attention(l, b.attention(l, b.qkv(l, x), pad), x);
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) x = b.layer(l, x, {.key_padding = pad});
     g.mark_output(x, "last_hidden_state");
   }
   for (int64_t s = 0; s <= c.num_hidden_layers; ++s) {
     auto g = std::make_unique<Graph>(weights_);
-    Builder b(c, w, *g);
+    Builder b(w, *g);
     ValueId x;
     if (s == 0) {
       x = b.embeddings(g->add_input("input_ids"), g->add_input("position_ids"),
@@ -263,7 +219,7 @@ BertModel::BertModel(const ModelDir& dir)
   }
   if (c.pooler) {
     pooler_ = std::make_unique<Graph>(weights_);
-    Builder b(c, w, *pooler_);
+    Builder b(w, *pooler_);
     pooler_->mark_output(b.pooler(pooler_->add_input("cls")), "pooler_output");
   }
   // The fixed pipeline of graph passes over every graph (one shared weight set), then one
