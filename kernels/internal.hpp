@@ -48,6 +48,11 @@ void run_chunks(int64_t begin, int64_t end, int64_t grain, int threads, ChunkFn 
                 const void* ctx);
 // True on a thread that is running chunks of a job (nested parallel_for calls run serially).
 bool in_parallel_job();
+// The pool's back-off (thread_pool.cpp), for tests: whether jobs now run on the caller alone;
+// and the length of a first back-off in microseconds (default 10 ms), which also ends any
+// back-off in progress and starts a new balance window.
+bool pool_backing_off();
+void set_pool_backoff_first_us(int64_t us);
 
 // Holder of a backend's per-weights data (see PackedWeights::backend_slot()).
 struct BackendSlot {

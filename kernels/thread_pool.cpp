@@ -139,6 +139,18 @@ class Pool {
     wait_until([&] { return users_.load(std::memory_order_seq_cst) == 0; });
   }
 
+  bool backing_off() {
+    std::lock_guard<std::mutex> lock(busy_);
+    return backoff_ && Clock::now() < solo_until_;
+  }
+
+  void set_backoff_first(Clock::duration first) {
+    std::lock_guard<std::mutex> lock(busy_);
+    backoff_first_ = backoff_step_ = first;
+    solo_until_ = Clock::time_point{};
+    balance_ = window_wall_ = Clock::duration::zero();
+  }
+
  private:
   struct alignas(64) Share {
     std::atomic<int64_t> next{0};  // next chunk index of this participant's share
@@ -168,7 +180,7 @@ class Pool {
       backoff_step_ = std::min<Clock::duration>(2 * backoff_step_, kBackoffMax);
       balance_ = window_wall_ = Clock::duration::zero();
     } else if (window_over) {
-      backoff_step_ = kBackoffFirst;
+      backoff_step_ = backoff_first_;
       balance_ = window_wall_ = Clock::duration::zero();
     }
   }
@@ -246,6 +258,7 @@ class Pool {
   // Back-off state (read and written only by the caller holding busy_).
   const bool backoff_ = backoff_enabled();
   Clock::time_point solo_until_{};
+  Clock::duration backoff_first_ = kBackoffFirst;
   Clock::duration backoff_step_ = kBackoffFirst;
   Clock::duration balance_{0};      // solo estimate - wall, over the current window
   Clock::duration window_wall_{0};  // wall time of the window's threaded jobs
@@ -259,6 +272,14 @@ Pool& pool() {
 }
 
 }  // namespace
+
+bool pool_backing_off() {
+  return pool().backing_off();
+}
+
+void set_pool_backoff_first_us(int64_t us) {
+  pool().set_backoff_first(std::chrono::microseconds(us));
+}
 
 bool in_parallel_job() {
   return t_in_job;

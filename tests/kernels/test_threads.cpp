@@ -140,26 +140,24 @@ TEST_CASE("threads: after a stalled worker the pool backs off to the caller, the
     while (std::chrono::steady_clock::now() < until) {
     }
   };
-  // Earlier tests may have left the pool backing off: wait out the longest back-off.
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  // A first back-off of 60 s, so that "right after" below holds however loaded the machine is
+  // (the default is 10 ms); this also ends any back-off earlier tests left.
+  tk::detail::set_pool_backoff_first_us(60'000'000);
   // A job whose chunks take 5 ms when a worker runs them (a worker descheduled while it holds a
-  // chunk) and 20 us on the caller: the caller waits far longer than its own chunks took.
-  bool stalled = false;
-  for (int attempt = 0; attempt < 50 && !stalled; ++attempt) {
-    std::atomic<int> by_worker{0};
+  // chunk) and 20 us on the caller: the caller waits far longer than its own chunks took. On a
+  // loaded machine the caller may itself be descheduled and see no loss: try again.
+  bool backed_off = false;
+  for (int attempt = 0; attempt < 50 && !backed_off; ++attempt) {
     tk::detail::parallel_for(0, 32, 1, [&](int64_t, int64_t) {
-      if (std::this_thread::get_id() != caller) {
-        by_worker++;
+      if (std::this_thread::get_id() != caller)
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      } else {
+      else
         spin(std::chrono::microseconds(20));
-      }
     });
-    stalled = by_worker > 0;
-    if (!stalled) std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    backed_off = tk::detail::pool_backing_off();
   }
-  REQUIRE_MESSAGE(stalled, "no worker ever took a chunk in 50 jobs");
-  // Right after: the back-off (10 ms) runs the next job on the caller alone, in one call.
+  REQUIRE_MESSAGE(backed_off, "the pool never backed off in 50 jobs a worker stalled");
+  // Right after: the next job runs on the caller alone, in one call.
   std::atomic<int> calls{0}, off_caller{0};
   std::vector<int> hits(64, 0);
   tk::detail::parallel_for(0, 64, 1, [&](int64_t lo, int64_t hi) {
@@ -170,11 +168,11 @@ TEST_CASE("threads: after a stalled worker the pool backs off to the caller, the
   CHECK(off_caller == 0);
   CHECK(calls == 1);
   CHECK(std::count(hits.begin(), hits.end(), 1) == 64);
-  // After the longest back-off, jobs whose chunks take the same time on any thread use the
-  // workers again.
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  // Once the back-off ends (here: the default restored, which ends it), jobs whose chunks take
+  // the same time on any thread use the workers again.
+  tk::detail::set_pool_backoff_first_us(10'000);
   bool worker_back = false;
-  for (int job = 0; job < 400 && !worker_back; ++job) {
+  for (int job = 0; job < 2000 && !worker_back; ++job) {
     std::atomic<int> by_worker{0};
     tk::detail::parallel_for(0, 16, 1, [&](int64_t, int64_t) {
       if (std::this_thread::get_id() != caller) by_worker++;
@@ -182,6 +180,6 @@ TEST_CASE("threads: after a stalled worker the pool backs off to the caller, the
     });
     worker_back = by_worker > 0;
   }
-  CHECK_MESSAGE(worker_back, "the workers took no chunk in 400 jobs after the back-off");
+  CHECK_MESSAGE(worker_back, "the workers took no chunk in 2000 jobs after the back-off");
   tk::set_num_threads(before);
 }
