@@ -25,11 +25,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/graph/executor.h"
 #include "engine/generate/generation.h"
+#include "engine/graph/executor.h"
 #include "engine/graph/graph.h"
-#include "engine/io/model_dir.h"
 #include "engine/graph/passes/passes.h"
+#include "engine/io/model_dir.h"
 #include "models/model.h"
 
 namespace tessera::models {

@@ -17,8 +17,8 @@
 
 #include "engine/graph/executor.h"
 #include "engine/graph/graph.h"
-#include "engine/io/model_dir.h"
 #include "engine/graph/passes/passes.h"
+#include "engine/io/model_dir.h"
 
 namespace tessera::models {
 

@@ -1,5 +1,5 @@
-// CausalLM (engine/generate/generation.h) for the `transformer` family's encoder-decoder token models:
-// generate() with every decoding method over TransformerModel::encode / decode_step.
+// CausalLM (engine/generate/generation.h) for the `transformer` family's encoder-decoder token
+// models: generate() with every decoding method over TransformerModel::encode / decode_step.
 //
 //   models::TransformerLM lm(model);
 //   auto results = generate(lm, sources, options);

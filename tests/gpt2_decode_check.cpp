@@ -8,8 +8,8 @@
 // last position's logits must agree within 1e-5 of the row's logit scale (see Compare) and
 // pick the same token. A second session checks
 // select_rows (rows reversed and row 0 duplicated after two steps) the same way. Then
-// engine/generate/generation.h's generate() on a session: greedy must reproduce those tokens, and beam
-// search (select_rows every step) must report the log-probability recomputation gives its best
+// engine/generate/generation.h's generate() on a session: greedy must reproduce those tokens, and
+// beam search (select_rows every step) must report the log-probability recomputation gives its best
 // sequences. Last, the errors at n_positions and at a full cache. --outputs writes the first
 // session's "tokens" I64 [B, N] and "logits" F32 [B, N, V] (logits[:, k] chose tokens[:, k]) for
 // comparison with the PyTorch reference (tests/hf_parity.py). Exit code 0 when every check passes.
@@ -196,9 +196,9 @@ int main(int argc, char** argv) {
         static_cast<long long>(beams.checked), beams.max_diff);
     ok = ok && beams.max_scaled <= 1e-5 && beams.token_mismatches == 0;
 
-    // 3. The generation algorithms of engine/generate/generation.h on this session: greedy must give the
-    // tokens above; beam search (select_rows every step) must report the log-probability that
-    // recomputation gives its best sequence.
+    // 3. The generation algorithms of engine/generate/generation.h on this session: greedy must
+    // give the tokens above; beam search (select_rows every step) must report the log-probability
+    // that recomputation gives its best sequence.
     {
       GenerationOptions opt;
       opt.max_new_tokens = steps;

@@ -1,6 +1,6 @@
 // machine_probe: a plain microbenchmark of what this CPU can do, written independently of
-// engine/observe/sysinfo.cpp to check its figures (bench/probes/compare_sysinfo.py puts both side by
-// side). Raw intrinsics in functions compiled for their ISA with target attributes (the binary
+// engine/observe/sysinfo.cpp to check its figures (bench/probes/compare_sysinfo.py puts both side
+// by side). Raw intrinsics in functions compiled for their ISA with target attributes (the binary
 // builds with plain g++ on any x86-64 and calls each kernel only where the CPU has it),
 // std::threads pinned one per CPU, wall time, the median of 7 runs of at least ~20 ms.
 //

@@ -1,7 +1,7 @@
 // Machine limits for the profiler's roofline: what the CPU is (ISA in use, feature flags, cores,
 // caches) and what it can do, measured by short built-in probes (0.5-2.5 s in all, most of it
-// the first touch of the DRAM probe's buffer; engine/observe/sysinfo_probe_*.cpp, each compiled with its
-// ISA's flags alone and called only when the CPU has that ISA):
+// the first touch of the DRAM probe's buffer; engine/observe/sysinfo_probe_*.cpp, each compiled
+// with its ISA's flags alone and called only when the CPU has that ISA):
 //   peak fp32 rate per core: 12 independent FMA chains in the vector width of the active ISA;
 //   peak bf16 / int8 dot-product rate per core: 16 independent vdpbf16ps (AVX512-BF16) /
 //     vpdpbusd (AVX512-VNNI) chains, 0 where the CPU lacks the instruction;

@@ -1,8 +1,8 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "engine/io/error.h"
 #include "engine/graph/passes/passes.h"
+#include "engine/io/error.h"
 
 namespace tessera::passes {
 
