@@ -11,6 +11,19 @@
 namespace tessera::detail {
 namespace {
 
+// The sum of every lane of every accumulator (the probes return it so no chain is dead code).
+template <int N>
+float sum_lanes(const typename V::T (&acc)[N]) {
+  typename V::T t = acc[0];
+#pragma GCC unroll 16
+  for (int j = 1; j < N; ++j) t = V::add(t, acc[j]);
+  alignas(64) float lanes[V::kLanes];
+  V::store(lanes, t);
+  float sum = 0;
+  for (float v : lanes) sum += v;
+  return sum;
+}
+
 // 12 independent FMA chains (12 x lanes fp32 FMAs per iteration): enough to cover latency x
 // throughput (4 cycles x 2 per cycle = 8 in flight on the cores we know) with registers to spare.
 float fma_chains(int64_t iters, float seed) {
@@ -22,14 +35,7 @@ float fma_chains(int64_t iters, float seed) {
 #pragma GCC unroll 12
     for (int j = 0; j < 12; ++j) c[j] = V::fma(c[j], a, b);
   }
-  typename V::T s = c[0];
-#pragma GCC unroll 12
-  for (int j = 1; j < 12; ++j) s = V::add(s, c[j]);
-  alignas(64) float lanes[V::kLanes];
-  V::store(lanes, s);
-  float r = 0;
-  for (float v : lanes) r += v;
-  return r;
+  return sum_lanes(c);
 }
 
 // S streams (the buffer's S parts, side by side), 16 / S full-width loads from each per step,
@@ -53,14 +59,7 @@ float read_streams(const float* p, int64_t n, int64_t passes) {
       }
     }
   }
-  typename V::T t = acc[0];
-#pragma GCC unroll 16
-  for (int j = 1; j < 16; ++j) t = V::add(t, acc[j]);
-  alignas(64) float lanes[V::kLanes];
-  V::store(lanes, t);
-  float sum = 0;
-  for (float v : lanes) sum += v;
-  return sum;
+  return sum_lanes(acc);
 }
 
 float read_any(const float* p, int64_t n, int64_t passes, int streams) {
