@@ -252,7 +252,19 @@ Workload Workload::random(const Model& model, int64_t batch, int64_t seq, int64_
         bytes = checked_mul(bytes, static_cast<uint64_t>(f), what);
       check_fits_memory(bytes, what);
     } else {
-      model.forward_session().plan(dry.inputs_);  // throws when the activations do not fit
+      // Inputs the model makes itself (gpt2's and bert's position_ids): shapes alone too.
+      const Graph& g = model.forward_graph();
+      for (ValueId v : g.inputs()) {
+        const Value& val = g.values()[v];
+        if (!val.optional && !dry.inputs_.count(val.name))
+          dry.inputs_[val.name] = Tensor::view(DType::i64, {batch, seq}, nullptr, nullptr);
+      }
+      try {
+        model.forward_session().plan(dry.inputs_);  // throws when the activations do not fit
+      } catch (const LimitError&) {
+        throw;
+      } catch (const Error&) {  // shapes the graph cannot take: the model's checks say why
+      }
     }
   }
   build(w);

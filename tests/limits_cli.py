@@ -207,6 +207,13 @@ class Suite:
         self.check(f"bench --batch {rows} --seq 8 --generate 56",
                    ["bench", "--model", self.model, "--batch", str(rows), "--seq", "8", "--generate", "56"],
                    ["KV cache", "physical memory", "bytes"])
+        g = self.path("gpt2-small")
+        subprocess.run([PYTHON, os.path.join(_ROOT, "tools", "make_hf_checkpoint.py"), "gpt2", g],
+                       check=True, capture_output=True)
+        g_rows = max(10**6, 2 * physical_memory() // (seq * 48 * 4) + 1)  # n_embd 48
+        self.check(f"gpt2 bench --batch {g_rows} --seq {seq}",
+                   ["bench", "--model", g, "--batch", str(g_rows), "--seq", str(seq)],
+                   ["activations", "physical memory", "bytes"])
         sparse = self.path("rows-inputs.safetensors")
         n = rows * seq * 8
         write_safetensors(sparse, {"src_ids": {"dtype": "I64", "shape": [rows, seq], "data_offsets": [0, n]},

@@ -134,17 +134,17 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       dims += (dims.empty() ? "" : ", ") + std::to_string(dim);
       if (__builtin_mul_overflow(count, dim, &count))
         throw Error(what + ": the element count of shape [" + dims +
-                    ", ...] overflows 64 bits (limit 2^62 elements)");
+                    ", ...] is too large: it overflows 64 bits (limit 2^62 elements)");
       e.shape.push_back(static_cast<int64_t>(std::min<uint64_t>(dim, 1ull << 62)));
     }
     if (count > (1ull << 62))
       throw Error(what + ": shape [" + dims + "] has " + std::to_string(count) +
-                  " elements, more than the limit of 2^62");
+                  " elements: too large (limit 2^62)");
     uint64_t byte_count = 0;
     if (__builtin_mul_overflow(count, static_cast<uint64_t>(dtype_size(e.dtype)), &byte_count))
-      throw Error(what + ": the byte count of " + dt + " [" + dims + "] overflows 64 bits (" +
-                  std::to_string(count) + " elements x " + std::to_string(dtype_size(e.dtype)) +
-                  " bytes)");
+      throw Error(what + ": the byte count of " + dt + " [" + dims +
+                  "] is too large: it overflows 64 bits (" + std::to_string(count) +
+                  " elements x " + std::to_string(dtype_size(e.dtype)) + " bytes)");
     if (!v.contains("data_offsets") || !v["data_offsets"].is_array() ||
         v["data_offsets"].size() != 2 || !v["data_offsets"][0].is_number_unsigned() ||
         !v["data_offsets"][1].is_number_unsigned())
