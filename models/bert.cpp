@@ -1,5 +1,7 @@
 #include "models/bert.h"
 
+#include "engine/io/limits.h"
+
 #include "engine/graph/passes/passes.h"
 #include "models/layers.h"
 #include "models/ragged.h"
@@ -53,6 +55,18 @@ BertConfig read_config(const ModelDir& dir) {
                 "': vocab_size, num_hidden_layers, intermediate_size, max_position_embeddings and "
                 "type_vocab_size must be positive");
   if (!(c.layer_norm_eps > 0)) throw Error("'" + path + "': layer_norm_eps must be > 0");
+  // The weights this config asks for, before any is allocated.
+  ParamCount p(path);
+  const int64_t h = c.hidden_size, in = c.intermediate_size;
+  p.add("vocab_size x hidden_size", {c.vocab_size, h});
+  p.add("max_position_embeddings x hidden_size", {c.max_position_embeddings, h});
+  p.add("type_vocab_size x hidden_size", {c.type_vocab_size, h});
+  p.add("num_hidden_layers x 4 x hidden_size x hidden_size", {c.num_hidden_layers, 4, h, h});
+  p.add("num_hidden_layers x 2 x hidden_size x intermediate_size", {c.num_hidden_layers, 2, h, in});
+  p.add("num_hidden_layers x 9 x hidden_size", {c.num_hidden_layers, 9, h});
+  p.add("num_hidden_layers x intermediate_size", {c.num_hidden_layers, in});
+  p.add("pooler hidden_size x hidden_size", {h, h});
+  p.check_fits_memory();
   return c;
 }
 

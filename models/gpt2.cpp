@@ -1,5 +1,7 @@
 #include "models/gpt2.h"
 
+#include "engine/io/limits.h"
+
 #include "engine/graph/passes/passes.h"
 #include "models/layers.h"
 
@@ -56,6 +58,16 @@ Gpt2Config read_config(const ModelDir& dir) {
   if (c.n_positions < 1 || c.vocab_size < 1 || c.n_inner < 1)
     throw Error("'" + path + "': n_positions, vocab_size and n_inner must be positive");
   if (!(c.layer_norm_epsilon > 0)) throw Error("'" + path + "': layer_norm_epsilon must be > 0");
+  // The weights this config asks for, before any is allocated.
+  ParamCount p(path);
+  const int64_t e = c.n_embd;
+  p.add("vocab_size x n_embd", {c.vocab_size, e});
+  p.add("n_positions x n_embd", {c.n_positions, e});
+  p.add("n_layer x 4 x n_embd x n_embd", {c.n_layer, 4, e, e});
+  p.add("n_layer x 2 x n_embd x n_inner", {c.n_layer, 2, e, c.n_inner});
+  p.add("n_layer x 9 x n_embd", {c.n_layer, 9, e});
+  p.add("n_layer x n_inner", {c.n_layer, c.n_inner});
+  p.check_fits_memory();
   return c;
 }
 

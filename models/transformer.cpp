@@ -1,5 +1,7 @@
 #include "models/transformer.h"
 
+#include "engine/io/limits.h"
+
 #include "engine/graph/passes/passes.h"
 #include "models/layers.h"
 #include "models/ragged.h"
@@ -66,6 +68,25 @@ TransformerConfig read_config(const ModelDir& dir) {
     if ((c.has_encoder() && c.src_vocab_size <= 0) || c.tgt_vocab_size <= 0 || c.max_position <= 0)
       throw Error("'" + cfg_path + "': vocabulary sizes and max_position must be positive");
   }
+  // The weights this config asks for, before any is allocated (checked arithmetic, compared
+  // with physical memory).
+  ParamCount p(cfg_path);
+  const int64_t d = c.d_model, ff = c.dim_feedforward;
+  const int64_t le = c.num_encoder_layers, ld = c.num_decoder_layers;
+  p.add("num_encoder_layers x 4 x d_model x d_model", {le, 4, d, d});
+  p.add("num_encoder_layers x 2 x d_model x dim_feedforward", {le, 2, d, ff});
+  p.add("num_encoder_layers x 9 x d_model", {le, 9, d});
+  p.add("num_encoder_layers x dim_feedforward", {le, ff});
+  p.add("num_decoder_layers x 8 x d_model x d_model", {ld, 8, d, d});
+  p.add("num_decoder_layers x 2 x d_model x dim_feedforward", {ld, 2, d, ff});
+  p.add("num_decoder_layers x 15 x d_model", {ld, 15, d});
+  p.add("num_decoder_layers x dim_feedforward", {ld, ff});
+  if (c.embeddings) {
+    p.add("src_vocab_size x d_model", {c.src_vocab_size, d});
+    p.add("tgt_vocab_size x d_model (embedding and generator)", {c.tgt_vocab_size, 2, d});
+    p.add("max_position x d_model (positions)", {c.max_position, d});
+  }
+  p.check_fits_memory();
   return c;
 }
 

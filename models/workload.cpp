@@ -1,5 +1,7 @@
 #include "models/workload.h"
 
+#include "engine/io/limits.h"
+
 #include <algorithm>
 #include <chrono>
 #include <random>
@@ -22,7 +24,12 @@ int64_t argmax(const float* row, int64_t n) {
   return std::max_element(row, row + n) - row;
 }
 
+// Set while Workload::random sizes its inputs without making them: the helpers below return
+// tensors of the right dtype and shape with no storage, for the memory plan's check.
+thread_local bool shapes_only = false;
+
 Tensor random_f32(Shape shape, std::mt19937& rng) {
+  if (shapes_only) return Tensor::view(DType::f32, std::move(shape), nullptr, nullptr);
   Tensor t(DType::f32, std::move(shape), false);
   std::normal_distribution<float> d(0.0f, 1.0f);
   for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = d(rng);
@@ -30,6 +37,7 @@ Tensor random_f32(Shape shape, std::mt19937& rng) {
 }
 
 Tensor random_ids(int64_t batch, int64_t len, int64_t vocab, std::mt19937& rng) {
+  if (shapes_only) return Tensor::view(DType::i64, {batch, len}, nullptr, nullptr);
   Tensor t(DType::i64, {batch, len}, false);
   const int64_t lo = std::min<int64_t>(4, vocab - 1);
   std::uniform_int_distribution<int64_t> d(lo, vocab - 1);
@@ -38,6 +46,7 @@ Tensor random_ids(int64_t batch, int64_t len, int64_t vocab, std::mt19937& rng) 
 }
 
 Tensor filled_i64(int64_t batch, int64_t len, int64_t value) {
+  if (shapes_only) return Tensor::view(DType::i64, {batch, len}, nullptr, nullptr);
   Tensor t(DType::i64, {batch, len}, false);
   std::fill(t.data<int64_t>(), t.data<int64_t>() + t.numel(), value);
   return t;
@@ -196,15 +205,69 @@ Workload Workload::random(const Model& model, int64_t batch, int64_t seq, int64_
   w.seq_ = seq;
   w.generate_ = generate;
   w.tokens_ = batch * seq;
-  std::mt19937 rng(1234);
-  if (const auto* m = model.transformer())
-    WorkloadBuilder::transformer(w, *m, rng);
-  else if (const auto* m = model.gpt2())
-    WorkloadBuilder::gpt2(w, *m, rng);
-  else if (const auto* m = model.bert())
-    WorkloadBuilder::bert(w, *m, rng);
-  else
-    throw Error(std::string("model_type '") + model.family() + "' has no workload");
+  auto build = [&](Workload& into) {
+    std::mt19937 rng(1234);
+    if (const auto* m = model.transformer())
+      WorkloadBuilder::transformer(into, *m, rng);
+    else if (const auto* m = model.gpt2())
+      WorkloadBuilder::gpt2(into, *m, rng);
+    else if (const auto* m = model.bert())
+      WorkloadBuilder::bert(into, *m, rng);
+    else
+      throw Error(std::string("model_type '") + model.family() + "' has no workload");
+  };
+  // First the shapes alone: the inputs, the forward pass's activations (its memory plan) or the
+  // generation's KV cache must fit in memory before anything of this size is allocated.
+  {
+    Workload dry = w;
+    shapes_only = true;
+    try {
+      build(dry);
+    } catch (...) {
+      shapes_only = false;
+      throw;
+    }
+    shapes_only = false;
+    const std::string shape = "--batch " + str(batch) + " x --seq " + str(seq);
+    uint64_t input_bytes = 0;
+    for (const auto& [name, t] : dry.inputs_)
+      input_bytes = checked_add(input_bytes, t.nbytes(), "the inputs of " + shape);
+    if (dry.ids_.rank() > 0) input_bytes = checked_add(input_bytes, dry.ids_.nbytes(), shape);
+    check_fits_memory(input_bytes, "the inputs of " + shape);
+    if (generate > 0) {
+      int64_t layers = 0, width = 0, positions = seq + generate;
+      if (const auto* m = model.transformer()) {
+        layers = m->config().num_decoder_layers;
+        width = m->config().d_model;
+        positions = generate;
+      } else if (const auto* m = model.gpt2()) {
+        layers = m->config().n_layer;
+        width = m->config().n_embd;
+      }
+      const std::string what = "the KV cache of --batch " + str(batch) + " x " + str(positions) +
+                               " positions (" + str(layers) + " layers x 2 x width " + str(width) +
+                               " x 4 bytes)";
+      uint64_t bytes = 2;
+      for (int64_t f : {batch, positions, layers, width, int64_t{4}})
+        bytes = checked_mul(bytes, static_cast<uint64_t>(f), what);
+      check_fits_memory(bytes, what);
+    } else {
+      // Inputs the model makes itself (gpt2's and bert's position_ids): shapes alone too.
+      const Graph& g = model.forward_graph();
+      for (ValueId v : g.inputs()) {
+        const Value& val = g.values()[v];
+        if (!val.optional && !dry.inputs_.count(val.name))
+          dry.inputs_[val.name] = Tensor::view(DType::i64, {batch, seq}, nullptr, nullptr);
+      }
+      try {
+        model.forward_session().plan(dry.inputs_);  // throws when the activations do not fit
+      } catch (const LimitError&) {
+        throw;
+      } catch (const Error&) {  // shapes the graph cannot take: the model's checks say why
+      }
+    }
+  }
+  build(w);
   return w;
 }
 
@@ -221,6 +284,13 @@ Workload Workload::given(const Model& model, TensorMap inputs) {
   }
   w.tokens_ = w.batch_ * w.seq_;
   w.inputs_ = std::move(inputs);
+  // The activations of these shapes must fit in memory (other problems: when first run).
+  try {
+    model.forward_session().plan(w.inputs_);
+  } catch (const LimitError&) {
+    throw;
+  } catch (const Error&) {
+  }
   return w;
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/io/limits.h"
 #include "engine/io/model_dir.h"
 #include "engine/observe/profiler.h"
 #include "engine/text/tokenizer.h"

@@ -74,9 +74,12 @@ Action add_embed_command(CLI::App& app) {
       throw Error("--pooling pooler: model directory '" + o->model +
                   "' has no pooler.dense weights (use cls or mean)");
     std::vector<std::string> inputs = o->inputs;
+    for (size_t i = 0; i < inputs.size(); ++i)
+      check_text_bytes(inputs[i].size(), "input " + std::to_string(i));
     if (inputs.empty()) {
       std::string line;
-      while (std::getline(std::cin, line)) inputs.push_back(line);
+      while (getline_limited(std::cin, line, "input " + std::to_string(inputs.size())))
+        inputs.push_back(line);
     }
     std::vector<std::vector<int64_t>> seqs;
     if (o->ids) {

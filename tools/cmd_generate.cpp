@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "engine/generate/generation.h"
+#include "engine/io/limits.h"
 #include "engine/text/tokenizer.h"
 #include "engine/text/tokenizers.h"
 #include "models/gpt2.h"
@@ -33,7 +34,10 @@ namespace {
 struct Generator {
   // One session per batch; a family may size its KV cache from max_new_tokens.
   std::function<std::unique_ptr<CausalLM>(int64_t max_new_tokens)> new_session;
-  int64_t max_positions = 0;        // the sessions' max_positions()
+  int64_t max_positions = 0;  // the sessions' max_positions()
+  // KV cache floats per row and position (layers x keys and values x width): sizes the cache a
+  // batch needs, checked against memory before any session is made.
+  int64_t kv_floats_per_position = 0;
   bool prompts_are_prefix = false;  // the sessions' prompts_are_decoder_prefix()
   std::vector<int64_t> eos_ids;
   bool append_eos_to_text = false;  // the transformer demo's sources end with eos
@@ -60,6 +64,7 @@ Generator make_generator(const std::string& model_dir, bool want_text,
     models::TransformerLM probe(*model);
     g.max_positions = probe.max_positions();
     g.prompts_are_prefix = probe.prompts_are_decoder_prefix();
+    g.kv_floats_per_position = 2 * c.num_decoder_layers * c.d_model;
     g.new_session = [any, model, observer](int64_t) {
       return std::make_unique<models::TransformerLM>(*model, observer);
     };
@@ -75,6 +80,7 @@ Generator make_generator(const std::string& model_dir, bool want_text,
     const auto& c = model->config();
     g.max_positions = c.n_positions;
     g.prompts_are_prefix = true;
+    g.kv_floats_per_position = 2 * c.n_layer * c.n_embd;
     g.new_session = [any, model, observer](int64_t max_new) {
       return model->new_session(max_new, observer);
     };
@@ -104,7 +110,10 @@ Generator make_generator(const std::string& model_dir, bool want_text,
 
 std::string ids_text(const std::vector<int64_t>& ids) {
   std::string s;
-  for (size_t i = 0; i < ids.size(); ++i) s += (i ? " " : "") + std::to_string(ids[i]);
+  for (size_t i = 0; i < ids.size(); ++i) {  // appended in two steps: g++ 12's -Wrestrict
+    if (i) s += ' ';                         // misfires on (i ? " " : "") + std::string
+    s += std::to_string(ids[i]);
+  }
   return s;
 }
 
@@ -251,13 +260,31 @@ Action add_generate_command(CLI::App& app) {
         return codec->decode(ids);
       };
 
+    if (max_new->count() > 0 && o->max_new_tokens > gen.max_positions)
+      throw Error("--max-new-tokens " + std::to_string(o->max_new_tokens) +
+                  " exceeds the model's maximum of " + std::to_string(gen.max_positions) +
+                  " positions");
     std::vector<std::string> texts = o->texts;
+    for (size_t i = 0; i < texts.size(); ++i)
+      check_text_bytes(texts[i].size(), "prompt " + std::to_string(i));
     if (texts.empty()) {
       std::string line;
-      while (std::getline(std::cin, line)) {
-        if (!line.empty() && line.back() == '\r') line.pop_back();
+      while (getline_limited(std::cin, line, "prompt " + std::to_string(texts.size()), true))
         texts.push_back(line);
-      }
+    }
+    {  // The KV cache of one batch, before tokenizing or allocating anything for it.
+      const int64_t per_prompt =
+          opt.method == DecodingMethod::beam ? std::max(o->num_beams, o->n_best) : o->n_best;
+      const uint64_t prompts_in_batch =
+          std::min<uint64_t>(texts.size(), static_cast<uint64_t>(o->batch_size));
+      const std::string what = "the KV cache of a batch of " + std::to_string(prompts_in_batch) +
+                               " prompts x " + std::to_string(per_prompt) + " rows (--batch-size " +
+                               std::to_string(o->batch_size) + ") at up to " +
+                               std::to_string(gen.max_positions) + " positions";
+      uint64_t bytes = checked_mul(prompts_in_batch, static_cast<uint64_t>(per_prompt), what);
+      for (int64_t f : {gen.max_positions, gen.kv_floats_per_position, int64_t{4}})
+        bytes = checked_mul(bytes, static_cast<uint64_t>(f), what);
+      check_fits_memory(bytes, what);
     }
     std::vector<std::vector<int64_t>> prompts;
     for (size_t i = 0; i < texts.size(); ++i) {

@@ -29,6 +29,14 @@ Action add_run_command(CLI::App& app) {
     SafetensorsFile in_file(o->inputs);
     TensorMap inputs;
     for (const auto& name : in_file.names()) inputs[name] = in_file.get(name);
+    // The activations of this batch must fit in memory: sized from the input shapes alone
+    // (before the model reads any input); other problems are left to the model's checks.
+    try {
+      model->forward_session().plan(inputs);
+    } catch (const LimitError&) {
+      throw;
+    } catch (const Error&) {
+    }
     auto profiler = env_profiler();  // TESSERA_PROFILE=path: trace every node
     TensorMap outputs = model->run(inputs, profiler.get());
     write_env_trace(profiler.get());

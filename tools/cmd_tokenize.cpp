@@ -77,7 +77,7 @@ Action add_tokenize_command(CLI::App& app) {
       if (!o->args.empty())
         throw Error("--jsonl reads stdin; got arguments too ('" + o->args.front() + "')");
       std::string line;
-      for (int64_t n = 1; std::getline(std::cin, line); ++n) {
+      for (int64_t n = 1; getline_limited(std::cin, line, "stdin line " + std::to_string(n)); ++n) {
         const std::string where = "stdin line " + std::to_string(n);
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         nlohmann::json j;
@@ -109,6 +109,8 @@ Action add_tokenize_command(CLI::App& app) {
     }
     if (o->decode) {
       if (!o->args.empty()) {
+        for (size_t i = 0; i < o->args.size(); ++i)
+          check_text_bytes(o->args[i].size(), "argument " + std::to_string(i + 1));
         std::vector<int64_t> ids;
         for (size_t i = 0; i < o->args.size(); ++i)
           for (int64_t id : parse_token_ids(o->args[i], "argument " + std::to_string(i + 1)))
@@ -117,7 +119,7 @@ Action add_tokenize_command(CLI::App& app) {
         return 0;
       }
       std::string line;
-      for (int64_t n = 1; std::getline(std::cin, line); ++n) {
+      for (int64_t n = 1; getline_limited(std::cin, line, "stdin line " + std::to_string(n)); ++n) {
         const std::string where = "stdin line " + std::to_string(n);
         std::vector<int64_t> ids;
         for (int64_t id : parse_token_ids(line, where)) ids.push_back(id);
@@ -128,12 +130,14 @@ Action add_tokenize_command(CLI::App& app) {
     }
     if (!o->args.empty()) {
       for (size_t i = 0; i < o->args.size(); ++i)
+        check_text_bytes(o->args[i].size(), "argument " + std::to_string(i + 1));
+      for (size_t i = 0; i < o->args.size(); ++i)
         print_ids(at("argument " + std::to_string(i + 1),
                      [&] { return tok->encode(o->args[i], o->special); }));
       return 0;
     }
     std::string line;
-    for (int64_t n = 1; std::getline(std::cin, line); ++n) {
+    for (int64_t n = 1; getline_limited(std::cin, line, "stdin line " + std::to_string(n)); ++n) {
       print_ids(
           at("stdin line " + std::to_string(n), [&] { return tok->encode(line, o->special); }));
       std::cout.flush();

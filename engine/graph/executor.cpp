@@ -5,16 +5,26 @@
 #include <cstring>
 #include <limits>
 
+#include "engine/io/limits.h"
+
 namespace tessera {
 
 namespace k = kernels;
 
 void KVCache::reset(int slots, int64_t batch_size, int64_t capacity_tokens, int64_t row_width) {
+  // Keys and values of every slot, checked before anything is allocated.
+  const std::string what = "the KV cache (" + std::to_string(slots) + " layers x 2 x batch " +
+                           std::to_string(batch_size) + " x " + std::to_string(capacity_tokens) +
+                           " positions x width " + std::to_string(row_width) + " x 4 bytes)";
+  uint64_t bytes = 2 * static_cast<uint64_t>(std::max(slots, 0));
+  for (int64_t d : {batch_size, capacity_tokens, row_width, int64_t{4}})
+    bytes = checked_mul(bytes, static_cast<uint64_t>(std::max<int64_t>(d, 0)), what);
+  check_fits_memory(bytes, what);
+  k.clear();
+  v.clear();
   batch = batch_size;
   capacity = capacity_tokens;
   width = row_width;
-  k.clear();
-  v.clear();
   for (int s = 0; s < slots; ++s) {
     k.emplace_back(DType::f32, Shape{batch, capacity, width}, false);
     v.emplace_back(DType::f32, Shape{batch, capacity, width}, false);
@@ -646,9 +656,19 @@ Session::Cached& Session::lookup(const TensorMap& inputs, int64_t past_len) {
   for (const auto& n : graph_.nodes())
     if (n.op == Op::constant)
       for (ValueId o : n.outputs) external[o] = true;
-  for (size_t v = 0; v < values.size(); ++v)
-    bytes[v] = static_cast<size_t>(shape_numel(c->shapes[v])) * sizeof(float);
+  // Every value, then the arena, checked against physical memory before it is allocated (each
+  // value fits, so the planner's sums cannot overflow).
+  const uint64_t memory = physical_memory_bytes();
+  for (size_t v = 0; v < values.size(); ++v) {
+    const auto numel = static_cast<uint64_t>(shape_numel(c->shapes[v]));
+    if (__builtin_mul_overflow(numel, sizeof(float), &bytes[v]) || bytes[v] > memory) {
+      const std::string what = "activation '" + values[v].name + "' " + shape_str(c->shapes[v]);
+      check_fits_memory(checked_mul(numel, sizeof(float), what), "the activations (" + what + ")");
+    }
+  }
   c->plan = plan_memory(graph_, bytes, external);
+  check_fits_memory(c->plan.arena_bytes, "the activations of this batch (arena of " +
+                                             std::to_string(values.size()) + " values)");
   c->env.resize(values.size());
   if (plans_.size() >= 256) plans_.clear();  // decode steps of many lengths: keep it bounded
   return *plans_.emplace(key_, std::move(c)).first->second;

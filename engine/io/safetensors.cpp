@@ -124,10 +124,27 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
                   "' (expected one of F32, F16, BF16, I64, I32, U8, BOOL)");
     if (!v.contains("shape") || !v["shape"].is_array())
       throw Error(what + ": missing array field 'shape'");
+    // Element and byte counts in checked 64-bit arithmetic: a shape whose count overflows is
+    // refused here, naming the limit, before anything is sized from it.
+    uint64_t count = 1;
+    std::string dims;
     for (const auto& d : v["shape"]) {
       if (!d.is_number_unsigned()) throw Error(what + ": shape holds a non-integer or negative");
-      e.shape.push_back(static_cast<int64_t>(std::min<uint64_t>(d.get<uint64_t>(), 1ull << 62)));
+      const uint64_t dim = d.get<uint64_t>();
+      dims += (dims.empty() ? "" : ", ") + std::to_string(dim);
+      if (__builtin_mul_overflow(count, dim, &count))
+        throw Error(what + ": the element count of shape [" + dims +
+                    ", ...] is too large: it overflows 64 bits (limit 2^62 elements)");
+      e.shape.push_back(static_cast<int64_t>(std::min<uint64_t>(dim, 1ull << 62)));
     }
+    if (count > (1ull << 62))
+      throw Error(what + ": shape [" + dims + "] has " + std::to_string(count) +
+                  " elements: too large (limit 2^62)");
+    uint64_t byte_count = 0;
+    if (__builtin_mul_overflow(count, static_cast<uint64_t>(dtype_size(e.dtype)), &byte_count))
+      throw Error(what + ": the byte count of " + dt + " [" + dims +
+                  "] is too large: it overflows 64 bits (" + std::to_string(count) +
+                  " elements x " + std::to_string(dtype_size(e.dtype)) + " bytes)");
     if (!v.contains("data_offsets") || !v["data_offsets"].is_array() ||
         v["data_offsets"].size() != 2 || !v["data_offsets"][0].is_number_unsigned() ||
         !v["data_offsets"][1].is_number_unsigned())
@@ -141,13 +158,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       throw Error(what + ": data_offsets [" + std::to_string(e.begin) + ", " +
                   std::to_string(e.end) + "] run past the data section (" +
                   std::to_string(data_size) + " bytes)");
-    int64_t numel;
-    try {
-      numel = shape_numel(e.shape);
-    } catch (const Error&) {
-      throw Error(what + ": shape " + shape_str(e.shape) + " is too large");
-    }
-    const uint64_t expected = static_cast<uint64_t>(numel) * dtype_size(e.dtype);
+    const uint64_t expected = byte_count;
     if (expected != e.end - e.begin)
       throw Error(what + ": " + dt + " " + shape_str(e.shape) + " needs " +
                   std::to_string(expected) + " bytes but its span holds " +
