@@ -1,7 +1,9 @@
 // A safetensors inputs file -> `tessera run`'s path (tools/cmd_run.cpp): the file is read and
-// validated, every tensor handed to Model::run of the demo model (models/demo-dates, a
-// `transformer` with token embeddings: src_ids, tgt_ids and optional masks), which checks names,
-// dtypes, ranks, shapes and token ids before the forward pass.
+// validated, every tensor handed to Model::run, which checks names, dtypes, ranks, shapes and
+// token ids before the forward pass. The same inputs go to three models: the demo model
+// (models/demo-dates, a `transformer` with token embeddings: src_ids, tgt_ids, masks) and the
+// tiny gpt2 and bert checkpoints of tests/fuzz/data (input_ids, attention_mask, position_ids,
+// token_type_ids).
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -14,17 +16,25 @@
 
 namespace {
 
-const tessera::models::Model& model() {
-  static const tessera::ModelDir dir(TESSERA_DEMO_MODEL);
-  static const std::unique_ptr<tessera::models::Model> m = tessera::models::load_model(dir);
-  return *m;
+struct Models {
+  tessera::ModelDir dirs[3] = {tessera::ModelDir(TESSERA_DEMO_MODEL),
+                               tessera::ModelDir(TESSERA_FUZZ_DATA "/gpt2"),
+                               tessera::ModelDir(TESSERA_FUZZ_DATA "/bert")};
+  std::unique_ptr<tessera::models::Model> models[3] = {tessera::models::load_model(dirs[0]),
+                                                       tessera::models::load_model(dirs[1]),
+                                                       tessera::models::load_model(dirs[2])};
+};
+
+const Models& models() {
+  static const Models m;
+  return m;
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   tessera::kernels::set_num_threads(1);
-  (void)model();
+  (void)models();
   return 0;
 }
 
@@ -35,9 +45,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     tessera::SafetensorsFile in_file("inputs.safetensors", bytes, bytes.get(), size);
     tessera::TensorMap inputs;
     for (const auto& name : in_file.names()) inputs[name] = in_file.get(name);
-    tessera::TensorMap outputs = model().run(inputs);
-    for (const auto& [name, t] : outputs)
-      if (!t.defined()) __builtin_trap();
+    for (const auto& model : models().models) {
+      try {
+        tessera::TensorMap outputs = model->run(inputs);
+        for (const auto& [name, t] : outputs)
+          if (!t.defined()) __builtin_trap();
+      } catch (const tessera::Error&) {
+      }
+    }
   } catch (const tessera::Error&) {
   }
   return 0;

@@ -68,21 +68,73 @@ def main():
         ("memory_key_padding_mask", "U8", [1, 5], b"\x00\x00\x00\x00\x01"),
         ("src_mask", "BOOL", [5, 5], b"\x00" * 25)]))
 
-    # fuzz_config: first byte = reader (0 transformer, 1 gpt2, 2 bert, 3 load_model).
+    # The same target runs the tiny gpt2 and bert checkpoints of data/ (written below).
+    ids = i64(1, 5, 7, 3)
+    write("fuzz_run_inputs", "gpt2", safetensors([
+        ("input_ids", "I64", [1, 4], ids), ("attention_mask", "I64", [1, 4], i64(1, 1, 1, 0)),
+        ("position_ids", "I64", [1, 4], i64(0, 1, 2, 3))]))
+    write("fuzz_run_inputs", "bert", safetensors([
+        ("input_ids", "I64", [2, 4], ids + ids), ("attention_mask", "I64", [2, 4], i64(1, 1, 1, 1, 1, 1, 0, 0)),
+        ("token_type_ids", "I64", [2, 4], i64(0, 0, 1, 1, 0, 0, 0, 0))]))
+
+    # fuzz_config: data[0] % 3 picks the weights beside config.json (0 the demo transformer,
+    # 1 data/gpt2, 2 data/bert: tiny random checkpoints written here), data[0] / 3 % 2 the
+    # reader (0 that family's constructor, 1 load_model's dispatch on model_type).
     demo_cfg = (DEMO / "config.json").read_text()
-    gpt2 = json.dumps({"model_type": "gpt2", "vocab_size": 64, "n_positions": 16, "n_embd": 32,
-                       "n_layer": 2, "n_head": 4, "layer_norm_epsilon": 1e-5,
-                       "activation_function": "gelu_new", "bos_token_id": 0, "eos_token_id": 0})
-    bert = json.dumps({"model_type": "bert", "vocab_size": 64, "hidden_size": 32,
-                       "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
-                       "hidden_act": "gelu", "max_position_embeddings": 16, "type_vocab_size": 2,
-                       "layer_norm_eps": 1e-12, "pad_token_id": 0})
+    gpt2 = {"model_type": "gpt2", "vocab_size": 16, "n_positions": 8, "n_embd": 8, "n_layer": 1,
+            "n_head": 2, "n_inner": 16, "layer_norm_epsilon": 1e-5,
+            "activation_function": "gelu_new"}
+    bert = {"model_type": "bert", "vocab_size": 16, "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 16, "hidden_act": "gelu",
+            "max_position_embeddings": 8, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
+            "pad_token_id": 0}
+    rng = [0x2545F491]
+
+    def rand(*shape):
+        n = 1
+        for d in shape:
+            n *= d
+        out = []
+        for _ in range(n):  # xorshift32, values in [-0.1, 0.1)
+            x = rng[0]
+            x ^= (x << 13) & 0xFFFFFFFF
+            x ^= x >> 17
+            x ^= (x << 5) & 0xFFFFFFFF
+            rng[0] = x
+            out.append((x / 2**32 - 0.5) / 5)
+        return ("F32", list(shape), struct.pack(f"<{n}f", *out))
+
+    e, inner = 8, 16
+    g = [("wte.weight",) + rand(16, e), ("wpe.weight",) + rand(8, e)]
+    for p in ("h.0.ln_1", "h.0.ln_2", "ln_f"):
+        g += [(p + ".weight",) + rand(e), (p + ".bias",) + rand(e)]
+    for p, k, n in (("h.0.attn.c_attn", e, 3 * e), ("h.0.attn.c_proj", e, e),
+                    ("h.0.mlp.c_fc", e, inner), ("h.0.mlp.c_proj", inner, e)):
+        g += [(p + ".weight",) + rand(k, n), (p + ".bias",) + rand(n)]
+    b = [("embeddings.word_embeddings.weight",) + rand(16, e),
+         ("embeddings.position_embeddings.weight",) + rand(8, e),
+         ("embeddings.token_type_embeddings.weight",) + rand(2, e)]
+    L = "encoder.layer.0."
+    for p in ("embeddings.LayerNorm", L + "attention.output.LayerNorm", L + "output.LayerNorm"):
+        b += [(p + ".weight",) + rand(e), (p + ".bias",) + rand(e)]
+    for p, o, i in ((L + "attention.self.query", e, e), (L + "attention.self.key", e, e),
+                    (L + "attention.self.value", e, e), (L + "attention.output.dense", e, e),
+                    (L + "intermediate.dense", inner, e), (L + "output.dense", e, inner),
+                    ("pooler.dense", e, e)):
+        b += [(p + ".weight",) + rand(o, i), (p + ".bias",) + rand(o)]
+    for fam, tensors, cfg in (("gpt2", g, gpt2), ("bert", b, bert)):
+        d = HERE / "data" / fam
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "model.safetensors").write_bytes(safetensors(tensors))
+        (d / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     encoder = json.dumps({"model_type": "transformer", "d_model": 128, "nhead": 4,
                           "num_encoder_layers": 2, "num_decoder_layers": 0})
-    for i, (name, text) in enumerate([("transformer", demo_cfg), ("gpt2", gpt2), ("bert", bert)]):
+    for i, (name, text) in enumerate([("transformer", demo_cfg), ("gpt2", json.dumps(gpt2)),
+                                      ("bert", json.dumps(bert))]):
         write("fuzz_config", name, bytes([i]) + text.encode())
-        write("fuzz_config", name + "_dispatch", b"\x03" + text.encode())
+        write("fuzz_config", name + "_dispatch", bytes([3 + i]) + text.encode())
     write("fuzz_config", "encoder_only", b"\x00" + encoder.encode())
+    write("fuzz_config", "gpt2_on_demo_weights", b"\x00" + json.dumps(gpt2).encode())
 
     # fuzz_tokenizer_files: 0 vocab.json NUL merges.txt, 1 vocab.txt [NUL tokenizer_config.json],
     # 2 tokenizer.json.

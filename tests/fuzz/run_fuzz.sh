@@ -33,7 +33,7 @@ for t in "${targets[@]}"; do
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t/log" | tail -1)
   cov=$(grep -o 'cov: [0-9]*' "$work/$t/log" | tail -1)
   files=$(ls "$work/$t/corpus" | wc -l)
-  kb=$(( $(du -sk "$work/$t/corpus" | cut -f1) ))
+  kb=$(( $(du -sb "$work/$t/corpus" | cut -f1) / 1024 ))
   line="$t: ${execs:-?} execs, ${took} s, corpus ${files} inputs (${kb} KB), ${cov:-cov: ?}"
   if [ $rc -ne 0 ]; then
     line="$line, FAILED (exit $rc): $(ls "$work/$t/artifacts"/* 2>/dev/null | tr '\n' ' ')log $work/$t/log"
