@@ -16,6 +16,7 @@ PACKAGES=(
   libutf8proc-dev       # BERT basic tokenizer: Unicode normalization, categories
   python3 python3-numpy python3-torch   # exporters, fixtures, parity tests (never at run time)
   python3-matplotlib    # tools/plot_profile.py (roofline charts)
+  clang libclang-rt-14-dev libomp-dev   # the libFuzzer build (tests/fuzz): clang, libFuzzer, libomp
 )
 
 missing=()
