@@ -58,8 +58,10 @@ Graph check_pass(const Graph& g, int (*pass)(Graph&), const TensorMap& in, int e
   RunContext r1{cache ? &c1 : nullptr, past, nullptr}, r2{cache ? &c2 : nullptr, past, nullptr};
   TensorMap a = execute(g, in, r1), b = execute(after, in, r2);
   REQUIRE(a.size() == b.size());
-  for (const auto& [name, t] : a) {
-    const double d = max_diff(t, b.at(name));
+  for (const auto& entry : a) {
+    // Not a structured binding: doctest's INFO captures it in a lambda, which clang 14 rejects.
+    const std::string& name = entry.first;
+    const double d = max_diff(entry.second, b.at(name));
     INFO(name << " differs by " << d);
     CHECK(d <= tol);
   }

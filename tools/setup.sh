@@ -17,6 +17,7 @@ PACKAGES=(
   python3 python3-numpy python3-torch   # exporters, fixtures, parity tests (never at run time)
   python3-matplotlib    # tools/plot_profile.py (roofline charts)
   time                  # GNU time: tests/limits_cli.py measures peak RSS with it
+  clang libclang-rt-14-dev libomp-dev   # the libFuzzer build (tests/fuzz): clang, libFuzzer, libomp
 )
 
 missing=()

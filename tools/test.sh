@@ -3,7 +3,8 @@
 # suite (kernels, engine, CLI errors, PyTorch parity, demo accuracy) once per ISA the CPU can
 # run (AVX-512, AVX2+FMA, generic), then an
 # AddressSanitizer + UndefinedBehaviorSanitizer build running the kernel, engine and bad-input
-# tests.
+# tests, then the libFuzzer build (clang, tests/fuzz): every target over its seed corpus and
+# regressions, then TESSERA_FUZZ_SECONDS (default 60) of fresh fuzzing per target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
@@ -33,5 +34,15 @@ echo "=== ASan + UBSan tests"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 (cd build-sanitize && ctest --output-on-failure --timeout 1500)
+
+echo "=== libFuzzer build (clang)"
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_FUZZ=ON \
+  -DTESSERA_BUILD_TESTS=OFF -DTESSERA_BUILD_BENCH=OFF >/dev/null
+cmake --build build-fuzz -j "$(nproc 2>/dev/null || echo 2)" --target fuzz_safetensors fuzz_config \
+  fuzz_tokenizer_files fuzz_tokenize fuzz_run_inputs
+echo "=== fuzz targets over their corpora and regressions"
+(cd build-fuzz && ctest --output-on-failure --timeout 600)
+echo "=== fresh fuzzing, ${TESSERA_FUZZ_SECONDS:-60} s per target, one per core"
+FUZZ_JOBS=$(nproc 2>/dev/null || echo 2) tests/fuzz/run_fuzz.sh "${TESSERA_FUZZ_SECONDS:-60}" build-fuzz
 
 echo "=== all tests passed in $(( $(date +%s) - start )) s"

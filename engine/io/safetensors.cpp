@@ -70,7 +70,20 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   }
   const auto* bytes = static_cast<const uint8_t*>(mapping->addr);
   mapping_ = std::shared_ptr<const void>(mapping, mapping->addr);
+  parse(bytes);
+}
 
+SafetensorsFile::SafetensorsFile(const std::string& name, std::shared_ptr<const void> owner,
+                                 const uint8_t* data, uint64_t size)
+    : path_(name), mapping_(std::move(owner)), file_size_(size) {
+  if (file_size_ < 8)
+    throw Error("safetensors file '" + name + "' is " + std::to_string(file_size_) +
+                " bytes: too short to hold the 8-byte header length");
+  parse(data);
+}
+
+void SafetensorsFile::parse(const uint8_t* bytes) {
+  const std::string where = "safetensors file '" + path_ + "'";
   const uint64_t header_len = read_u64_le(bytes);
   if (header_len > kMaxHeaderBytes)
     throw Error(where + ": header length " + std::to_string(header_len) +

@@ -24,6 +24,10 @@ class SafetensorsFile {
   // spans inside the data section and not overlapping, no duplicate names. Throws Error naming
   // the file (and the tensor) on any violation.
   explicit SafetensorsFile(const std::string& path);
+  // The same validation on bytes already in memory (`size` bytes at `data`, kept alive by
+  // `owner`); `name` stands for the path in messages. Used by the fuzz targets.
+  SafetensorsFile(const std::string& name, std::shared_ptr<const void> owner, const uint8_t* data,
+                  uint64_t size);
 
   const std::string& path() const { return path_; }
   bool contains(const std::string& name) const { return entries_.count(name) != 0; }
@@ -44,6 +48,8 @@ class SafetensorsFile {
     uint64_t begin, end;
   };
   const Entry& entry(const std::string& name) const;
+  // Validates the header of the file_size_ bytes at `bytes` (mapping_ keeps them alive).
+  void parse(const uint8_t* bytes);
 
   std::string path_;
   std::shared_ptr<const void> mapping_;  // unmaps when the last view goes
