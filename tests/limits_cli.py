@@ -207,6 +207,9 @@ class Suite:
         self.check(f"bench --batch {rows} --seq 8 --generate 56",
                    ["bench", "--model", self.model, "--batch", str(rows), "--seq", "8", "--generate", "56"],
                    ["KV cache", "physical memory", "bytes"])
+        self.check(f"inspect --graph --batch {rows} --seq {seq}",
+                   ["inspect", "--model", self.model, "--graph", "--batch", str(rows), "--seq", str(seq)],
+                   ["activations", "physical memory", "bytes"])
         g = self.path("gpt2-small")
         subprocess.run([PYTHON, os.path.join(_ROOT, "tools", "make_hf_checkpoint.py"), "gpt2", g],
                        check=True, capture_output=True)

@@ -51,7 +51,8 @@ Action add_run_command(CLI::App& app) {
 namespace {
 
 // Inputs of the given batch and sequence length for every required input of the forward graph
-// (ids I64 [B, S], float tensors F32 [B, S, d_model]): what the shapes and the plan need.
+// (ids I64 [B, S], float tensors F32 [B, S, d_model]): what the shapes and the plan need. Shapes
+// without storage: the graph is printed, never run, and the plan checks the activations fit.
 TensorMap shape_inputs(const models::Model& m, int64_t batch, int64_t seq) {
   TensorMap in;
   const Graph& g = m.forward_graph();
@@ -60,13 +61,13 @@ TensorMap shape_inputs(const models::Model& m, int64_t batch, int64_t seq) {
     if (val.optional) continue;
     const bool ids = val.name.size() > 4 && val.name.compare(val.name.size() - 4, 4, "_ids") == 0;
     if (ids) {
-      in[val.name] = Tensor(DType::i64, {batch, seq});  // zeros: valid ids and positions
+      in[val.name] = Tensor::view(DType::i64, {batch, seq}, nullptr, nullptr);
     } else {
       const auto* t = m.transformer();
       if (!t)
         throw Error("inspect --graph: cannot make a shape for input '" + val.name + "' of a " +
                     m.family() + " model");
-      in[val.name] = Tensor(DType::f32, {batch, seq, t->config().d_model});
+      in[val.name] = Tensor::view(DType::f32, {batch, seq, t->config().d_model}, nullptr, nullptr);
     }
   }
   return in;

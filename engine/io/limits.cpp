@@ -55,7 +55,7 @@ std::string bytes_text(uint64_t bytes) {
 void check_fits_memory(uint64_t bytes, const std::string& what) {
   const uint64_t phys = physical_memory_bytes();
   if (bytes > phys)
-    throw LimitError(what + " need " + bytes_text(bytes) +
+    throw LimitError(what + " would need " + bytes_text(bytes) +
                      ", more than this machine's physical memory (" + bytes_text(phys) + ")");
 }
 

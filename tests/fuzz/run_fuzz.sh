@@ -6,6 +6,7 @@
 # Usage: tests/fuzz/run_fuzz.sh [seconds] [build dir (default build-fuzz)] [target...]
 # A crash leaves its input in the scratch folder (the path is printed): copy it to
 # tests/fuzz/regressions/<target>/ with the fix. Exit status 1 if any target failed.
+# FUZZ_KEEP=1 keeps the scratch folder (grown corpora, libFuzzer logs) after a clean run too.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-60}
@@ -64,5 +65,5 @@ while [ "$running" -gt 0 ]; do
 done
 echo "=== fuzzing summary ($secs s per target; scratch: $work)"
 for t in "${targets[@]}"; do cat "$work/$t.result"; done
-[ $status -eq 0 ] && rm -rf "$work"
+[ $status -eq 0 ] && [ "${FUZZ_KEEP:-0}" != 1 ] && rm -rf "$work"
 exit $status
