@@ -53,7 +53,11 @@ std::string supported_list() {
   return s;
 }
 
+std::atomic<int> g_requested_isa{-1};  // request_isa(); -1: none
+
 Isa choose_isa() {
+  const int requested = g_requested_isa.load();
+  if (requested >= 0) return static_cast<Isa>(requested);
   const char* env = std::getenv("TESSERA_ISA");
   if (env != nullptr && *env != '\0') {
     return detail::isa_from_string(env);
@@ -61,7 +65,8 @@ Isa choose_isa() {
   return supported_isas().front();
 }
 
-std::atomic<int> g_num_threads{0};  // 0: not set, use omp_get_max_threads()
+std::atomic<int> g_num_threads{0};   // 0: not set, use omp_get_max_threads()
+thread_local int t_num_threads = 0;  // ScopedThreads; 0: none
 
 // Per-thread scratch of detail::thread_scratch.
 struct Scratch {
@@ -119,6 +124,14 @@ Isa active_isa() {
   return isa;
 }
 
+bool request_isa(Isa isa) {
+  if (!isa_supported(isa))
+    throw std::runtime_error(std::string("tessera: kernels for ISA '") + isa_name(isa) +
+                             "' cannot run on this CPU; supported here: " + supported_list());
+  g_requested_isa.store(static_cast<int>(isa));
+  return active_isa() == isa;
+}
+
 const KernelTable& kernel_table(Isa isa) {
   if (!isa_supported(isa)) {
     throw std::runtime_error(std::string("tessera: kernels for ISA '") + isa_name(isa) +
@@ -143,7 +156,19 @@ void set_num_threads(int n) {
   g_num_threads.store(n, std::memory_order_relaxed);
 }
 
+ScopedThreads::ScopedThreads(int n) : previous_(t_num_threads) {
+  if (n < 1)
+    throw std::invalid_argument("tessera::kernels::ScopedThreads: n must be >= 1, got " +
+                                std::to_string(n));
+  t_num_threads = n;
+}
+
+ScopedThreads::~ScopedThreads() {
+  t_num_threads = previous_;
+}
+
 int num_threads() {
+  if (t_num_threads > 0) return t_num_threads;
   const int n = g_num_threads.load(std::memory_order_relaxed);
   return n > 0 ? n : omp_get_max_threads();
 }

@@ -37,10 +37,27 @@ Isa active_isa();
 bool isa_from_environment();
 // All ISAs this CPU can run, best first (tests iterate over them).
 std::vector<Isa> supported_isas();
+// Asks for `isa` as active_isa() (a library's load option, before any kernel ran): takes effect
+// when the ISA has not been chosen yet, over TESSERA_ISA. Returns whether active_isa() is `isa`
+// now (false: another one was chosen earlier, and stays). Throws std::runtime_error when this
+// CPU cannot run `isa`.
+bool request_isa(Isa isa);
 
-// Thread count used by every kernel's OpenMP loops (default: omp_get_max_threads()).
+// Thread count used by every kernel's parallel loops (default: omp_get_max_threads()).
 void set_num_threads(int n);
+// The count for kernels called from this thread: the innermost ScopedThreads', else the above.
 int num_threads();
+// Sets this thread's kernel thread count for the guard's lifetime (a library session's calls).
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(int n);  // n >= 1
+  ~ScopedThreads();
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  int previous_;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Element-wise activations

@@ -242,9 +242,6 @@ BertModel::BertModel(const ModelDir& dir)
   for (auto& g : segments_) graphs.push_back(g.get());
   if (pooler_) graphs.push_back(pooler_.get());
   pass_stats_ = passes::run(graphs);
-  forward_session_ = std::make_unique<Session>(*forward_);
-  for (auto& g : segments_) segment_sessions_.push_back(std::make_unique<Session>(*g));
-  if (pooler_) pooler_session_ = std::make_unique<Session>(*pooler_);
 }
 
 BertModel::Prepared BertModel::prepare(const TensorMap& inputs) const {
@@ -304,7 +301,7 @@ TensorMap BertModel::run_batched(const Prepared& p, NodeObserver* observer) cons
   if (p.has_padding) in["key_padding_mask"] = p.padding;
   RunContext ctx;
   ctx.observer = observer;
-  return forward_session_->run(in, ctx);
+  return session(*forward_).run(in, ctx);
 }
 
 TensorMap BertModel::run_packed(const Prepared& p, NodeObserver* observer) const {
@@ -330,14 +327,15 @@ TensorMap BertModel::run_packed(const Prepared& p, NodeObserver* observer) const
     }
     RunContext ctx;
     ctx.observer = observer;
-    TensorMap state = segment_sessions_[0]->run(
-        {{"input_ids", ids}, {"position_ids", pos}, {"token_type_ids", tt}}, ctx);
+    TensorMap state =
+        session(*segments_[0])
+            .run({{"input_ids", ids}, {"position_ids", pos}, {"token_type_ids", tt}}, ctx);
     for (size_t s = 1; s < segments_.size(); ++s) {
       // Attention of each row over its own tokens, read in place from the fused projection.
       const Tensor attn =
           ragged_self_attention(state.at("qkv"), begin, c.num_attention_heads, c.head_dim());
       TensorMap in{{"x", state.at("x")}, {"attn", attn}};
-      state = segment_sessions_[s]->run(in, ctx);
+      state = session(*segments_[s]).run(in, ctx);
     }
     const Tensor& packed = state.at("last_hidden_state");  // [1, total, H]
     for (int64_t i = 0; i < total; ++i)
@@ -357,7 +355,7 @@ void BertModel::pool(TensorMap& out, NodeObserver* observer) const {
                 sizeof(float) * static_cast<size_t>(h));
   RunContext ctx;
   ctx.observer = observer;
-  Tensor pooled = pooler_session_->run({{"cls", cls}}, ctx).at("pooler_output");  // [B, H]
+  Tensor pooled = session(*pooler_).run({{"cls", cls}}, ctx).at("pooler_output");  // [B, H]
   // tanh: no activation kernel has it (yet); B x H elements once per call.
   float* y = pooled.data<float>();
   for (int64_t i = 0; i < pooled.numel(); ++i) y[i] = std::tanh(y[i]);

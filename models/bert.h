@@ -63,7 +63,7 @@ class BertModel final : public Model {
   TensorMap run(const TensorMap& inputs, NodeObserver* observer = nullptr) const override;
   const Graph& forward_graph() const override { return *forward_; }
   // The session (arena, memory plans) that runs the forward graph.
-  Session& forward_session() const override { return *forward_session_; }
+  GraphSession& forward_session() const override { return session(*forward_); }
   const std::vector<passes::Stats>& pass_stats() const override { return pass_stats_; }
   const BertModel* bert() const override { return this; }
   // The pooler run() runs after the encoder (null without pooler.dense weights).
@@ -88,10 +88,10 @@ class BertModel final : public Model {
   std::unique_ptr<Graph> forward_, pooler_;
   std::vector<std::unique_ptr<Graph>> segments_;
   std::vector<passes::Stats> pass_stats_;
-  // One session per graph (runs of one session are serialized by its mutex, so a shared model
-  // may be run from several threads).
-  std::unique_ptr<Session> forward_session_, pooler_session_;
-  std::vector<std::unique_ptr<Session>> segment_sessions_;
+  // The graph sessions (arenas, memory plans) of callers that bind no SessionSet of their own
+  // (engine/graph/executor.h); session(g) is the one a run of g on this thread uses.
+  mutable SessionSet sessions_;
+  GraphSession& session(const Graph& g) const { return SessionSet::current_or(sessions_).get(g); }
 };
 
 }  // namespace tessera::models

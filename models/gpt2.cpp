@@ -355,9 +355,6 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
   // The fixed pipeline of graph passes over the three graphs (one shared weight set), then one
   // session (arena, memory plans) per graph.
   pass_stats_ = passes::run({forward_.get(), cached_.get(), head_.get()});
-  forward_session_ = std::make_unique<Session>(*forward_);
-  cached_session_ = std::make_unique<Session>(*cached_);
-  head_session_ = std::make_unique<Session>(*head_);
 }
 
 TensorMap Gpt2Model::run(const TensorMap& inputs, NodeObserver* observer) const {
@@ -389,17 +386,16 @@ TensorMap Gpt2Model::run(const TensorMap& inputs, NodeObserver* observer) const 
         hf::key_padding_from_attention_mask(it->second, "attention_mask", batch, len);
   RunContext ctx;
   ctx.observer = observer;
-  return forward_session_->run(in, ctx);
+  return session(*forward_).run(in, ctx);
 }
 
 Tensor Gpt2Model::decode(const Tensor& ids, const Tensor& positions, const Tensor& key_padding,
                          KVCache& cache, int64_t past_len, NodeObserver* observer) const {
   RunContext ctx{&cache, past_len, observer};
   Tensor hidden =
-      cached_session_
-          ->run(
-              {{"input_ids", ids}, {"position_ids", positions}, {"key_padding_mask", key_padding}},
-              ctx)
+      session(*cached_)
+          .run({{"input_ids", ids}, {"position_ids", positions}, {"key_padding_mask", key_padding}},
+               ctx)
           .at("hidden");  // [B, T, E]
   const int64_t batch = hidden.dim(0), t = hidden.dim(1), e = hidden.dim(2);
   Tensor last = hidden;
@@ -411,7 +407,7 @@ Tensor Gpt2Model::decode(const Tensor& ids, const Tensor& positions, const Tenso
   }
   RunContext head_ctx;
   head_ctx.observer = observer;
-  Tensor logits = head_session_->run({{"hidden", last}}, head_ctx).at("logits");  // [B, 1, V]
+  Tensor logits = session(*head_).run({{"hidden", last}}, head_ctx).at("logits");  // [B, 1, V]
   return logits.reshaped({batch, logits.dim(2)});
 }
 

@@ -56,7 +56,7 @@ class Gpt2Model final : public Model {
   TensorMap run(const TensorMap& inputs, NodeObserver* observer = nullptr) const override;
   const Graph& forward_graph() const override { return *forward_; }
   // The session (arena, memory plans) that runs the forward graph.
-  Session& forward_session() const override { return *forward_session_; }
+  GraphSession& forward_session() const override { return session(*forward_); }
   const std::vector<passes::Stats>& pass_stats() const override { return pass_stats_; }
   const Gpt2Model* gpt2() const override { return this; }
   // The graphs a generation session runs per start() and per step(): the blocks over the KV
@@ -84,9 +84,10 @@ class Gpt2Model final : public Model {
   std::shared_ptr<WeightSet> weights_;
   std::unique_ptr<Graph> forward_, cached_, head_;
   std::vector<passes::Stats> pass_stats_;
-  // One session per graph: runs of one session are serialized by its mutex, so a shared model
-  // may be run from several threads (they queue on the graph they share).
-  std::unique_ptr<Session> forward_session_, cached_session_, head_session_;
+  // The graph sessions (arenas, memory plans) of callers that bind no SessionSet of their own
+  // (engine/graph/executor.h); session(g) is the one a run of g on this thread uses.
+  mutable SessionSet sessions_;
+  GraphSession& session(const Graph& g) const { return SessionSet::current_or(sessions_).get(g); }
 };
 
 }  // namespace tessera::models

@@ -21,7 +21,7 @@ class TransformerFamily final : public Model {
     return m_.run(inputs, observer);
   }
   const Graph& forward_graph() const override { return m_.forward_graph(); }
-  Session& forward_session() const override { return m_.forward_session(); }
+  GraphSession& forward_session() const override { return m_.forward_session(); }
   const std::vector<passes::Stats>& pass_stats() const override { return m_.pass_stats(); }
   const TransformerModel* transformer() const override { return &m_; }
 

@@ -37,7 +37,7 @@ class Model {
   // The graph run() executes in the plain case (for `inspect --graph`, the profiler).
   virtual const Graph& forward_graph() const = 0;
   // The session (arena, memory plans) that runs forward_graph().
-  virtual Session& forward_session() const = 0;
+  virtual GraphSession& forward_session() const = 0;
   // Nodes before/after each graph pass over the model's graphs (inspect, --verbose).
   virtual const std::vector<passes::Stats>& pass_stats() const = 0;
   // The family's own class, or null when the model is of another family.

@@ -534,11 +534,6 @@ TransformerModel::TransformerModel(const ModelDir& dir)
   if (enc_embed_) graphs.push_back(enc_embed_.get());
   for (auto& g : enc_segments_) graphs.push_back(g.get());
   pass_stats_ = passes::run(graphs);
-  forward_session_ = std::make_unique<Session>(*forward_);
-  if (encode_) encode_session_ = std::make_unique<Session>(*encode_);
-  if (step_) step_session_ = std::make_unique<Session>(*step_);
-  if (enc_embed_) enc_embed_session_ = std::make_unique<Session>(*enc_embed_);
-  for (auto& g : enc_segments_) enc_segment_sessions_.push_back(std::make_unique<Session>(*g));
 }
 
 TensorMap TransformerModel::run(const TensorMap& inputs, NodeObserver* observer) const {
@@ -588,7 +583,7 @@ TensorMap TransformerModel::run(const TensorMap& inputs, NodeObserver* observer)
   }
   RunContext ctx;
   ctx.observer = observer;
-  return forward_session_->run(inputs, ctx);
+  return session(*forward_).run(inputs, ctx);
 }
 
 TransformerModel::EncoderState TransformerModel::encode(const Tensor& src_ids,
@@ -613,7 +608,7 @@ TransformerModel::EncoderState TransformerModel::encode(const Tensor& src_ids,
   ctx.observer = observer;
   TensorMap in{{"src_ids", src_ids}};
   if (!src_key_padding.empty()) in["src_key_padding_mask"] = src_key_padding;
-  st.memory_kv = encode_session_->run(in, ctx);
+  st.memory_kv = session(*encode_).run(in, ctx);
   return st;
 }
 
@@ -626,7 +621,7 @@ TensorMap TransformerModel::encode_packed(const Tensor& src_ids, const Tensor& s
   // Embeddings of the padded batch (positions as the dense encoder sees them), cheap next to
   // the layers; then the real tokens of every row, in order: row b owns packed positions
   // [begin[b], begin[b + 1]), taken from padded position where[i] = b * len + t.
-  const Tensor embedded = enc_embed_session_->run({{"src_ids", src_ids}}, ctx).at("x");
+  const Tensor embedded = session(*enc_embed_).run({{"src_ids", src_ids}}, ctx).at("x");
   std::vector<int64_t> begin(static_cast<size_t>(batch) + 1, 0), where;
   const uint8_t* pad = src_key_padding.data<uint8_t>();
   for (int64_t b = 0; b < batch; ++b) {
@@ -645,12 +640,12 @@ TensorMap TransformerModel::encode_packed(const Tensor& src_ids, const Tensor& s
   for (int64_t i = 0; i < total; ++i)
     std::memcpy(x.data<float>() + i * e, embedded.data<float>() + where[i] * e,
                 sizeof(float) * static_cast<size_t>(e));
-  TensorMap state = enc_segment_sessions_[0]->run({{"x", x}}, ctx);
+  TensorMap state = session(*enc_segments_[0]).run({{"x", x}}, ctx);
   state["x"] = x;
-  for (size_t s = 1; s < enc_segment_sessions_.size(); ++s) {
+  for (size_t s = 1; s < enc_segments_.size(); ++s) {
     // Self-attention of each source over its own tokens, read in place from the fused projection.
     const Tensor attn = ragged_self_attention(state.at("qkv"), begin, c.nhead, c.head_dim());
-    TensorMap next = enc_segment_sessions_[s]->run({{"x", state.at("x")}, {"attn", attn}}, ctx);
+    TensorMap next = session(*enc_segments_[s]).run({{"x", state.at("x")}, {"attn", attn}}, ctx);
     state = std::move(next);
   }
   // Cross-attention keys/values [1, total, 2E] back to the padded layout [B, S, E] each.
@@ -672,7 +667,7 @@ Tensor TransformerModel::decode_step(const EncoderState& enc, const Tensor& tgt_
   in["tgt_ids"] = tgt_ids;
   in["memory_key_padding_mask"] = enc.memory_key_padding;
   RunContext ctx{&cache, past_len, observer};
-  return step_session_->run(in, ctx).at("logits");
+  return session(*step_).run(in, ctx).at("logits");
 }
 
 std::vector<std::vector<int64_t>> TransformerModel::greedy(

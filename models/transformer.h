@@ -52,7 +52,7 @@ class TransformerModel {
   // What the graph passes did at load (passes::defaults() chose which ran).
   const std::vector<passes::Stats>& pass_stats() const { return pass_stats_; }
   // The session (arena, memory plans) that runs the forward graph.
-  Session& forward_session() const { return *forward_session_; }
+  GraphSession& forward_session() const { return session(*forward_); }
 
   // `tessera run`: validates the named inputs (names, dtypes, ranks, shapes, token ids) against
   // the contract of DESIGN.md, then runs the forward graph. Throws Error naming the tensor.
@@ -87,16 +87,16 @@ class TransformerModel {
   std::shared_ptr<WeightSet> weights_;
   std::unique_ptr<Graph> forward_, encode_, step_;
   std::vector<passes::Stats> pass_stats_;
-  // One arena and plan cache per graph (runs of one graph are serialized).
-  std::unique_ptr<Session> forward_session_, encode_session_, step_session_;
   // Padding removal in encode(): enc_embed_ embeds the padded batch; enc_segments_[0] gives
   // layer 0's fused q|k|v projection, enc_segments_[l] (l >= 1) the rest of layer l-1 and layer
   // l's q|k|v (the last: the final norm and each decoder layer's cross-attention k|v), over the
   // real tokens packed into one sequence; attention runs per source between them.
   std::unique_ptr<Graph> enc_embed_;
   std::vector<std::unique_ptr<Graph>> enc_segments_;
-  std::unique_ptr<Session> enc_embed_session_;
-  std::vector<std::unique_ptr<Session>> enc_segment_sessions_;
+  // The graph sessions (arenas, memory plans) of callers that bind no SessionSet of their own
+  // (engine/graph/executor.h); session(g) is the one a run of g on this thread uses.
+  mutable SessionSet sessions_;
+  GraphSession& session(const Graph& g) const { return SessionSet::current_or(sessions_).get(g); }
 
   TensorMap encode_packed(const Tensor& src_ids, const Tensor& src_key_padding,
                           NodeObserver* observer) const;

@@ -531,7 +531,7 @@ TEST_CASE("planner: on random graphs no two live values overlap, and results are
     const int64_t rows = 1 + static_cast<int64_t>(rng() % 9);
     TensorMap in;
     for (int i = 0; i < 3; ++i) in[named("x", i)] = random_tensor({rows, rg.width[i]}, rng);
-    Session session(g);
+    GraphSession session(g);
     const MemoryPlan& p = session.plan(in);
     // Independent lifetimes: first writer and last reader (outputs: to the end).
     const int end = static_cast<int>(g.nodes().size());
@@ -602,7 +602,7 @@ TEST_CASE("planner: on random graphs no two live values overlap, and results are
 TEST_CASE("planner: plans are cached per input shape") {
   std::mt19937 rng(3);
   RandomGraph rg = random_graph(rng, 20);
-  Session s(*rg.g);
+  GraphSession s(*rg.g);
   auto inputs = [&](int64_t rows) {
     TensorMap in;
     for (int i = 0; i < 3; ++i) in[named("x", i)] = random_tensor({rows, rg.width[i]}, rng);

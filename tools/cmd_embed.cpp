@@ -16,6 +16,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "engine/api/driver.h"
 #include "engine/text/tokenizers.h"
 #include "models/bert.h"
 #include "tools/cli.h"
@@ -23,16 +24,6 @@
 namespace tessera::cli {
 
 namespace {
-
-// Text -> token ids with the model directory's tokenizer (WordPiece for BERT: [CLS] ... [SEP]
-// added).
-std::vector<std::vector<int64_t>> tokenize_texts(const std::string& model_dir,
-                                                 const std::vector<std::string>& texts) {
-  const auto tok = load_tokenizer(model_dir);
-  std::vector<std::vector<int64_t>> out;
-  for (const auto& t : texts) out.push_back(tok->encode(t, /*add_special=*/true));
-  return out;
-}
 
 std::string format_float(float v) {
   char buf[32];
@@ -89,57 +80,25 @@ Action add_embed_command(CLI::App& app) {
         if (seqs.back().empty()) throw Error(where + " has no token ids");
       }
     } else if (!inputs.empty()) {
-      seqs = tokenize_texts(o->model, inputs);
+      seqs = api::tokenize_for_embedding(*load_tokenizer(o->model), inputs);
     }
 
     const auto t0 = std::chrono::steady_clock::now();
-    int64_t tokens = 0;
+    int64_t tokens = 0, h = 0;
+    const api::Pooling pooling = api::parse_pooling(o->pooling, "--pooling");
     const size_t step = static_cast<size_t>(o->batch_size);
-    for (size_t first = 0; first < seqs.size(); first += step) {
-      const size_t last = std::min(seqs.size(), first + step);
-      const int64_t batch = static_cast<int64_t>(last - first);
-      int64_t len = 1;
-      for (size_t i = first; i < last; ++i)
-        len = std::max<int64_t>(len, static_cast<int64_t>(seqs[i].size()));
-      Tensor ids(DType::i64, {batch, len}), mask(DType::i64, {batch, len});
-      for (int64_t b = 0; b < batch; ++b) {
-        const auto& s = seqs[first + b];
-        for (size_t t = 0; t < s.size(); ++t) {
-          ids.data<int64_t>()[b * len + static_cast<int64_t>(t)] = s[t];
-          mask.data<int64_t>()[b * len + static_cast<int64_t>(t)] = 1;
-        }
-        tokens += static_cast<int64_t>(s.size());
-      }
-      TensorMap out = model->run({{"input_ids", ids}, {"attention_mask", mask}});
-      const Tensor& hidden = out.at("last_hidden_state");  // [B, T, H]
-      const int64_t h = hidden.dim(2);
-      for (int64_t b = 0; b < batch; ++b) {
-        const int64_t n = static_cast<int64_t>(seqs[first + b].size());
-        std::vector<double> v(static_cast<size_t>(h), 0.0);
-        if (o->pooling == "pooler") {
-          const float* p = out.at("pooler_output").data<float>() + b * h;
-          for (int64_t j = 0; j < h; ++j) v[j] = p[j];
-        } else if (o->pooling == "cls") {
-          const float* p = hidden.data<float>() + b * len * h;
-          for (int64_t j = 0; j < h; ++j) v[j] = p[j];
-        } else {
-          for (int64_t t = 0; t < n; ++t) {
-            const float* p = hidden.data<float>() + (b * len + t) * h;
-            for (int64_t j = 0; j < h; ++j) v[j] += p[j];
-          }
-          for (auto& x : v) x /= static_cast<double>(n);
-        }
-        if (o->normalize) {
-          double norm = 0;
-          for (double x : v) norm += x * x;
-          norm = std::sqrt(norm);
-          if (norm > 0)
-            for (auto& x : v) x /= norm;
-        }
-        std::string line = "{\"index\": " + std::to_string(first + b) +
+    for (size_t first = 0; first < seqs.size(); first += step) {  // printed batch by batch
+      const std::vector<std::vector<int64_t>> batch(
+          seqs.begin() + first, seqs.begin() + std::min(seqs.size(), first + step));
+      const std::vector<float> vectors =
+          api::embed(*model, batch, pooling, o->normalize, o->batch_size, &h);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const int64_t n = static_cast<int64_t>(batch[i].size());
+        tokens += n;
+        const float* v = vectors.data() + i * static_cast<size_t>(h);
+        std::string line = "{\"index\": " + std::to_string(first + i) +
                            ", \"tokens\": " + std::to_string(n) + ", \"embedding\": [";
-        for (int64_t j = 0; j < h; ++j)
-          line += (j ? ", " : "") + format_float(static_cast<float>(v[j]));
+        for (int64_t j = 0; j < h; ++j) line += (j ? ", " : "") + format_float(v[j]);
         line += "]}\n";
         std::cout << line;
       }

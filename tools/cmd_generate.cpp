@@ -18,95 +18,15 @@
 #include <optional>
 #include <sstream>
 
+#include "engine/api/driver.h"
 #include "engine/generate/generation.h"
 #include "engine/io/limits.h"
-#include "engine/text/tokenizer.h"
 #include "engine/text/tokenizers.h"
-#include "models/gpt2.h"
-#include "models/transformer_lm.h"
 #include "tools/cli.h"
 
 namespace tessera::cli {
 
 namespace {
-
-// The model-family specifics of generation: the one place a family (gpt2) is added.
-struct Generator {
-  // One session per batch; a family may size its KV cache from max_new_tokens.
-  std::function<std::unique_ptr<CausalLM>(int64_t max_new_tokens)> new_session;
-  int64_t max_positions = 0;  // the sessions' max_positions()
-  // KV cache floats per row and position (layers x keys and values x width): sizes the cache a
-  // batch needs, checked against memory before any session is made.
-  int64_t kv_floats_per_position = 0;
-  bool prompts_are_prefix = false;  // the sessions' prompts_are_decoder_prefix()
-  std::vector<int64_t> eos_ids;
-  bool append_eos_to_text = false;  // the transformer demo's sources end with eos
-  // Text in and out (prompts encoded without special tokens; outputs decoded with them written
-  // as their strings); null with --ids.
-  std::unique_ptr<TextTokenizer> codec;
-};
-
-// Throws Error unless every id of `tok` is an id of the model (vocab_size rows of logits).
-void check_tokenizer_fits(const TextTokenizer& tok, int64_t model_vocab,
-                          const std::string& model_dir) {
-  if (tok.vocab_size() > model_vocab)
-    throw Error("the tokenizer of '" + model_dir + "' (" + tok.source() + ") has " +
-                std::to_string(tok.vocab_size()) + " tokens, more than the model's vocab_size " +
-                std::to_string(model_vocab));
-}
-
-Generator make_generator(const std::string& model_dir, bool want_text,
-                         std::shared_ptr<const models::Model> any, NodeObserver* observer) {
-  Generator g;
-  if (const models::TransformerModel* model = any->transformer()) {
-    const auto& c = model->config();
-    // Checks the family can generate at all (throws naming what is missing).
-    models::TransformerLM probe(*model);
-    g.max_positions = probe.max_positions();
-    g.prompts_are_prefix = probe.prompts_are_decoder_prefix();
-    g.kv_floats_per_position = 2 * c.num_decoder_layers * c.d_model;
-    g.new_session = [any, model, observer](int64_t) {
-      return std::make_unique<models::TransformerLM>(*model, observer);
-    };
-    if (c.eos_id >= 0) g.eos_ids = {c.eos_id};
-    g.append_eos_to_text = c.eos_id >= 0;
-    if (want_text) {
-      if (!std::filesystem::exists(model_dir + "/tokenizer.json"))
-        throw Error("model directory '" + model_dir +
-                    "' has no tokenizer.json to read text with; give token ids with --ids");
-      g.codec = std::make_unique<CharTokenizer>(load_text_tokenizer(model_dir, *model, "generate"));
-    }
-  } else if (const models::Gpt2Model* model = any->gpt2()) {
-    const auto& c = model->config();
-    g.max_positions = c.n_positions;
-    g.prompts_are_prefix = true;
-    g.kv_floats_per_position = 2 * c.n_layer * c.n_embd;
-    g.new_session = [any, model, observer](int64_t max_new) {
-      return model->new_session(max_new, observer);
-    };
-    std::unique_ptr<TextTokenizer> tok;
-    if (want_text) {
-      if (!has_tokenizer(model_dir))
-        throw Error("model directory '" + model_dir +
-                    "' has no tokenizer (tokenizer.json, or vocab.json + merges.txt) to read "
-                    "text with; give token ids with --ids");
-      tok = load_tokenizer(model_dir);
-      check_tokenizer_fits(*tok, c.vocab_size, model_dir);
-    }
-    // eos: the config's, else the tokenizer's (<|endoftext|>).
-    if (c.eos_token_id >= 0)
-      g.eos_ids = {c.eos_token_id};
-    else if (tok && tok->special().eos && *tok->special().eos < c.vocab_size)
-      g.eos_ids = {*tok->special().eos};
-    g.codec = std::move(tok);
-  } else {
-    throw Error(
-        "generate needs a token model: a transformer encoder-decoder with embeddings, "
-        "or gpt2 (model_type '" +
-        std::string(any->family()) + "' has no generation)");
-  }
-  return g;
-}
 
 std::string ids_text(const std::vector<int64_t>& ids) {
   std::string s;
@@ -218,24 +138,6 @@ Action add_generate_command(CLI::App& app) {
     };
     for (auto* f : {temperature, top_k, top_p, seed}) only_for(f, DecodingMethod::sample);
     for (auto* f : {num_beams, length_penalty, early}) only_for(f, DecodingMethod::beam);
-    if (o->n_best < 1) throw Error("--n-best must be at least 1");
-    if (o->n_best > 1 && opt.method == DecodingMethod::greedy)
-      throw Error("--n-best " + std::to_string(o->n_best) +
-                  " needs --method sample or beam (greedy has one result)");
-    if (opt.method == DecodingMethod::beam && o->num_beams < 1)
-      throw Error("--num-beams must be at least 1");
-    if (opt.method == DecodingMethod::beam && o->n_best > o->num_beams)
-      throw Error("--n-best " + std::to_string(o->n_best) + " is more than --num-beams " +
-                  std::to_string(o->num_beams));
-    if (o->batch_size < 1) throw Error("--batch-size must be at least 1");
-    if (!(o->temperature > 0) || !std::isfinite(o->temperature))
-      throw Error("--temperature must be a number > 0");
-    if (o->top_k < 0) throw Error("--top-k must be >= 0 (0 = off)");
-    if (!(o->top_p > 0 && o->top_p <= 1)) throw Error("--top-p must be in (0, 1] (1 = off)");
-    if (!(o->repetition_penalty > 0) || !std::isfinite(o->repetition_penalty))
-      throw Error("--repetition-penalty must be a number > 0 (1 = off)");
-    if (!std::isfinite(o->length_penalty)) throw Error("--length-penalty must be a finite number");
-    if (o->ids && !o->stops.empty()) throw Error("--stop needs text output, not --ids");
     if (max_new->count() > 0 && o->max_new_tokens < 1)
       throw Error("--max-new-tokens must be at least 1");
     opt.temperature = o->temperature;
@@ -248,22 +150,21 @@ Action add_generate_command(CLI::App& app) {
     opt.early_stopping = parse_early_stopping(o->early_stopping, "--early-stopping");
     opt.num_return_sequences = o->n_best;
     opt.stop_strings = o->stops;
+    api::check_generation_options(opt, o->batch_size, !o->ids, api::OptionStyle::cli);
 
     setup_threads(o->threads);
     ModelDir dir(o->model);
     std::shared_ptr<const models::Model> model = load_any_model(dir);
     auto profiler = env_profiler();  // TESSERA_PROFILE=path: trace every node
-    Generator gen = make_generator(o->model, !o->ids, model, profiler.get());
+    api::Generator gen =
+        api::make_generator(o->model, !o->ids, model, api::OptionStyle::cli, profiler.get());
     opt.eos_ids = gen.eos_ids;
     if (gen.codec)
       opt.decode_text = [codec = gen.codec.get()](const std::vector<int64_t>& ids) {
         return codec->decode(ids);
       };
 
-    if (max_new->count() > 0 && o->max_new_tokens > gen.max_positions)
-      throw Error("--max-new-tokens " + std::to_string(o->max_new_tokens) +
-                  " exceeds the model's maximum of " + std::to_string(gen.max_positions) +
-                  " positions");
+    if (max_new->count() > 0) api::check_max_new_tokens(gen, o->max_new_tokens, "--max-new-tokens");
     std::vector<std::string> texts = o->texts;
     for (size_t i = 0; i < texts.size(); ++i)
       check_text_bytes(texts[i].size(), "prompt " + std::to_string(i));
@@ -275,35 +176,19 @@ Action add_generate_command(CLI::App& app) {
     {  // The KV cache of one batch, before tokenizing or allocating anything for it.
       const int64_t per_prompt =
           opt.method == DecodingMethod::beam ? std::max(o->num_beams, o->n_best) : o->n_best;
-      const uint64_t prompts_in_batch =
-          std::min<uint64_t>(texts.size(), static_cast<uint64_t>(o->batch_size));
-      const std::string what = "the KV cache of a batch of " + std::to_string(prompts_in_batch) +
-                               " prompts x " + std::to_string(per_prompt) + " rows (--batch-size " +
-                               std::to_string(o->batch_size) + ") at up to " +
-                               std::to_string(gen.max_positions) + " positions";
-      uint64_t bytes = checked_mul(prompts_in_batch, static_cast<uint64_t>(per_prompt), what);
-      for (int64_t f : {gen.max_positions, gen.kv_floats_per_position, int64_t{4}})
-        bytes = checked_mul(bytes, static_cast<uint64_t>(f), what);
-      check_fits_memory(bytes, what);
+      api::check_kv_cache_fits(
+          gen, std::min<uint64_t>(texts.size(), static_cast<uint64_t>(o->batch_size)), per_prompt,
+          "--batch-size " + std::to_string(o->batch_size));
     }
     std::vector<std::vector<int64_t>> prompts;
-    for (size_t i = 0; i < texts.size(); ++i) {
-      if (!gen.codec) {
+    if (gen.codec) {
+      prompts = api::encode_prompts(gen, texts);
+    } else {
+      for (size_t i = 0; i < texts.size(); ++i)
         prompts.push_back(parse_token_ids(texts[i], "--ids: prompt " + std::to_string(i)));
-        continue;
-      }
-      auto ids = gen.codec->encode(texts[i]);
-      if (gen.append_eos_to_text) ids.push_back(gen.eos_ids.front());
-      prompts.push_back(std::move(ids));
     }
-    if (max_new->count() > 0) {
-      opt.max_new_tokens = o->max_new_tokens;
-    } else {  // 64, or what the positions allow after the longest prompt
-      int64_t longest = 0;
-      if (gen.prompts_are_prefix)
-        for (const auto& p : prompts) longest = std::max<int64_t>(longest, p.size());
-      opt.max_new_tokens = std::max<int64_t>(1, std::min<int64_t>(64, gen.max_positions - longest));
-    }
+    opt.max_new_tokens =
+        max_new->count() > 0 ? o->max_new_tokens : api::default_max_new_tokens(gen, prompts);
 
     const bool stream =
         prompts.size() == 1 && o->n_best == 1 && opt.method != DecodingMethod::beam && !o->jsonl;
@@ -315,7 +200,7 @@ Action add_generate_command(CLI::App& app) {
       opt.row_offset = static_cast<int64_t>(begin);
       std::unique_ptr<CausalLM> lm = gen.new_session(opt.max_new_tokens);
       Streamer streamer(gen.codec.get());
-      TokenCallback on_token;
+      OnToken on_token;
       if (stream) on_token = [&](int64_t, int64_t, int64_t tok) { streamer.add(tok); };
       const auto results = generate(*lm, batch, opt, on_token, &stats);
       for (size_t p = 0; p < results.size(); ++p) {

@@ -255,7 +255,7 @@ class Timed {
 std::vector<GenerationResult> generate_rows(CausalLM& lm,
                                             const std::vector<std::vector<int64_t>>& prompts,
                                             const GenerationOptions& o, int64_t pad,
-                                            const TokenCallback& on_token, GenerationStats& st) {
+                                            const OnToken& on_token, GenerationStats& st) {
   const int64_t vocab = lm.vocab_size();
   const int64_t n_prompts = static_cast<int64_t>(prompts.size());
   const int64_t n = o.num_return_sequences;
@@ -589,8 +589,8 @@ std::vector<double> sampling_distribution(const float* logits, int64_t vocab, fl
 
 std::vector<GenerationResult> generate(CausalLM& lm,
                                        const std::vector<std::vector<int64_t>>& prompts,
-                                       const GenerationOptions& options,
-                                       const TokenCallback& on_token, GenerationStats* stats) {
+                                       const GenerationOptions& options, const OnToken& on_token,
+                                       GenerationStats* stats) {
   const int64_t vocab = lm.vocab_size();
   check_options(options, vocab);
   const int64_t limit = lm.max_positions();

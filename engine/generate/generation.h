@@ -48,19 +48,8 @@ enum class DecodingMethod { greedy, sample, beam };
 DecodingMethod parse_decoding_method(const std::string& name, const std::string& what);
 const char* decoding_method_name(DecodingMethod m);
 
-// When beam search stops working on a prompt once it holds num_beams finished hypotheses.
-enum class EarlyStopping {
-  // Hugging Face's early_stopping=False (its default): stop when the best running beam, scored
-  // at its current length, is no better than the worst kept hypothesis. Fast; may miss a
-  // longer hypothesis that would have scored better under a positive length penalty.
-  heuristic,
-  // Hugging Face's early_stopping=True: stop as soon as num_beams hypotheses are finished.
-  first,
-  // Hugging Face's early_stopping="never": stop only when no running beam can possibly beat the
-  // worst kept hypothesis (an exact bound: log-probabilities only decrease, and the length
-  // penalty is bounded over the lengths still reachable). Same result as running to the end.
-  never,
-};
+// EarlyStopping (heuristic, first, never) and FinishReason (eos, stop_string, length) are the
+// public API's enums (include/tessera/types.hpp).
 EarlyStopping parse_early_stopping(const std::string& name, const std::string& what);
 
 struct GenerationOptions {
@@ -118,9 +107,6 @@ struct GenerationOptions {
   int64_t num_return_sequences = 1;
 };
 
-enum class FinishReason { eos, stop_string, length };
-const char* finish_reason_name(FinishReason r);
-
 struct GeneratedSequence {
   std::vector<int64_t> ids;  // the new tokens, without the eos that ended it
   FinishReason finish = FinishReason::length;
@@ -149,7 +135,7 @@ struct GenerationStats {
 // Called for each token appended to a sequence's ids as soon as it is chosen (greedy and
 // sample; not for the eos that ends a sequence). Beam search streams nothing: its sequences are
 // only known at the end.
-using TokenCallback = std::function<void(int64_t prompt, int64_t sequence, int64_t token)>;
+using OnToken = std::function<void(int64_t prompt, int64_t sequence, int64_t token)>;
 
 // Generates for every prompt (ragged, each non-empty). Checks the options and
 // prompt + max_new_tokens <= lm.max_positions() for every prompt before running anything
@@ -158,7 +144,7 @@ using TokenCallback = std::function<void(int64_t prompt, int64_t sequence, int64
 std::vector<GenerationResult> generate(CausalLM& lm,
                                        const std::vector<std::vector<int64_t>>& prompts,
                                        const GenerationOptions& options,
-                                       const TokenCallback& on_token = {},
+                                       const OnToken& on_token = {},
                                        GenerationStats* stats = nullptr);
 
 // The pieces of the algorithms, public for tests. `logits` is one row of V values.

@@ -606,31 +606,31 @@ std::vector<Shape> infer_shapes(const Graph& graph, const TensorMap& inputs, int
   return s;
 }
 
-struct Session::Cached {
+struct GraphSession::Cached {
   MemoryPlan plan;
   std::vector<Tensor> env;  // arena views and constants; inputs are assigned per run
   uint64_t generation = ~uint64_t{0};
   std::vector<Shape> shapes;
 };
 
-Session::Session(const Graph& graph) : graph_(graph) {
+GraphSession::GraphSession(const Graph& graph) : graph_(graph) {
   for (const auto& n : graph.nodes())
     if (n.op == Op::attention_scores && n.attrs.cache_slot >= 0) shapes_need_past_ = true;
 }
 
-Session::~Session() = default;
+GraphSession::~GraphSession() = default;
 
-size_t Session::arena_bytes() const {
+size_t GraphSession::arena_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
   return arena_.nbytes();
 }
 
-size_t Session::cached_plans() const {
+size_t GraphSession::cached_plans() const {
   std::lock_guard<std::mutex> lock(mu_);
   return plans_.size();
 }
 
-Session::Cached& Session::lookup(const TensorMap& inputs, int64_t past_len) {
+GraphSession::Cached& GraphSession::lookup(const TensorMap& inputs, int64_t past_len) {
   const auto& values = graph_.values();
   key_.clear();
   for (ValueId id : graph_.inputs()) {
@@ -674,12 +674,12 @@ Session::Cached& Session::lookup(const TensorMap& inputs, int64_t past_len) {
   return *plans_.emplace(key_, std::move(c)).first->second;
 }
 
-const MemoryPlan& Session::plan(const TensorMap& inputs, int64_t past_len) {
+const MemoryPlan& GraphSession::plan(const TensorMap& inputs, int64_t past_len) {
   std::lock_guard<std::mutex> lock(mu_);
   return lookup(inputs, past_len).plan;
 }
 
-TensorMap Session::run(const TensorMap& inputs, RunContext& ctx) {
+TensorMap GraphSession::run(const TensorMap& inputs, RunContext& ctx) {
   std::lock_guard<std::mutex> lock(mu_);
   Cached& c = lookup(inputs, ctx.past_len);
   const auto& values = graph_.values();
@@ -724,8 +724,38 @@ TensorMap Session::run(const TensorMap& inputs, RunContext& ctx) {
   return out;
 }
 
+namespace {
+thread_local SessionSet* t_bound_sessions = nullptr;
+}  // namespace
+
+GraphSession& SessionSet::get(const Graph& graph) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& s = sessions_[&graph];
+  if (!s) s = std::make_unique<GraphSession>(graph);
+  return *s;
+}
+
+size_t SessionSet::arena_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  for (const auto& [graph, s] : sessions_) n += s->arena_bytes();
+  return n;
+}
+
+SessionSet& SessionSet::current_or(SessionSet& fallback) {
+  return t_bound_sessions ? *t_bound_sessions : fallback;
+}
+
+SessionSet::Bind::Bind(SessionSet& set) : previous_(t_bound_sessions) {
+  t_bound_sessions = &set;
+}
+
+SessionSet::Bind::~Bind() {
+  t_bound_sessions = previous_;
+}
+
 TensorMap execute(const Graph& graph, const TensorMap& inputs, RunContext& ctx) {
-  Session s(graph);
+  GraphSession s(graph);
   return s.run(inputs, ctx);
 }
 

@@ -1,6 +1,6 @@
 // The executor: runs a graph's nodes in order, each node calling one kernel. Activations live in
-// one arena per Session, at the offsets of a memory plan (engine/graph/planner.h) cached per input
-// shape: a run with a shape seen before allocates nothing per node.
+// one arena per GraphSession, at the offsets of a memory plan (engine/graph/planner.h) cached per
+// input shape: a run with a shape seen before allocates nothing per node.
 #pragma once
 
 #include <map>
@@ -58,12 +58,12 @@ std::vector<Shape> infer_shapes(const Graph& graph, const TensorMap& inputs, int
 // so they stay valid after later runs). Runs of one session are serialized by a mutex. The
 // session keeps a reference to the last run's input tensors until the next run (reassigning
 // them then reuses their shape storage).
-class Session {
+class GraphSession {
  public:
-  explicit Session(const Graph& graph);
-  ~Session();
-  Session(const Session&) = delete;
-  Session& operator=(const Session&) = delete;
+  explicit GraphSession(const Graph& graph);
+  ~GraphSession();
+  GraphSession(const GraphSession&) = delete;
+  GraphSession& operator=(const GraphSession&) = delete;
 
   TensorMap run(const TensorMap& inputs, RunContext& ctx);
   // The plan for these inputs (computed and cached if new).
@@ -84,9 +84,47 @@ class Session {
   uint64_t arena_generation_ = 0;
 };
 
+// The graph sessions of one caller: one GraphSession per graph, made on first use. A model keeps
+// a set of its own and runs each graph on the set bound to the calling thread, else on its own:
+//
+//   SessionSet mine;                       // a tessera::Session's, or a generation session's
+//   { SessionSet::Bind bind(mine); model.run(inputs); }   // arenas and plans from `mine`
+//
+// Callers that bring no set share the model's (each GraphSession serializes its runs), callers
+// with sets of their own share nothing but the immutable graphs and weights, so they run at once.
+// A set must outlive the runs bound to it; it may be used by one thread at a time.
+class SessionSet {
+ public:
+  SessionSet() = default;
+  SessionSet(const SessionSet&) = delete;
+  SessionSet& operator=(const SessionSet&) = delete;
+
+  GraphSession& get(const Graph& graph);  // thread-safe
+  size_t arena_bytes() const;             // summed over the graphs' sessions
+
+  // The set bound to this thread (innermost Bind), else `fallback`.
+  static SessionSet& current_or(SessionSet& fallback);
+
+  // Binds a set to this thread for the guard's lifetime (nestable; restores the previous one).
+  class Bind {
+   public:
+    explicit Bind(SessionSet& set);
+    ~Bind();
+    Bind(const Bind&) = delete;
+    Bind& operator=(const Bind&) = delete;
+
+   private:
+    SessionSet* previous_;
+  };
+
+ private:
+  mutable std::mutex mu_;
+  std::map<const Graph*, std::unique_ptr<GraphSession>> sessions_;
+};
+
 // Runs `graph` once on named inputs (every non-optional input must be present) and returns its
-// outputs by name (a one-off Session). Throws Error on inputs whose shapes the operators cannot
-// take.
+// outputs by name (a one-off GraphSession). Throws Error on inputs whose shapes the operators
+// cannot take.
 TensorMap execute(const Graph& graph, const TensorMap& inputs, RunContext& ctx);
 
 }  // namespace tessera

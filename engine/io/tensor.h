@@ -16,11 +16,7 @@
 
 namespace tessera {
 
-enum class DType : uint8_t { f32, f16, bf16, i64, i32, u8, boolean };
-
-size_t dtype_size(DType dt);
-// Safetensors spelling: "F32", "F16", "BF16", "I64", "I32", "U8", "BOOL".
-const char* dtype_name(DType dt);
+// DType, dtype_size and dtype_name (safetensors spelling) come from <tessera/types.hpp>.
 // Parses a safetensors dtype name; returns false when unknown.
 bool parse_dtype(const std::string& name, DType& out);
 

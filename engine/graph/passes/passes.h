@@ -44,10 +44,22 @@ struct Options {
 //   "a,b"                only a and b
 // Throws Error on an unknown pass name (listing the valid ones) or on mixing the two list forms.
 Options parse(const std::string& spec, const std::string& what = "--passes");
-// The process-wide options the model families use: set_default() (the CLI's --passes), else
-// TESSERA_PASSES, else all.
+// The options the model families use: the innermost Scoped of this thread (a library model's
+// load option), else the process-wide set_default() (the CLI's --passes), else TESSERA_PASSES,
+// else all.
 const Options& defaults();
 void set_default(const Options& o);
+class Scoped {
+ public:
+  explicit Scoped(const Options& o);
+  ~Scoped();
+  Scoped(const Scoped&) = delete;
+  Scoped& operator=(const Scoped&) = delete;
+
+ private:
+  Options options_;
+  const Options* previous_;
+};
 // Where per-pass counts go (the CLI's --verbose); none by default.
 void set_logger(std::function<void(const std::string&)> log);
 

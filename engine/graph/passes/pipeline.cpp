@@ -65,7 +65,18 @@ Options parse(const std::string& spec, const std::string& what) {
   return o;
 }
 
+thread_local const Options* t_scoped = nullptr;
+
+Scoped::Scoped(const Options& o) : options_(o), previous_(t_scoped) {
+  t_scoped = &options_;
+}
+
+Scoped::~Scoped() {
+  t_scoped = previous_;
+}
+
 const Options& defaults() {
+  if (t_scoped) return *t_scoped;
   std::lock_guard<std::mutex> lock(g_mu);
   if (!g_have_default) {
     const char* env = std::getenv("TESSERA_PASSES");
