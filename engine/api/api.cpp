@@ -20,10 +20,6 @@
 
 namespace tessera {
 
-const char* version() {
-  return TESSERA_VERSION_STRING;
-}
-
 int64_t TensorView::numel() const {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
@@ -117,20 +113,18 @@ Model::Model(const std::string& directory, const ModelOptions& options) {
     impl->model = models::load_model(ModelDir(directory));
   }
   if (tessera::has_tokenizer(directory)) impl->tokenizer = load_tokenizer(directory);
-  if (impl->model->transformer() || impl->model->gpt2()) {
+  // The generators (make_generator says why a model cannot generate: kept for generate()).
+  try {
+    impl->ids_generator = api::make_generator(directory, false, impl->model, api::OptionStyle::api);
+  } catch (const Error& e) {
+    impl->ids_error = e.what();
+  }
+  if (impl->ids_generator) {
     try {
-      impl->ids_generator =
-          api::make_generator(directory, false, impl->model, api::OptionStyle::api);
+      impl->text_generator =
+          api::make_generator(directory, true, impl->model, api::OptionStyle::api);
     } catch (const Error& e) {
-      impl->ids_error = e.what();
-    }
-    if (impl->ids_generator) {
-      try {
-        impl->text_generator =
-            api::make_generator(directory, true, impl->model, api::OptionStyle::api);
-      } catch (const Error& e) {
-        impl->text_error = e.what();
-      }
+      impl->text_error = e.what();
     }
   }
   impl_ = std::move(impl);

@@ -97,10 +97,6 @@ tessera::NamedTensors to_inputs(const tessera_tensor* inputs, size_t n) {
 
 extern "C" {
 
-const char* tessera_version(void) {
-  return tessera::version();
-}
-
 const char* tessera_last_error(void) {
   return t_last_error.c_str();
 }

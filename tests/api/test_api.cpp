@@ -29,6 +29,24 @@ std::string error_of(F&& f) {
   return "";
 }
 
+// ModelOptions with one field set (designated initializers that omit fields trip g++ 12's
+// -Wmissing-field-initializers).
+tessera::ModelOptions threads(int n) {
+  tessera::ModelOptions o;
+  o.threads = n;
+  return o;
+}
+tessera::ModelOptions isa(const std::string& name) {
+  tessera::ModelOptions o;
+  o.isa = name;
+  return o;
+}
+tessera::ModelOptions passes(const std::string& spec) {
+  tessera::ModelOptions o;
+  o.passes = spec;
+  return o;
+}
+
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
 }
@@ -53,7 +71,7 @@ TEST_CASE("version: the headers' and the library's agree") {
 }
 
 TEST_CASE("demo model: generation from text, greedy and beam") {
-  tessera::Model model(kDemo, {.threads = 2});
+  tessera::Model model(kDemo, threads(2));
   CHECK(model.family() == "transformer");
   CHECK(model.can_generate());
   CHECK_FALSE(model.can_embed());
@@ -96,7 +114,7 @@ TEST_CASE("run: named tensors in and out, the caller's buffers read in place") {
 }
 
 TEST_CASE("generate: streamed pieces make the text; sampling is reproducible; cancellation") {
-  tessera::Model model(kGpt2, {.threads = 1});
+  tessera::Model model(kGpt2, threads(1));
   tessera::Session session(model);
   tessera::GenerateOptions opt;
   opt.method = tessera::Method::sample;
@@ -168,10 +186,9 @@ TEST_CASE("embed: pooled vectors of texts and of ids") {
 
 TEST_CASE("errors name what is wrong") {
   CHECK(contains(error_of([] { tessera::Model m("/nonexistent/model"); }), "/nonexistent/model"));
-  CHECK(contains(error_of([] { tessera::Model m(kDemo, {.threads = -1}); }), "threads"));
-  CHECK(contains(error_of([] { tessera::Model m(kDemo, {.isa = "sse9"}); }), "sse9"));
-  CHECK(
-      contains(error_of([] { tessera::Model m(kDemo, {.passes = "nosuchpass"}); }), "nosuchpass"));
+  CHECK(contains(error_of([] { tessera::Model m(kDemo, threads(-1)); }), "threads"));
+  CHECK(contains(error_of([] { tessera::Model m(kDemo, isa("sse9")); }), "sse9"));
+  CHECK(contains(error_of([] { tessera::Model m(kDemo, passes("nosuchpass")); }), "nosuchpass"));
 
   tessera::Model gpt2(kGpt2);
   tessera::Session s(gpt2);
@@ -220,8 +237,8 @@ TEST_CASE("errors name what is wrong") {
 }
 
 TEST_CASE("many sessions on one model: each result bit-identical to the request alone") {
-  tessera::Model gpt2(kGpt2, {.threads = 2});
-  tessera::Model bert(kBert, {.threads = 2});
+  tessera::Model gpt2(kGpt2, threads(2));
+  tessera::Model bert(kBert, threads(2));
   constexpr int kThreads = 4;
   auto gen_options = [](int i) {
     tessera::GenerateOptions o;
