@@ -10,9 +10,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 
 #include "kernels/internal.hpp"
 #include "kernels/kernels.h"
@@ -75,7 +77,7 @@ struct Scratch {
   Scratch() = default;
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() { std::free(data); }
+  ~Scratch() { free_aligned(data); }
 };
 thread_local Scratch t_scratch[detail::kScratchSlots];
 
@@ -176,16 +178,73 @@ int num_threads() {
 // ---------------------------------------------------------------------------------------------
 // Memory
 // ---------------------------------------------------------------------------------------------
+namespace {
+
+// Blocks from kMapped bytes up come from mmap and are unmapped when freed. glibc's malloc maps
+// big blocks too, but raises its threshold each time one is freed (up to 32 MiB); from then on a
+// decode loop's per-step tensors (GPT-2's logits: 200 KB a step) come from the heap of the thread
+// that made them, interleave with small long-lived blocks and keep the heap from shrinking:
+// measured, a GPT-2-small session generating 256 tokens grew its thread's heap by 28 MiB, which
+// stayed resident, so four sessions at once held twice their KV caches. Mapping from 64 KiB up
+// costs a few microseconds per decode step (a step takes milliseconds) and keeps a session's
+// memory its KV cache and arena.
+constexpr size_t kMapped = size_t{64} << 10;
+constexpr size_t kPage = 4096;
+
+struct Mapping {
+  void* base;
+  size_t length;
+};
+std::mutex g_mapped_mu;
+std::unordered_map<void*, Mapping> g_mapped;  // aligned pointer -> its mapping
+
+size_t round_up(size_t n, size_t to) {
+  return (n + to - 1) / to * to;
+}
+
+}  // namespace
+
 void* allocate_aligned(size_t bytes) {
   if (bytes == 0) bytes = 1;
   const size_t align = bytes >= kHuge ? kHuge : kLine;
-  void* p = std::aligned_alloc(align, (bytes + align - 1) / align * align);
-  if (p == nullptr) throw std::bad_alloc();
+  if (bytes < kMapped) {
+    void* p = std::aligned_alloc(align, round_up(bytes, align));
+    if (p == nullptr) throw std::bad_alloc();
+    return p;
+  }
+  // Mapped: page aligned by mmap; 2 MiB alignment by mapping one extra 2 MiB and starting at
+  // the first boundary inside (the unused ends stay untouched, so they cost no memory).
+  const size_t used = round_up(bytes, align == kHuge ? kHuge : kPage);
+  const size_t length = used + (align == kHuge ? kHuge : 0);
+  void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) throw std::bad_alloc();
+  auto* p = reinterpret_cast<void*>(round_up(reinterpret_cast<uintptr_t>(base), align));
   // Huge pages where the system allows them (transparent_hugepage "madvise", Debian's default):
   // a forward pass streams hundreds of MiB of weights; with 4 KiB pages every 4 KiB is a TLB
   // miss and, in a VM, a two-level page walk. A hint: failure (THP "never") changes nothing.
-  if (align == kHuge) madvise(p, (bytes + align - 1) / align * align, MADV_HUGEPAGE);
+  if (align == kHuge) madvise(p, used, MADV_HUGEPAGE);
+  try {
+    std::lock_guard<std::mutex> lock(g_mapped_mu);
+    g_mapped.emplace(p, Mapping{base, length});
+  } catch (...) {
+    munmap(base, length);
+    throw;
+  }
   return p;
+}
+
+void free_aligned(void* p) {
+  if (p == nullptr) return;
+  {
+    std::lock_guard<std::mutex> lock(g_mapped_mu);
+    auto it = g_mapped.find(p);
+    if (it != g_mapped.end()) {
+      munmap(it->second.base, it->second.length);
+      g_mapped.erase(it);
+      return;
+    }
+  }
+  std::free(p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -201,7 +260,7 @@ PackedWeights::PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t f
       bytes_(floats * sizeof(float)) {}
 
 void PackedWeights::Free::operator()(float* p) const {
-  std::free(p);
+  free_aligned(p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -218,7 +277,7 @@ float* thread_scratch(size_t floats, int slot) {
   if (floats > s.capacity) {
     const size_t capacity = (floats + 15) / 16 * 16;  // whole cache lines
     float* data = static_cast<float*>(allocate_aligned(capacity * sizeof(float)));
-    std::free(s.data);
+    free_aligned(s.data);
     s.data = data;
     s.capacity = capacity;
   }

@@ -75,8 +75,12 @@ enum class Activation : uint8_t {
 // W is packed once (at load) into the layout the micro-kernel of one ISA streams.
 // A PackedWeights is immutable after packing and may be shared by any number of threads.
 // Memory for large arrays: 64-byte aligned; from 2 MiB up, 2 MiB aligned and marked for
-// transparent huge pages (madvise MADV_HUGEPAGE). Release with std::free. Throws std::bad_alloc.
+// transparent huge pages (madvise MADV_HUGEPAGE). From 64 KiB up it is mapped from the kernel
+// (mmap) and unmapped when freed, so tensors never fragment the heap and their memory goes back
+// to the system at once (kernels/dispatch.cpp says why). Release with
+// free_aligned (nullptr: nothing). Thread-safe. Throws std::bad_alloc.
 void* allocate_aligned(size_t bytes);
+void free_aligned(void* p);
 
 class PackedWeights {
  public:

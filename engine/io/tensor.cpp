@@ -82,7 +82,7 @@ int64_t shape_numel(const Shape& s) {
 
 namespace {
 struct AlignedFree {
-  void operator()(void* p) const { std::free(p); }
+  void operator()(void* p) const { kernels::free_aligned(p); }
 };
 }  // namespace
 

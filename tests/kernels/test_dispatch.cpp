@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/kernels/attention_test_util.hpp"
@@ -133,4 +134,35 @@ TEST_SUITE("active_isa") {
     const ErrStats ea = a1.check();
     CHECK_MESSAGE(ea.ok(), "free attention: " << ea);
   }
+}
+
+TEST_CASE("allocate_aligned: alignment, every size class, memory usable up to the last byte") {
+  // Heap blocks below 64 KiB, mapped ones from 64 KiB, 2 MiB aligned ones from 2 MiB.
+  for (size_t bytes : {size_t{1}, size_t{63}, size_t{65535}, size_t{65536}, size_t{300000},
+                       (size_t{2} << 20) - 1, size_t{2} << 20, (size_t{5} << 20) + 3}) {
+    CAPTURE(bytes);
+    auto* p = static_cast<unsigned char*>(tk::allocate_aligned(bytes));
+    REQUIRE(p != nullptr);
+    const size_t align = bytes >= (size_t{2} << 20) ? (size_t{2} << 20) : 64;
+    CHECK(reinterpret_cast<uintptr_t>(p) % align == 0);
+    std::memset(p, 0xab, bytes);
+    CHECK(p[0] == 0xab);
+    CHECK(p[bytes - 1] == 0xab);
+    tk::free_aligned(p);
+  }
+  tk::free_aligned(nullptr);  // nothing
+  // Many at once from several threads: each block its own, every one freed.
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([t] {
+      std::vector<void*> blocks;
+      for (int i = 0; i < 50; ++i) {
+        const size_t bytes = size_t{60000} + size_t(i) * 7919 + size_t(t);
+        auto* p = static_cast<unsigned char*>(tk::allocate_aligned(bytes));
+        p[0] = p[bytes - 1] = static_cast<unsigned char>(i);
+        blocks.push_back(p);
+      }
+      for (void* p : blocks) tk::free_aligned(p);
+    });
+  for (auto& th : threads) th.join();
 }
