@@ -97,3 +97,33 @@ def test_explicit_session(gpt2):
     stream.close()
     assert s.generate("The quick brown fox", max_new_tokens=12) == \
         gpt2.generate("The quick brown fox", max_new_tokens=12)
+
+
+def test_on_token_callback_and_cancellation(gpt2):
+    prompts = ["The quick brown fox", "Hello"]
+    tokens = []
+    out = gpt2.generate(prompts, max_new_tokens=12, on_token=tokens.append)  # None: go on
+    for p in range(2):
+        mine = [t for t in tokens if t.prompt == p]
+        assert all(t.sequence == 0 for t in mine)
+        assert "".join(t.text for t in mine) == out[p]
+        assert gpt2.detokenize([t.id for t in mine]) == out[p]
+    assert "tessera.Token(prompt=" in repr(tokens[0])
+    seen = []
+    with pytest.raises(tessera.Cancelled):
+        gpt2.generate(prompts[0], max_new_tokens=12, on_token=lambda t: seen.append(t) or len(seen) < 3)
+    assert len(seen) == 3
+
+    def boom(t):
+        raise ValueError("from the callback")
+
+    with pytest.raises(ValueError, match="from the callback"):
+        gpt2.generate(prompts[0], max_new_tokens=12, on_token=boom)
+    assert gpt2.generate(prompts, max_new_tokens=12) == out  # still usable
+
+
+def test_path_like_and_empty(gpt2):
+    import pathlib
+    m = tessera.Model(pathlib.Path(GPT2), threads=1)
+    assert m.family == "gpt2"
+    assert m.generate([]) == []

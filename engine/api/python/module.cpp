@@ -21,7 +21,9 @@
 
 #include <tessera/tessera.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -83,6 +85,7 @@ std::shared_ptr<tessera::Session> session_of_this_thread(const std::shared_ptr<R
   auto& slot = r->sessions[self];
   if (!slot) {
     slot = std::make_shared<tessera::Session>(r->model);
+    std::erase_if(thread_sessions.used, [](const auto& w) { return w.expired(); });
     thread_sessions.used.push_back(r);
   }
   return slot;
@@ -292,48 +295,68 @@ py::dict do_run(tessera::Session& s, const py::dict& inputs) {
   return to_dict(std::move(out));
 }
 
+// A Python callable as the engine's TokenCallback: called with the GIL taken back, with a
+// tessera.Token; returning False (not None) stops the generation. An exception it raises stops
+// the generation too and is kept, to be raised again once the engine has stopped.
+struct PyTokenCallback {
+  py::object fn;
+  std::exception_ptr error;  // the callable's exception (holds Python objects: GIL-safe to drop)
+
+  tessera::TokenCallback callback() {
+    if (fn.is_none()) return {};
+    return [this](const tessera::Token& t) {
+      py::gil_scoped_acquire acquire;
+      try {
+        const py::object r = fn(t);
+        if (r.is_none()) return true;
+        const int truth = PyObject_IsTrue(r.ptr());
+        if (truth < 0) throw py::error_already_set();
+        return truth == 1;
+      } catch (...) {
+        error = std::current_exception();
+        return false;
+      }
+    };
+  }
+};
+
 // prompts: one str, a list of str (text), or a list of lists of ints (token ids). Returns, per
 // prompt, its first sequence (num_return_sequences == 1) or all of them (a list): the text for
 // text prompts, the token ids for id prompts.
-py::list do_generate(tessera::Session& s, const py::object& prompts, const GenArgs& args) {
+py::list do_generate(tessera::Session& s, const py::object& prompts, const GenArgs& args,
+                     const py::object& on_token) {
   const tessera::GenerateOptions opt = args.options();
-  std::vector<tessera::Completion> out;
+  const char* const kPrompts =
+      "generate: prompts must be a str, a list of str or a list of lists of token ids (ints)";
+  std::vector<std::string> texts;
+  std::vector<std::vector<int64_t>> id_prompts;
   bool ids = false;
   if (py::isinstance<py::str>(prompts)) {
-    std::vector<std::string> texts{prompts.cast<std::string>()};
-    py::gil_scoped_release release;
-    out = s.generate(texts, opt);
+    texts.push_back(prompts.cast<std::string>());
   } else {
     if (!py::isinstance<py::sequence>(prompts))
-      throw tessera::Error(
-          "generate: prompts must be a str, a list of str or a list of lists of "
-          "token ids, got " +
-          std::string(py::str(py::type::of(prompts).attr("__name__"))));
+      throw tessera::Error(std::string(kPrompts) + ", got " +
+                           std::string(py::str(py::type::of(prompts).attr("__name__"))));
     const auto seq = py::reinterpret_borrow<py::sequence>(prompts);
     ids = seq.size() > 0 && !py::isinstance<py::str>(seq[0]);
-    if (ids) {
-      std::vector<std::vector<int64_t>> p;
-      try {
-        p = prompts.cast<std::vector<std::vector<int64_t>>>();
-      } catch (const py::cast_error&) {
-        throw tessera::Error(
-            "generate: prompts must be a list of str or a list of lists of "
-            "token ids (ints)");
-      }
-      py::gil_scoped_release release;
-      out = s.generate_ids(p, opt);
-    } else {
-      std::vector<std::string> texts;
-      try {
+    try {
+      if (ids)
+        id_prompts = prompts.cast<std::vector<std::vector<int64_t>>>();
+      else
         texts = prompts.cast<std::vector<std::string>>();
-      } catch (const py::cast_error&) {
-        throw tessera::Error(
-            "generate: prompts must be a list of str or a list of lists of "
-            "token ids (ints)");
-      }
-      py::gil_scoped_release release;
-      out = s.generate(texts, opt);
+    } catch (const py::cast_error&) {
+      throw tessera::Error(kPrompts);
     }
+  }
+  PyTokenCallback cb{on_token, nullptr};
+  std::vector<tessera::Completion> out;
+  try {
+    py::gil_scoped_release release;
+    out = ids ? s.generate_ids(id_prompts, opt, cb.callback())
+              : s.generate(texts, opt, cb.callback());
+  } catch (const tessera::Cancelled&) {
+    if (cb.error) std::rethrow_exception(cb.error);  // the callable's own exception
+    throw;
   }
   auto one = [&](const tessera::Sequence& q) -> py::object {
     if (ids) return py::cast(q.ids);
@@ -458,16 +481,22 @@ class Stream {
   py::str next() {
     std::string piece;
     bool end = false;
-    {
-      py::gil_scoped_release release;
-      std::unique_lock<std::mutex> lock(state_->mutex);
-      state_->ready.wait(lock, [&] { return !state_->pieces.empty() || state_->done; });
-      if (!state_->pieces.empty()) {
-        piece = std::move(state_->pieces.front());
-        state_->pieces.pop_front();
-      } else {
-        end = true;
+    for (bool got = false; !got;) {
+      {
+        // Waits in slices, so that Ctrl-C (a signal handled by the main thread's Python code)
+        // interrupts a long wait; the stream stays open and can be closed.
+        py::gil_scoped_release release;
+        std::unique_lock<std::mutex> lock(state_->mutex);
+        got = state_->ready.wait_for(lock, std::chrono::milliseconds(100),
+                                     [&] { return !state_->pieces.empty() || state_->done; });
+        if (got && !state_->pieces.empty()) {
+          piece = std::move(state_->pieces.front());
+          state_->pieces.pop_front();
+        } else if (got) {
+          end = true;
+        }
       }
+      if (!got && PyErr_CheckSignals() != 0) throw py::error_already_set();
     }
     if (end) {
       join();
@@ -579,17 +608,19 @@ void bind_calls(Class& cls, Get get) {
                 const std::string& method, float temperature, int64_t top_k, float top_p,
                 float repetition_penalty, uint64_t seed, int64_t num_beams, float length_penalty,
                 const std::string& early_stopping, const py::object& stop,
-                int64_t num_return_sequences, int64_t batch_size) {
+                int64_t num_return_sequences, int64_t batch_size, const py::object& on_token) {
             const GenArgs a = make_gen_args(max_new_tokens, method, temperature, top_k, top_p,
                                             repetition_penalty, seed, num_beams, length_penalty,
                                             early_stopping, stop, num_return_sequences, batch_size);
             auto [session, use] = get(self);
-            return do_generate(*session, prompts, a);
+            return do_generate(*session, prompts, a, on_token);
           },
-          py::arg("prompts"), TESSERA_GEN_KWARGS,
+          py::arg("prompts"), TESSERA_GEN_KWARGS, py::arg("on_token") = py::none(),
           "Generation (options of `tessera generate`). prompts: a str or a list of str -> a list "
           "of str, one per prompt; a list of lists of token ids -> a list of lists of ids. With "
-          "num_return_sequences > 1 each item is a list of that many.")
+          "num_return_sequences > 1 each item is a list of that many. on_token: called with "
+          "each tessera.Token as it is chosen (greedy, sample); returning False stops the "
+          "generation with tessera.Cancelled.")
       .def(
           "embed",
           [get](typename Class::type& self, const py::object& texts, const std::string& pooling,
@@ -622,8 +653,11 @@ PYBIND11_MODULE(tessera, m) {
                             "A model directory (config.json, model.safetensors, tokenizer files), "
                             "loaded once; share it between threads.");
   model
-      .def(py::init([](const std::string& path, std::optional<int> threads,
+      .def(py::init([](const py::object& path_like, std::optional<int> threads,
                        std::optional<std::string> isa, std::optional<std::string> passes) {
+             // A str or any os.PathLike (pathlib.Path).
+             const auto path =
+                 py::module_::import("os").attr("fspath")(path_like).cast<std::string>();
              tessera::ModelOptions o;
              o.threads = threads.value_or(0);
              o.isa = isa.value_or("");
@@ -736,6 +770,18 @@ PYBIND11_MODULE(tessera, m) {
   bind_calls(session, [](PySession& self) {
     return std::make_pair(self.session, std::make_unique<PySession::Use>(self));
   });
+
+  py::class_<tessera::Token>(m, "Token", "One generated token (generate's on_token).")
+      .def_readonly("prompt", &tessera::Token::prompt, "index of the prompt")
+      .def_readonly("sequence", &tessera::Token::sequence, "index of the sequence of that prompt")
+      .def_readonly("id", &tessera::Token::id)
+      .def_readonly("text", &tessera::Token::text,
+                    "the text it completes (may be empty); a sequence's pieces make its text")
+      .def("__repr__", [](const tessera::Token& t) {
+        return "tessera.Token(prompt=" + std::to_string(t.prompt) +
+               ", sequence=" + std::to_string(t.sequence) + ", id=" + std::to_string(t.id) +
+               ", text=" + std::string(py::repr(py::str(t.text))) + ")";
+      });
 
   py::class_<Stream>(m, "Stream", "The text pieces of a generation (tessera.Model.stream).")
       .def("__iter__", [](py::object self) { return self; })
