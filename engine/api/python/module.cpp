@@ -722,6 +722,44 @@ PYBIND11_MODULE(tessera, m) {
     return std::make_pair(self.session(), 0);  // the thread's session, nothing to mark
   });
 
+  // For bench/api_overhead.py: the same calls timed inside C++, on the calling thread's session
+  // of the model (the one its run() and generate() use), so that the difference with timing
+  // them from Python is the module's own cost. Seconds per call, `reps` of them.
+  m.def(
+      "_time_run",
+      [](PyModel& model, const py::dict& inputs, int reps) {
+        const auto session = model.session();
+        Inputs in = to_inputs(inputs);
+        py::gil_scoped_release release;
+        std::vector<double> seconds;
+        for (int i = 0; i < reps; ++i) {
+          const auto t0 = std::chrono::steady_clock::now();
+          session->run(in.views);
+          seconds.push_back(
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        return seconds;
+      },
+      py::arg("model"), py::arg("inputs"), py::arg("reps"));
+  m.def(
+      "_time_generate_ids",
+      [](PyModel& model, const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens,
+         int reps) {
+        const auto session = model.session();
+        tessera::GenerateOptions opt;
+        opt.max_new_tokens = max_new_tokens;
+        py::gil_scoped_release release;
+        std::vector<double> seconds;
+        for (int i = 0; i < reps; ++i) {
+          const auto t0 = std::chrono::steady_clock::now();
+          session->generate_ids(prompts, opt);
+          seconds.push_back(
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        return seconds;
+      },
+      py::arg("model"), py::arg("prompts"), py::arg("max_new_tokens"), py::arg("reps"));
+
   py::class_<PySession> session(m, "Session",
                                 "One session on a model (its activation memory, KV caches): one "
                                 "call at a time. tessera.Model's methods make one per thread.");
