@@ -68,6 +68,12 @@ def test_generation_options(gpt2, bert):
         gpt2.embed("x")
     with pytest.raises(tessera.Error, match="pooling.*max"):
         bert.embed("x", pooling="max")
+    with pytest.raises(tessera.Error, match="texts"):
+        bert.embed(5)
+    with pytest.raises(tessera.Error, match="texts"):
+        bert.embed(["a", 5])
+    with pytest.raises(tessera.Error, match="stop.*int"):
+        gpt2.generate("x", stop=5)
     with pytest.raises(TypeError):
         gpt2.generate("x", no_such_option=1)  # Python's own error for an unknown keyword
     assert gpt2.generate("x", max_new_tokens=2)[0] != ""  # still usable

@@ -13,8 +13,9 @@
 // than corrupt its state).
 //
 // The GIL. Every engine call runs with the GIL released: the arguments are converted to C++
-// first, the results back to Python after. Nothing inside calls into Python (streaming goes
-// through a queue, below), so the engine never waits for the GIL.
+// first, the results back to Python after. The engine calls into Python only for generate()'s
+// on_token, taking the GIL back for that call alone; streaming goes through a queue instead
+// (Stream, below), so a streaming engine never waits for the GIL.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -272,10 +273,16 @@ GenArgs make_gen_args(int64_t max_new_tokens, const std::string& method, float t
   a.num_beams = num_beams;
   a.length_penalty = length_penalty;
   a.early_stopping = early_stopping;
-  if (py::isinstance<py::str>(stop))
+  if (py::isinstance<py::str>(stop)) {
     a.stop = std::vector<std::string>{stop.cast<std::string>()};
-  else if (!stop.is_none())
-    a.stop = stop.cast<std::vector<std::string>>();
+  } else if (!stop.is_none()) {
+    try {
+      a.stop = stop.cast<std::vector<std::string>>();
+    } catch (const py::cast_error&) {
+      throw tessera::Error("stop: must be a str or a list of str, got " +
+                           std::string(py::str(py::type::of(stop).attr("__name__"))));
+    }
+  }
   a.num_return_sequences = num_return_sequences;
   a.batch_size = batch_size;
   return a;
@@ -381,22 +388,32 @@ py::array do_embed(tessera::Session& s, const py::object& texts, const std::stri
   opt.pooling = parse_pooling(pooling);
   opt.normalize = normalize;
   opt.batch_size = batch_size;
-  tessera::TensorView v;
+  std::vector<std::string> t;
+  std::vector<std::vector<int64_t>> ids;
+  bool by_ids = false;
   if (py::isinstance<py::str>(texts)) {
-    std::vector<std::string> t{texts.cast<std::string>()};
-    py::gil_scoped_release release;
-    v = s.embed(t, opt);
+    t.push_back(texts.cast<std::string>());
   } else {
-    const auto seq = py::reinterpret_borrow<py::sequence>(texts);
-    if (seq.size() > 0 && !py::isinstance<py::str>(seq[0])) {
-      auto ids = texts.cast<std::vector<std::vector<int64_t>>>();
-      py::gil_scoped_release release;
-      v = s.embed_ids(ids, opt);
-    } else {
-      auto t = texts.cast<std::vector<std::string>>();
-      py::gil_scoped_release release;
-      v = s.embed(t, opt);
+    const char* const kTexts =
+        "embed: texts must be a str, a list of str or a list of lists of token ids (ints)";
+    if (!py::isinstance<py::sequence>(texts))
+      throw tessera::Error(std::string(kTexts) + ", got " +
+                           std::string(py::str(py::type::of(texts).attr("__name__"))));
+    try {
+      const auto seq = py::reinterpret_borrow<py::sequence>(texts);
+      by_ids = seq.size() > 0 && !py::isinstance<py::str>(seq[0]);
+      if (by_ids)
+        ids = texts.cast<std::vector<std::vector<int64_t>>>();
+      else
+        t = texts.cast<std::vector<std::string>>();
+    } catch (const py::cast_error&) {
+      throw tessera::Error(kTexts);
     }
+  }
+  tessera::TensorView v;
+  {
+    py::gil_scoped_release release;
+    v = by_ids ? s.embed_ids(ids, opt) : s.embed(t, opt);
   }
   return to_numpy(std::move(v));
 }
