@@ -141,6 +141,19 @@ if readelf -d "$tmp/examples/build/version_static" | grep -q libtessera; then
 fi
 check_prints_version "cmake version_static (libtessera.a)" "$tmp/examples/build/version_static"
 
+# The generation examples on the shipped demo model: the streamed text, then a summary line.
+check_generates() {
+  local what=$1 exe=$2 out
+  out=$(LD_LIBRARY_PATH="$prefix/lib" "$exe" "$src/models/demo-dates" "1 May 2020") ||
+    fail "$what exited with an error"
+  [ "$(head -n 1 <<<"$out")" = "2020-05-01" ] || fail "$what printed '$out', expected 2020-05-01"
+  echo "ok: $what generates 2020-05-01"
+}
+for exe in generate_cpp generate_c; do
+  check_uses_installed_so "cmake $exe" "$tmp/examples/build/$exe"
+  check_generates "cmake $exe (libtessera.so)" "$tmp/examples/build/$exe"
+done
+
 echo "== examples/ with pkg-config and the system compilers"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 [ "$(pkg-config --modversion tessera)" = "$want" ] || fail "pkg-config --modversion tessera"
@@ -165,5 +178,19 @@ if readelf -d pc_version_c_static | grep -q libtessera; then
   fail "pc_version_c_static needs libtessera.so"
 fi
 check_prints_version "pkg-config pc_version_c_static (libtessera.a)" ./pc_version_c_static
+cc -std=c99 "${warn[@]}" "${cflags[@]}" generate.c -o pc_generate_c "${libs[@]}" ||
+  fail "cc generate.c \$(pkg-config --cflags --libs tessera)"
+c++ "${warn[@]}" "${cflags[@]}" generate.cpp -o pc_generate_cpp_static "${static_libs[@]}" ||
+  fail "c++ generate.cpp libtessera.a \$(pkg-config --static --libs tessera)"
+check_generates "pkg-config pc_generate_c (libtessera.so)" ./pc_generate_c
+check_generates "pkg-config pc_generate_cpp_static (libtessera.a)" ./pc_generate_cpp_static
+
+# The README's C++ example is examples/generate.cpp as it stands (so it compiles, above).
+awk '/<!-- example: examples\/generate.cpp -->/{f=1; next} f && /^```cpp/{g=1; next}
+     g && /^```/{exit} g' "$src/README.md" >"$tmp/readme_example.cpp"
+[ -s "$tmp/readme_example.cpp" ] || fail "README.md has no example marked examples/generate.cpp"
+diff -u "$src/examples/generate.cpp" "$tmp/readme_example.cpp" ||
+  fail "README.md's example differs from examples/generate.cpp"
+echo "ok: README.md's example is examples/generate.cpp"
 
 echo "install_examples: all checks passed"
