@@ -7,7 +7,8 @@
 # holds every object of the internal libraries of the build; a copy of examples/ builds with CMake
 # (find_package(Tessera), against libtessera.so and libtessera.a) and with pkg-config and the
 # system compilers (C and C++, and C against libtessera.a with `pkg-config --static`), and every
-# program prints the project's version. Temporary folders are removed on exit.
+# program prints the project's version; the Python module, when built, imports from the install
+# and finds the installed library. Temporary folders are removed on exit.
 set -euo pipefail
 
 fail() {
@@ -89,6 +90,23 @@ if grep -Ev '^(tessera_|tessera::|(typeinfo|typeinfo name|vtable) for tessera::)
   fail "libtessera.so exports $(wc -l <"$tmp/others") symbol(s) outside the API"
 fi
 echo "ok: $(wc -l <"$tmp/exported") exported symbols, all of the API"
+
+echo "== the Python module (when the build made one)"
+if compgen -G "$build/python/tessera.*.so" >/dev/null; then
+  pydir=$prefix/lib/python3/dist-packages
+  compgen -G "$pydir/tessera.*.so" >/dev/null || fail "the install has no $pydir/tessera.*.so"
+  # Found through its RPATH alone (no LD_LIBRARY_PATH): the installed libtessera.so.
+  lib=$(ldd "$pydir"/tessera.*.so | sed -n "s/^[[:space:]]*libtessera\.so\.$major => \([^ ]*\).*/\1/p")
+  [ -n "$lib" ] && [ "$(realpath "$lib")" = "$(realpath "$prefix/lib/libtessera.so.$major")" ] ||
+    fail "the Python module loads libtessera from '$lib'"
+  out=$(cd "$tmp" && PYTHONPATH=$pydir /usr/bin/python3 -c "import tessera
+print(tessera.__version__, tessera.Model('$src/models/demo-dates', threads=1).generate('1 May 2020')[0])") ||
+    fail "import tessera from $pydir"
+  [ "$out" = "$want 2020-05-01" ] || fail "the installed Python module printed '$out'"
+  echo "ok: PYTHONPATH=<prefix>/lib/python3/dist-packages: import tessera ($out)"
+else
+  echo "skipped: the build has no Python module (pybind11-dev not installed)"
+fi
 
 echo "== libtessera.a"
 ar t "$prefix/lib/libtessera.a" | sort >"$tmp/members"

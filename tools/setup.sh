@@ -16,6 +16,7 @@ PACKAGES=(
   libutf8proc-dev       # BERT basic tokenizer: Unicode normalization, categories
   python3 python3-numpy python3-torch   # exporters, fixtures, parity tests (never at run time)
   python3-matplotlib    # tools/plot_profile.py (roofline charts)
+  pybind11-dev python3-dev python3-pytest   # the Python module (engine/api/python) and its tests
   time                  # GNU time: tests/limits_cli.py measures peak RSS with it
   clang libclang-rt-14-dev libomp-dev   # the libFuzzer build (tests/fuzz): clang, libFuzzer, libomp
 )
