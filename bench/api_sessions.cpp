@@ -6,12 +6,19 @@
 //     (B=1, S=128) and GPT-2 greedy decoding (an 8-token prompt, --tokens new tokens). Prints
 //     per-round rates, their medians and the ratio two sessions / one session.
 //
+//   api_sessions overhead --model DIR [--seq 128] [--reps 20] [--threads 2]
+//     The C ABI's cost over the C++ API: one forward of input_ids [1, --seq] (a bert model,
+//     or gpt2) through tessera::Session::run and through tessera_run (which also copies the
+//     outputs into malloc'd memory), alternating one by one, each timed around the call; prints
+//     the medians and the difference in microseconds and percent.
+//
 //   api_sessions rss --gpt2 DIR [--sessions 4] [--prompt 32] [--tokens 256]
 //     Loads the model (threads = 1), notes the resident set, then runs --sessions sessions at
 //     once, each generating --tokens tokens after a --prompt-token prompt; prints the peak
 //     resident set beside weights + sessions x (arena + KV cache) + 10 %.
 #include <sys/resource.h>
 
+#include <tessera/tessera.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -135,6 +142,55 @@ int throughput(int argc, char** argv) {
   return 0;
 }
 
+int overhead(int argc, char** argv) {
+  const std::string dir = arg(argc, argv, "--model", "");
+  const int64_t seq = std::stoll(arg(argc, argv, "--seq", "128"));
+  const int reps = std::stoi(arg(argc, argv, "--reps", "20"));
+  const int threads = std::stoi(arg(argc, argv, "--threads", "2"));
+  tessera::ModelOptions mo;
+  mo.threads = threads;
+  tessera::Model model(dir, mo);
+  tessera::Session cpp(model);
+  tessera_model* cm = nullptr;
+  tessera_session* cs = nullptr;
+  if (tessera_model_load(dir.c_str(), threads, &cm) != TESSERA_OK ||
+      tessera_session_create(cm, &cs) != TESSERA_OK)
+    throw tessera::Error(tessera_last_error());
+  std::vector<int64_t> ids(static_cast<size_t>(seq));
+  for (int64_t i = 0; i < seq; ++i) ids[i] = 1000 + i * 37 % 20000;
+  const int64_t shape[2] = {1, seq};
+  const tessera::NamedTensors in = {{"input_ids", {tessera::DType::i64, {1, seq}, ids.data(), {}}}};
+  const tessera_tensor c_in = {"input_ids", TESSERA_I64, 2, shape, ids.data()};
+  auto time_cpp = [&] {
+    const auto t0 = Clock::now();
+    const auto out = cpp.run(in);
+    return seconds_since(t0);
+  };
+  auto time_c = [&] {
+    tessera_tensor* out = nullptr;
+    size_t n = 0;
+    const auto t0 = Clock::now();
+    if (tessera_run(cs, &c_in, 1, &out, &n) != TESSERA_OK)
+      throw tessera::Error(tessera_last_error());
+    tessera_tensors_free(out, n);
+    return seconds_since(t0);
+  };
+  for (int w = 0; w < 2; ++w) time_cpp(), time_c();  // warm-up: plans, arenas, caches
+  std::vector<double> a, b;
+  for (int r = 0; r < reps; ++r) {
+    a.push_back(time_cpp() * 1e6);
+    b.push_back(time_c() * 1e6);
+  }
+  const double ma = median(a), mb = median(b);
+  std::printf("CPU: %s; %d kernel threads; %s, input_ids [1, %lld]; median of %d calls each\n",
+              cpu_name().c_str(), threads, dir.c_str(), static_cast<long long>(seq), reps);
+  std::printf("C++ Session::run %.1f us, C tessera_run %.1f us: %+.1f us (%+.2f %%)\n", ma, mb,
+              mb - ma, 100.0 * (mb - ma) / ma);
+  tessera_session_free(cs);
+  tessera_model_free(cm);
+  return 0;
+}
+
 int rss(int argc, char** argv) {
   const int sessions = std::stoi(arg(argc, argv, "--sessions", "4"));
   const int prompt_len = std::stoi(arg(argc, argv, "--prompt", "32"));
@@ -186,11 +242,13 @@ int main(int argc, char** argv) {
   try {
     if (mode == "throughput") return throughput(argc, argv);
     if (mode == "rss") return rss(argc, argv);
+    if (mode == "overhead") return overhead(argc, argv);
   } catch (const tessera::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }
-  std::fprintf(stderr,
-               "usage: api_sessions throughput|rss ... (see the top of bench/api_sessions.cpp)\n");
+  std::fprintf(
+      stderr,
+      "usage: api_sessions throughput|overhead|rss ... (see the top of bench/api_sessions.cpp)\n");
   return 2;
 }

@@ -19,10 +19,18 @@ must exit 0 and write the expected output, so that a broken tool cannot pass.
 
 Works with sanitizer builds (generous timeouts; sanitizer reports are failures). Prints one
 line per case with PASS/FAIL; exit code 1 if any case fails.
+
+    cli_errors.py --c-abi build/engine/api/libtessera.so
+
+runs the same cases through the C ABI instead (ctypes, in this process): tessera_model_load,
+tessera_session_create, tessera_run with the inputs as tessera_tensor descriptors; a failure must
+be a status other than TESSERA_OK whose one-line tessera_last_error() names the problem (the
+two inputs-file cases are the CLI's own and are skipped).
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import re
@@ -31,6 +39,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import types
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(_ROOT, "tools"))
@@ -91,9 +100,76 @@ def mentions(msg: str, word: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+class CAbi:
+    """`tessera run` done through libtessera.so's C ABI: the same model directory and inputs
+    file in, a result shaped like subprocess.run's (returncode 0 or 2, stderr the last error)."""
+    DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1, np.dtype(np.int64): 3,
+              np.dtype(np.int32): 4, np.dtype(np.uint8): 5, np.dtype(np.bool_): 6}
+    NUMPY = {v: k for k, v in DTYPES.items()}
+
+    class Tensor(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_int), ("rank", ctypes.c_int32),
+                    ("shape", ctypes.POINTER(ctypes.c_int64)), ("data", ctypes.c_void_p)]
+
+    def __init__(self, path):
+        lib = ctypes.CDLL(path)
+        lib.tessera_last_error.restype = ctypes.c_char_p
+        lib.tessera_model_load.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.POINTER(ctypes.c_void_p)]
+        lib.tessera_session_create.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+        lib.tessera_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(CAbi.Tensor), ctypes.c_size_t,
+                                    ctypes.POINTER(ctypes.POINTER(CAbi.Tensor)), ctypes.POINTER(ctypes.c_size_t)]
+        lib.tessera_tensors_free.argtypes = [ctypes.POINTER(CAbi.Tensor), ctypes.c_size_t]
+        lib.tessera_model_free.argtypes = [ctypes.c_void_p]
+        lib.tessera_session_free.argtypes = [ctypes.c_void_p]
+        self.lib = lib
+
+    def failed(self, status, expected):
+        """A failure reads as the CLI's exit code 2 when the status is the expected one
+        (TESSERA_MODEL_ERROR from tessera_model_load, TESSERA_INVALID_ARGUMENT after it), else
+        as 100 + status."""
+        err = self.lib.tessera_last_error().decode("utf-8", "replace")
+        return types.SimpleNamespace(returncode=2 if status == expected else 100 + status, stderr=err + "\n")
+
+    def run(self, model, inputs, out):
+        lib = self.lib
+        m, s = ctypes.c_void_p(), ctypes.c_void_p()
+        status = lib.tessera_model_load(model.encode(), 2, ctypes.byref(m))
+        if status != 0:
+            return self.failed(status, 2)  # TESSERA_MODEL_ERROR
+        try:
+            status = lib.tessera_session_create(m, ctypes.byref(s))
+            if status != 0:
+                return self.failed(status, 1)
+            arrays = {k: np.ascontiguousarray(v) for k, v in safetensors_io.load_file(inputs).items()}
+            shapes = [(ctypes.c_int64 * max(a.ndim, 1))(*a.shape) for a in arrays.values()]
+            descs = (CAbi.Tensor * len(arrays))()
+            for i, (name, a) in enumerate(arrays.items()):
+                descs[i] = CAbi.Tensor(name.encode(), CAbi.DTYPES[a.dtype], a.ndim, shapes[i],
+                                       a.ctypes.data_as(ctypes.c_void_p))
+            outs, n = ctypes.POINTER(CAbi.Tensor)(), ctypes.c_size_t()
+            status = lib.tessera_run(s, descs, len(arrays), ctypes.byref(outs), ctypes.byref(n))
+            if status != 0:
+                return self.failed(status, 1)  # TESSERA_INVALID_ARGUMENT
+            result = {}
+            for i in range(n.value):
+                t = outs[i]
+                shape = tuple(t.shape[j] for j in range(t.rank))
+                dt = CAbi.NUMPY[t.dtype]
+                count = int(np.prod(shape)) if shape else 1
+                buf = (ctypes.c_char * (count * dt.itemsize)).from_address(t.data)
+                result[t.name.decode()] = np.frombuffer(bytes(buf), dtype=dt).reshape(shape)
+            lib.tessera_tensors_free(outs, n)
+            safetensors_io.save_file(result, out)
+            return types.SimpleNamespace(returncode=0, stderr="")
+        finally:
+            lib.tessera_session_free(s)
+            lib.tessera_model_free(m)
+
+
 class Suite:
-    def __init__(self, tessera: str, root: str, timeout: float):
+    def __init__(self, tessera: str, root: str, timeout: float, c_abi=None):
         self.tessera = tessera
+        self.c_abi = c_abi
         self.root = root
         self.timeout = timeout
         self.results = []
@@ -142,6 +218,9 @@ class Suite:
 
     def run(self, model, inputs, cdir):
         out = os.path.join(cdir, "out", "outputs.safetensors")
+        if self.c_abi:
+            p = self.c_abi.run(model, inputs, out)
+            return p, p.stderr, out
         cmd = [self.tessera, "run", "--model", model, "--inputs", inputs, "--outputs", out, "--threads", "2"]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout, errors="replace")
@@ -361,6 +440,8 @@ class Suite:
         input_case("token_ids_wrong_dtype_f32", {"src_ids": self.src_ids.astype(np.float32),
                                                  "tgt_ids": self.tgt_ids}, ["src_ids"], token=True)
 
+        if self.c_abi:
+            return  # the inputs file is the CLI's: the C ABI takes tensors
         cdir = self.case_dir("inputs_file_missing")
         missing_in = os.path.join(cdir, "does_not_exist.safetensors")
         self.expect_error("inputs_file_missing", self.base_model, missing_in, cdir, ["does_not_exist.safetensors"])
@@ -374,11 +455,15 @@ class Suite:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="`tessera run` must reject bad input cleanly (exit 2, one line).")
-    ap.add_argument("--tessera", required=True, help="path to the tessera binary (a sanitizer build is fine)")
+    ap.add_argument("--tessera", help="path to the tessera binary (a sanitizer build is fine)")
+    ap.add_argument("--c-abi", metavar="LIB", help="run the cases through this libtessera.so's C ABI instead")
     ap.add_argument("--keep", metavar="DIR", help="build the cases in DIR and keep them (default: a temp dir)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per run (default 120)")
     args = ap.parse_args(argv)
-    if not (os.path.isfile(args.tessera) and os.access(args.tessera, os.X_OK)):
+    if not args.tessera and not args.c_abi:
+        ap.error("give --tessera or --c-abi")
+    c_abi = CAbi(os.path.abspath(args.c_abi)) if args.c_abi else None
+    if not c_abi and not (os.path.isfile(args.tessera) and os.access(args.tessera, os.X_OK)):
         print(f"cli_errors.py: {args.tessera} is not an executable file", file=sys.stderr)
         return 1
     torch.set_num_threads(2)
@@ -387,7 +472,7 @@ def main(argv=None) -> int:
         shutil.rmtree(root, ignore_errors=True)
         os.makedirs(root)
     try:
-        suite = Suite(os.path.abspath(args.tessera), root, args.timeout)
+        suite = Suite(os.path.abspath(args.tessera or ""), root, args.timeout, c_abi)
         suite.run_all()
     finally:
         if not args.keep:

@@ -3,7 +3,8 @@
 # suite (kernels, engine, CLI errors, PyTorch parity, demo accuracy) once per ISA the CPU can
 # run (AVX-512, AVX2+FMA, generic), then an
 # AddressSanitizer + UndefinedBehaviorSanitizer build running the kernel, engine and bad-input
-# tests, then the libFuzzer build (clang, tests/fuzz): every target over its seed corpus and
+# tests, then a ThreadSanitizer build running the library's concurrency suites (tests/api), then
+# the libFuzzer build (clang, tests/fuzz): every target over its seed corpus and
 # regressions, then TESSERA_FUZZ_SECONDS (default 60) of fresh fuzzing per target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,14 @@ echo "=== ASan + UBSan tests"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 (cd build-sanitize && ctest --output-on-failure --timeout 1500)
+
+echo "=== ThreadSanitizer build: sessions on one model at once (tests/api, the library's suites)"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_WERROR=ON -DTESSERA_TSAN=ON \
+  -DTESSERA_BUILD_BENCH=OFF >/dev/null
+cmake --build build-tsan -j "$(nproc 2>/dev/null || echo 2)" --target test_api test_c_api
+echo "=== ThreadSanitizer tests"
+(cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure --timeout 1500 \
+  -R '^(api_models|api|c_api)$')
 
 echo "=== libFuzzer build (clang)"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_FUZZ=ON \
