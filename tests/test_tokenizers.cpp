@@ -582,5 +582,24 @@ TEST_CASE("errors name the directory or the malformed file") {
   check_json(R"({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0}},
                  "normalizer": {"type": "NFC"}, "pre_tokenizer": {"type": "BertPreTokenizer"}})",
              "BertNormalizer");
+  // Keys of an unexpected JSON type (found by fuzz_tokenizer_files: a number where the
+  // normalizer's type belongs escaped as nlohmann's type_error): an Error naming the key.
+  check_json(R"({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0}},
+                 "normalizer": {"type": 188}, "pre_tokenizer": {"type": "BertPreTokenizer"}})",
+             "normalizer: type must be a string");
+  check_json(R"({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0}},
+                 "pre_tokenizer": {"type": ["BertPreTokenizer"]}})",
+             "pre_tokenizer: type must be a string");
+  check_json(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "byte_fallback": 1},
+                 "pre_tokenizer": {"type": "ByteLevel"}})",
+             "byte_fallback must be true or false");
+  check_json(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                 "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": "no"}})",
+             "add_prefix_space must be true or false");
+  check_json(R"({"model": {"type": "WordPiece", "vocab": {"[UNK]": 0}},
+                 "pre_tokenizer": {"type": "BertPreTokenizer"},
+                 "added_tokens": [{"id": 0, "content": "[UNK]", "special": "yes"}]})",
+             "special must be true or false");
+  check_json(R"({"type": 3, "tokens": ["a"]})", "model.type");
   fs::remove_all(dir);
 }

@@ -17,7 +17,7 @@ CharTokenizer::CharTokenizer(const std::string& path) : path_(path) {
   } catch (const nlohmann::json::exception& e) {
     throw Error("tokenizer '" + path + "' is not valid JSON (" + e.what() + ")");
   }
-  if (!j.is_object() || j.value("type", "") != "char" || !j.contains("tokens") ||
+  if (!j.is_object() || !j.contains("type") || j["type"] != "char" || !j.contains("tokens") ||
       !j["tokens"].is_array())
     throw Error("tokenizer '" + path + "' must be {\"type\": \"char\", \"tokens\": [...]}");
   for (const auto& t : j["tokens"]) {

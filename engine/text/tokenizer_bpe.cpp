@@ -307,7 +307,7 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_hf_json(
     throw Error(where +
                 ": BPE with a continuing_subword_prefix or end_of_word_suffix is not "
                 "supported (only GPT-2-style byte-level BPE)");
-  if (m.value("byte_fallback", false))
+  if (detail::json_bool(m, "byte_fallback", false, where))
     throw Error(where +
                 ": BPE with byte_fallback (SentencePiece style) is not supported "
                 "(only GPT-2-style byte-level BPE)");
@@ -316,18 +316,18 @@ std::unique_ptr<ByteLevelBpeTokenizer> ByteLevelBpeTokenizer::from_hf_json(
   if (j.contains("normalizer") && !j["normalizer"].is_null())
     throw Error(where + ": a BPE normalizer is not supported (GPT-2 has none)");
   const nlohmann::json* pre = j.contains("pre_tokenizer") ? &j["pre_tokenizer"] : nullptr;
-  if (!pre || !pre->is_object() || pre->value("type", "") != "ByteLevel")
+  if (!pre || !pre->is_object() || detail::json_string(*pre, "type", "", where) != "ByteLevel")
     throw Error(where + ": only the ByteLevel pre-tokenizer is supported for BPE");
-  if (!pre->value("use_regex", true))
+  if (!detail::json_bool(*pre, "use_regex", true, where))
     throw Error(where + ": a ByteLevel pre-tokenizer without its regex is not supported");
-  c.add_prefix_space = pre->value("add_prefix_space", false);
+  c.add_prefix_space = detail::json_bool(*pre, "add_prefix_space", false, where);
   if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
     for (const auto& a : j["added_tokens"]) {
       if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() ||
           !a.contains("content") || !a["content"].is_string())
         throw Error(where + ": every added_tokens entry needs an integer id and a content string");
-      c.added.push_back(
-          {a["id"].get<int64_t>(), a["content"].get<std::string>(), a.value("special", false)});
+      c.added.push_back({a["id"].get<int64_t>(), a["content"].get<std::string>(),
+                         detail::json_bool(a, "special", false, where + ": added_tokens")});
     }
   }
   for (const auto& a : c.added)

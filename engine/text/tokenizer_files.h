@@ -12,4 +12,11 @@ std::string read_tokenizer_text(const std::string& path);
 // The file parsed as JSON; throws Error naming the file when it cannot be read or parsed.
 nlohmann::json read_tokenizer_json(const std::string& path);
 
+// obj[key] when it is there (and not null), else `fallback`; Error "<where>: <key> must be a
+// string" (or "true or false") when it holds another type. nlohmann's value(key, fallback)
+// throws its own type_error instead, which names neither the file nor the key.
+std::string json_string(const nlohmann::json& obj, const char* key, const std::string& fallback,
+                        const std::string& where);
+bool json_bool(const nlohmann::json& obj, const char* key, bool fallback, const std::string& where);
+
 }  // namespace tessera::detail

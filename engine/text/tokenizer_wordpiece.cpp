@@ -243,7 +243,8 @@ std::unique_ptr<WordPieceTokenizer> WordPieceTokenizer::from_hf_json(const nlohm
   if (norm.is_null()) {
     o.clean_text = o.handle_chinese_chars = o.lowercase = false;
     o.strip_accents = false;
-  } else if (norm.is_object() && norm.value("type", "") == "BertNormalizer") {
+  } else if (norm.is_object() &&
+             detail::json_string(norm, "type", "", where + ": normalizer") == "BertNormalizer") {
     get_bool(norm, "clean_text", o.clean_text);
     get_bool(norm, "handle_chinese_chars", o.handle_chinese_chars);
     get_bool(norm, "lowercase", o.lowercase);
@@ -256,10 +257,11 @@ std::unique_ptr<WordPieceTokenizer> WordPieceTokenizer::from_hf_json(const nlohm
     throw Error(where + ": only the BertNormalizer (or none) is supported for WordPiece");
   }
   const nlohmann::json pre = j.value("pre_tokenizer", nlohmann::json());
-  if (!pre.is_object() || pre.value("type", "") != "BertPreTokenizer")
+  if (!pre.is_object() ||
+      detail::json_string(pre, "type", "", where + ": pre_tokenizer") != "BertPreTokenizer")
     throw Error(where + ": only the BertPreTokenizer is supported for WordPiece");
   const nlohmann::json dec = j.value("decoder", nlohmann::json());
-  if (dec.is_object() && dec.value("type", "") == "WordPiece") {
+  if (dec.is_object() && detail::json_string(dec, "type", "", where + ": decoder") == "WordPiece") {
     get_bool(dec, "cleanup", o.cleanup);
     std::string prefix = o.prefix;
     get_string(dec, "prefix", prefix);
@@ -273,8 +275,8 @@ std::unique_ptr<WordPieceTokenizer> WordPieceTokenizer::from_hf_json(const nlohm
       if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() ||
           !a.contains("content") || !a["content"].is_string())
         throw Error(where + ": every added_tokens entry needs an integer id and a content string");
-      added.push_back(
-          {a["id"].get<int64_t>(), a["content"].get<std::string>(), a.value("special", false)});
+      added.push_back({a["id"].get<int64_t>(), a["content"].get<std::string>(),
+                       detail::json_bool(a, "special", false, where + ": added_tokens")});
     }
   }
   return std::make_unique<WordPieceTokenizer>(vocab, std::move(o), std::move(added), where);

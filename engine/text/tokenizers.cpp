@@ -247,6 +247,20 @@ nlohmann::json read_tokenizer_json(const std::string& path) {
   }
 }
 
+std::string json_string(const nlohmann::json& obj, const char* key, const std::string& fallback,
+                        const std::string& where) {
+  if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return fallback;
+  if (!obj[key].is_string()) throw Error(where + ": " + key + " must be a string");
+  return obj[key].get<std::string>();
+}
+
+bool json_bool(const nlohmann::json& obj, const char* key, bool fallback,
+               const std::string& where) {
+  if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return fallback;
+  if (!obj[key].is_boolean()) throw Error(where + ": " + key + " must be true or false");
+  return obj[key].get<bool>();
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------------
@@ -291,8 +305,14 @@ std::unique_ptr<TextTokenizer> load_tokenizer(const std::string& dir) {
       throw Error("tokenizer file '" + tj +
                   "' has no model.type (expected a Hugging Face tokenizer.json)");
     const std::string type = j["model"]["type"];
-    if (type == "BPE") return ByteLevelBpeTokenizer::from_hf_json(j, tj);
-    if (type == "WordPiece") return WordPieceTokenizer::from_hf_json(j, tj);
+    // A JSON access the readers did not guard (a key of an unexpected type) still ends as an
+    // Error naming the file, never as nlohmann's own exception.
+    try {
+      if (type == "BPE") return ByteLevelBpeTokenizer::from_hf_json(j, tj);
+      if (type == "WordPiece") return WordPieceTokenizer::from_hf_json(j, tj);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error("tokenizer file '" + tj + "': " + e.what());
+    }
     throw Error("tokenizer file '" + tj + "': model.type '" + type +
                 "' is not supported (supported: BPE, WordPiece)");
   }
