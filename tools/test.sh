@@ -48,7 +48,7 @@ echo "=== libFuzzer build (clang)"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_FUZZ=ON \
   -DTESSERA_BUILD_TESTS=OFF -DTESSERA_BUILD_BENCH=OFF >/dev/null
 cmake --build build-fuzz -j "$(nproc 2>/dev/null || echo 2)" --target fuzz_safetensors fuzz_config \
-  fuzz_tokenizer_files fuzz_tokenize fuzz_run_inputs
+  fuzz_tokenizer_files fuzz_tokenize fuzz_run_inputs fuzz_c_abi
 echo "=== fuzz targets over their corpora and regressions"
 (cd build-fuzz && ctest --output-on-failure --timeout 600)
 echo "=== fresh fuzzing, ${TESSERA_FUZZ_SECONDS:-60} s per target, one per core"

@@ -74,15 +74,18 @@ tessera::NamedTensors to_inputs(const tessera_tensor* inputs, size_t n) {
     require(t.name != nullptr, where + " has a NULL name");
     const std::string name = t.name;
     const std::string what = where + " ('" + name + "')";
-    require(t.dtype >= TESSERA_F32 && t.dtype <= TESSERA_BOOL,
-            what + " has dtype " + std::to_string(static_cast<int>(t.dtype)) +
-                ", not a tessera_dtype (0..6)");
+    // A C caller may store any int in the enum; in C++ only its bytes may be read.
+    int dtype = 0;
+    static_assert(sizeof(t.dtype) == sizeof(dtype));
+    std::memcpy(&dtype, &t.dtype, sizeof dtype);
+    require(dtype >= TESSERA_F32 && dtype <= TESSERA_BOOL,
+            what + " has dtype " + std::to_string(dtype) + ", not a tessera_dtype (0..6)");
     require(t.rank >= 0 && t.rank <= kMaxRank, what + " has rank " + std::to_string(t.rank) +
                                                    " (0.." + std::to_string(kMaxRank) + ")");
     require(t.rank == 0 || t.shape != nullptr,
             what + " has a NULL shape with rank " + std::to_string(t.rank));
     tessera::TensorView v;
-    v.dtype = static_cast<tessera::DType>(t.dtype);
+    v.dtype = static_cast<tessera::DType>(dtype);
     v.shape.assign(t.shape, t.shape + t.rank);
     for (int64_t d : v.shape)
       require(d >= 0, what + " has a negative dimension " + std::to_string(d));

@@ -174,6 +174,23 @@ def main():
     for i, t in enumerate(texts):
         mode = [0, 1, 2, 4, 5][i % 5]
         write("fuzz_tokenize", f"text_{i:02d}", bytes([mode]) + t.encode())
+    # fuzz_c_abi: model byte, tensor count, then per tensor name / dtype / rank / dims / data
+    # flag and the data bytes (fuzz_c_abi.cpp), then generate options and a prompt.
+    names = ["src_ids", "tgt_ids", "src", "tgt", "src_mask", "tgt_mask", "memory_mask",
+             "src_key_padding_mask", "tgt_key_padding_mask", "input_ids", "attention_mask",
+             "token_type_ids", "position_ids", "logits", "no_such_input"]
+
+    def desc(name, dtype, dims, data):
+        return bytes([names.index(name), dtype, len(dims)]) + bytes(dims) + b"\x01" + data
+
+    gen = bytes([3, 0, 16, 0, 200, 32, 0, 2])  # max_new 3, greedy, T 1, top_k 0, top_p 1, ...
+    write("fuzz_c_abi", "demo_ids", bytes([0, 2]) + desc("src_ids", 3, [1, 3], i64(5, 6, 2) + b"\0") +
+          desc("tgt_ids", 3, [1, 2], i64(1, 7) + b"\0") + gen + b"1 May 2020")
+    write("fuzz_c_abi", "gpt2_ids", bytes([1, 1]) + desc("input_ids", 3, [1, 4], i64(1, 2, 3, 4) + b"\0") + gen)
+    write("fuzz_c_abi", "bert_ids_mask", bytes([2, 2]) + desc("input_ids", 3, [2, 2], i64(1, 2, 3, 0) + b"\0") +
+          desc("attention_mask", 3, [2, 2], i64(1, 1, 1, 0) + b"\0") + gen)
+    write("fuzz_c_abi", "demo_floats", bytes([0, 2]) + desc("src", 0, [1, 2, 8], b"\0" * 65) +
+          desc("tgt", 0, [1, 1, 8], b"\0" * 33) + bytes([2, 1, 8, 5, 150, 40, 7, 3]) + b"12/11/2026")
     write("fuzz_tokenize", "invalid_utf8", b"\x00ab\xc3(\xe2\x82\xf0\x9f\x98")
     write("fuzz_tokenize", "decode_bpe", b"\x08" + struct.pack("<6H", 15496, 995, 12520, 99, 247, 50256))
     write("fuzz_tokenize", "decode_wordpiece", b"\x0d" + struct.pack("<4H", 101, 7592, 2088, 102))

@@ -14,7 +14,7 @@ build=${2:-build-fuzz}
 shift 2 2>/dev/null || shift $#
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] &&
-  targets=(fuzz_safetensors fuzz_config fuzz_tokenizer_files fuzz_tokenize fuzz_run_inputs)
+  targets=(fuzz_safetensors fuzz_config fuzz_tokenizer_files fuzz_tokenize fuzz_run_inputs fuzz_c_abi)
 jobs=${FUZZ_JOBS:-1}
 work=$(mktemp -d "${TMPDIR:-/tmp}/tessera-run-fuzz-XXXXXX")
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
