@@ -176,6 +176,7 @@ ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(Config c)
     size = std::max(size, a.id + 1);
   }
   if (size == 0) throw Error(src + ": the vocabulary is empty");
+  detail::check_id_space(size, c.vocab.size() + c.added.size(), src);
   const auto usize = static_cast<size_t>(size);
   tokens_.assign(usize, "");
   present_.assign(usize, 0);

@@ -140,6 +140,7 @@ WordPieceTokenizer::WordPieceTokenizer(const std::vector<std::pair<std::string, 
     size = std::max(size, a.id + 1);
   }
   if (size == 0) throw Error(source_ + ": the vocabulary is empty");
+  detail::check_id_space(size, vocab.size() + added_.size(), source_);
   const auto usize = static_cast<size_t>(size);
   tokens_.assign(usize, "");
   present_.assign(usize, 0);

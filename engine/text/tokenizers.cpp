@@ -261,6 +261,14 @@ bool json_bool(const nlohmann::json& obj, const char* key, bool fallback,
   return obj[key].get<bool>();
 }
 
+void check_id_space(int64_t id_space, size_t tokens, const std::string& where) {
+  const int64_t limit = 2 * static_cast<int64_t>(tokens) + 1024;
+  if (id_space > limit)
+    throw Error(where + ": ids up to " + std::to_string(id_space - 1) + " for " +
+                std::to_string(tokens) + " tokens leave most ids unused (ids must be below " +
+                std::to_string(limit) + ", twice the tokens + 1024)");
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------------
