@@ -141,8 +141,9 @@ inline void bench_read_bandwidth(benchmark::State& st, int64_t floats_per_thread
   // Huge pages, as the engine's own large buffers (tk::allocate_aligned): with 4 KiB pages a
   // VM's two-level page walks cut the DRAM figure (31.8 against 41 GB/s on a Zen 5 guest).
   const size_t floats = static_cast<size_t>(floats_per_thread * threads);
-  std::unique_ptr<float, decltype(&tk::free_aligned)> buffer(
-      static_cast<float*>(tk::allocate_aligned(floats * sizeof(float))), &tk::free_aligned);
+  auto release = [floats](float* p) { tk::free_aligned(p, floats * sizeof(float)); };
+  std::unique_ptr<float, decltype(release)> buffer(
+      static_cast<float*>(tk::allocate_aligned(floats * sizeof(float))), release);
   float* data = buffer.get();
   std::fill(data, data + floats, 1.0f);
   float sink = 0;

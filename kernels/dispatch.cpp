@@ -10,11 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
-#include <unordered_map>
 
 #include "kernels/internal.hpp"
 #include "kernels/kernels.h"
@@ -77,7 +75,7 @@ struct Scratch {
   Scratch() = default;
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() { free_aligned(data); }
+  ~Scratch() { free_aligned(data, capacity * sizeof(float)); }
 };
 thread_local Scratch t_scratch[detail::kScratchSlots];
 
@@ -191,67 +189,59 @@ namespace {
 constexpr size_t kMapped = size_t{64} << 10;
 constexpr size_t kPage = 4096;
 
-struct Mapping {
-  void* base;
-  size_t length;
-};
-std::mutex g_mapped_mu;
-std::unordered_map<void*, Mapping> g_mapped;  // aligned pointer -> its mapping
-
 size_t round_up(size_t n, size_t to) {
   return (n + to - 1) / to * to;
 }
 
+// A mapped block's alignment: 2 MiB from 2 MiB up (huge pages), else a page.
+size_t mapped_alignment(size_t bytes) {
+  return bytes >= kHuge ? kHuge : kPage;
+}
+
 }  // namespace
 
-void* allocate_aligned(size_t bytes) {
+void* allocate_aligned(size_t bytes, bool zeroed) {
   if (bytes == 0) bytes = 1;
-  const size_t align = bytes >= kHuge ? kHuge : kLine;
   if (bytes < kMapped) {
-    void* p = std::aligned_alloc(align, round_up(bytes, align));
+    void* p = std::aligned_alloc(kLine, round_up(bytes, kLine));
     if (p == nullptr) throw std::bad_alloc();
+    if (zeroed) std::memset(p, 0, bytes);
     return p;
   }
-  // Mapped: page aligned by mmap; 2 MiB alignment by mapping one extra 2 MiB and starting at
-  // the first boundary inside (the unused ends stay untouched, so they cost no memory).
-  const size_t used = round_up(bytes, align == kHuge ? kHuge : kPage);
-  const size_t length = used + (align == kHuge ? kHuge : 0);
+  // Mapped (and so zeroed): page aligned by mmap; 2 MiB alignment by mapping up to 2 MiB more
+  // and unmapping what lies before the first boundary and after the block, so the block is its
+  // own mapping and free_aligned needs nothing but its size.
+  const size_t align = mapped_alignment(bytes);
+  const size_t used = round_up(bytes, align);
+  const size_t length = used + (align - kPage);
   void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) throw std::bad_alloc();
-  auto* p = reinterpret_cast<void*>(round_up(reinterpret_cast<uintptr_t>(base), align));
+  const uintptr_t b = reinterpret_cast<uintptr_t>(base);
+  const uintptr_t p = round_up(b, align);
+  if (p > b) munmap(base, p - b);
+  if (b + length > p + used) munmap(reinterpret_cast<void*>(p + used), b + length - (p + used));
   // Huge pages where the system allows them (transparent_hugepage "madvise", Debian's default):
   // a forward pass streams hundreds of MiB of weights; with 4 KiB pages every 4 KiB is a TLB
   // miss and, in a VM, a two-level page walk. A hint: failure (THP "never") changes nothing.
-  if (align == kHuge) madvise(p, used, MADV_HUGEPAGE);
-  try {
-    std::lock_guard<std::mutex> lock(g_mapped_mu);
-    g_mapped.emplace(p, Mapping{base, length});
-  } catch (...) {
-    munmap(base, length);
-    throw;
-  }
-  return p;
+  if (align == kHuge) madvise(reinterpret_cast<void*>(p), used, MADV_HUGEPAGE);
+  return reinterpret_cast<void*>(p);
 }
 
-void free_aligned(void* p) {
+void free_aligned(void* p, size_t bytes) {
   if (p == nullptr) return;
-  {
-    std::lock_guard<std::mutex> lock(g_mapped_mu);
-    auto it = g_mapped.find(p);
-    if (it != g_mapped.end()) {
-      munmap(it->second.base, it->second.length);
-      g_mapped.erase(it);
-      return;
-    }
-  }
-  std::free(p);
+  if (bytes == 0) bytes = 1;
+  if (bytes < kMapped)
+    std::free(p);
+  else
+    munmap(p, round_up(bytes, mapped_alignment(bytes)));
 }
 
 // ---------------------------------------------------------------------------------------------
 // PackedWeights
 // ---------------------------------------------------------------------------------------------
 PackedWeights::PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats)
-    : data_(static_cast<float*>(allocate_aligned(floats * sizeof(float)))),
+    : data_(static_cast<float*>(allocate_aligned(floats * sizeof(float))),
+            Free{floats * sizeof(float)}),
       backend_(std::make_shared<detail::BackendSlot>()),
       n_(n),
       k_(k),
@@ -260,7 +250,7 @@ PackedWeights::PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t f
       bytes_(floats * sizeof(float)) {}
 
 void PackedWeights::Free::operator()(float* p) const {
-  free_aligned(p);
+  free_aligned(p, bytes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -277,7 +267,7 @@ float* thread_scratch(size_t floats, int slot) {
   if (floats > s.capacity) {
     const size_t capacity = (floats + 15) / 16 * 16;  // whole cache lines
     float* data = static_cast<float*>(allocate_aligned(capacity * sizeof(float)));
-    free_aligned(s.data);
+    free_aligned(s.data, s.capacity * sizeof(float));
     s.data = data;
     s.capacity = capacity;
   }

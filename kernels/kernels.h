@@ -77,10 +77,12 @@ enum class Activation : uint8_t {
 // Memory for large arrays: 64-byte aligned; from 2 MiB up, 2 MiB aligned and marked for
 // transparent huge pages (madvise MADV_HUGEPAGE). From 64 KiB up it is mapped from the kernel
 // (mmap) and unmapped when freed, so tensors never fragment the heap and their memory goes back
-// to the system at once (kernels/dispatch.cpp says why). Release with
-// free_aligned (nullptr: nothing). Thread-safe. Throws std::bad_alloc.
-void* allocate_aligned(size_t bytes);
-void free_aligned(void* p);
+// to the system at once (kernels/dispatch.cpp says why). `zeroed`: the memory reads as zeros
+// (mapped memory already does; only heap blocks are cleared). Release with free_aligned and the
+// same `bytes` (the size tells how the block was made; nullptr: nothing). Thread-safe. Throws
+// std::bad_alloc.
+void* allocate_aligned(size_t bytes, bool zeroed = false);
+void free_aligned(void* p, size_t bytes);
 
 class PackedWeights {
  public:
@@ -101,7 +103,10 @@ class PackedWeights {
   detail::BackendSlot* backend_slot() const { return backend_.get(); }
 
  private:
-  struct Free {
+  struct Free {  // frees with the block's size (free_aligned)
+    Free() : bytes(0) {}
+    explicit Free(size_t b) : bytes(b) {}
+    size_t bytes;
     void operator()(float* p) const;
   };
   std::unique_ptr<float[], Free> data_;

@@ -82,7 +82,8 @@ int64_t shape_numel(const Shape& s) {
 
 namespace {
 struct AlignedFree {
-  void operator()(void* p) const { kernels::free_aligned(p); }
+  size_t bytes;
+  void operator()(void* p) const { kernels::free_aligned(p, bytes); }
 };
 }  // namespace
 
@@ -91,10 +92,9 @@ Tensor::Tensor(DType dt, Shape shape, bool zero_fill) : dtype_(dt), shape_(std::
   size_t bytes = nbytes();
   size_t rounded = (bytes + 63) / 64 * 64;
   if (rounded == 0) rounded = 64;
-  void* p = kernels::allocate_aligned(rounded);  // huge pages for large tensors
-  if (zero_fill) std::memset(p, 0, rounded);
+  void* p = kernels::allocate_aligned(rounded, zero_fill);  // huge pages for large tensors
   data_ = p;
-  owner_ = std::shared_ptr<const void>(p, AlignedFree{});
+  owner_ = std::shared_ptr<const void>(p, AlignedFree{rounded});
 }
 
 Tensor Tensor::view(DType dt, Shape shape, void* data, std::shared_ptr<const void> owner) {

@@ -148,21 +148,28 @@ TEST_CASE("allocate_aligned: alignment, every size class, memory usable up to th
     std::memset(p, 0xab, bytes);
     CHECK(p[0] == 0xab);
     CHECK(p[bytes - 1] == 0xab);
-    tk::free_aligned(p);
+    tk::free_aligned(p, bytes);
+    // zeroed: every byte reads 0 (heap blocks cleared, mapped ones fresh from the kernel).
+    auto* z = static_cast<unsigned char*>(tk::allocate_aligned(bytes, /*zeroed=*/true));
+    CHECK(reinterpret_cast<uintptr_t>(z) % align == 0);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < bytes; ++i) nonzero += z[i] != 0;
+    CHECK(nonzero == 0);
+    tk::free_aligned(z, bytes);
   }
-  tk::free_aligned(nullptr);  // nothing
+  tk::free_aligned(nullptr, 100);  // nothing
   // Many at once from several threads: each block its own, every one freed.
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([t] {
-      std::vector<void*> blocks;
+      std::vector<std::pair<void*, size_t>> blocks;
       for (int i = 0; i < 50; ++i) {
         const size_t bytes = size_t{60000} + size_t(i) * 7919 + size_t(t);
         auto* p = static_cast<unsigned char*>(tk::allocate_aligned(bytes));
         p[0] = p[bytes - 1] = static_cast<unsigned char>(i);
-        blocks.push_back(p);
+        blocks.emplace_back(p, bytes);
       }
-      for (void* p : blocks) tk::free_aligned(p);
+      for (auto [p, bytes] : blocks) tk::free_aligned(p, bytes);
     });
   for (auto& th : threads) th.join();
 }
