@@ -84,18 +84,18 @@ Action add_embed_command(CLI::App& app) {
     }
 
     const auto t0 = std::chrono::steady_clock::now();
-    int64_t tokens = 0, h = 0;
-    const api::Pooling pooling = api::parse_pooling(o->pooling, "--pooling");
+    int64_t tokens = 0;
+    const Pooling pooling = api::parse_pooling(o->pooling, "--pooling");
     const size_t step = static_cast<size_t>(o->batch_size);
     for (size_t first = 0; first < seqs.size(); first += step) {  // printed batch by batch
       const std::vector<std::vector<int64_t>> batch(
           seqs.begin() + first, seqs.begin() + std::min(seqs.size(), first + step));
-      const std::vector<float> vectors =
-          api::embed(*model, batch, pooling, o->normalize, o->batch_size, &h);
+      const Tensor vectors = api::embed(*model, batch, pooling, o->normalize, o->batch_size);
+      const int64_t h = vectors.dim(1);
       for (size_t i = 0; i < batch.size(); ++i) {
         const int64_t n = static_cast<int64_t>(batch[i].size());
         tokens += n;
-        const float* v = vectors.data() + i * static_cast<size_t>(h);
+        const float* v = vectors.data<float>() + static_cast<int64_t>(i) * h;
         std::string line = "{\"index\": " + std::to_string(first + i) +
                            ", \"tokens\": " + std::to_string(n) + ", \"embedding\": [";
         for (int64_t j = 0; j < h; ++j) line += (j ? ", " : "") + format_float(v[j]);

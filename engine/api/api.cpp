@@ -318,16 +318,9 @@ std::string Session::complete(const std::string& prompt, const GenerateOptions& 
 
 TensorView Session::embed_ids(const std::vector<std::vector<int64_t>>& inputs,
                               const EmbedOptions& options) {
-  const api::Pooling pooling = options.pooling == Pooling::mean     ? api::Pooling::mean
-                               : options.pooling == Pooling::pooler ? api::Pooling::pooler
-                                                                    : api::Pooling::cls;
   Impl::Bound bound(*impl_);
-  int64_t hidden = 0;
-  std::vector<float> v = api::embed(*impl_->model.impl_->model, inputs, pooling, options.normalize,
-                                    options.batch_size, &hidden);
-  Tensor t(DType::f32, {static_cast<int64_t>(inputs.size()), hidden}, false);
-  std::copy(v.begin(), v.end(), t.data<float>());
-  return to_view(std::move(t));
+  return to_view(api::embed(*impl_->model.impl_->model, inputs, options.pooling, options.normalize,
+                            options.batch_size));
 }
 
 TensorView Session::embed(const std::vector<std::string>& texts, const EmbedOptions& options) {

@@ -178,9 +178,8 @@ std::vector<std::vector<int64_t>> tokenize_for_embedding(const TextTokenizer& to
   return out;
 }
 
-std::vector<float> embed(const models::Model& model, const std::vector<std::vector<int64_t>>& seqs,
-                         Pooling pooling, bool normalize, int64_t batch_size,
-                         int64_t* hidden_size) {
+Tensor embed(const models::Model& model, const std::vector<std::vector<int64_t>>& seqs,
+             Pooling pooling, bool normalize, int64_t batch_size) {
   const models::BertModel* bert = model.bert();
   if (!bert)
     throw Error(std::string("embedding needs a bert model; this one has model_type '") +
@@ -191,8 +190,7 @@ std::vector<float> embed(const models::Model& model, const std::vector<std::vect
   for (size_t i = 0; i < seqs.size(); ++i)
     if (seqs[i].empty()) throw Error("input " + std::to_string(i) + " has no token ids");
   const int64_t h = bert->config().hidden_size;
-  if (hidden_size) *hidden_size = h;
-  std::vector<float> result(seqs.size() * static_cast<size_t>(h));
+  Tensor result(DType::f32, {static_cast<int64_t>(seqs.size()), h}, false);
   const size_t step = static_cast<size_t>(batch_size);
   for (size_t first = 0; first < seqs.size(); first += step) {
     const size_t last = std::min(seqs.size(), first + step);
@@ -234,7 +232,7 @@ std::vector<float> embed(const models::Model& model, const std::vector<std::vect
         if (norm > 0)
           for (auto& x : v) x /= norm;
       }
-      float* dst = result.data() + (first + static_cast<size_t>(b)) * static_cast<size_t>(h);
+      float* dst = result.data<float>() + (static_cast<int64_t>(first) + b) * h;
       for (int64_t j = 0; j < h; ++j) dst[j] = static_cast<float>(v[j]);
     }
   }

@@ -72,14 +72,14 @@ int64_t default_max_new_tokens(const Generator& g,
 void check_max_new_tokens(const Generator& g, int64_t max_new_tokens, const std::string& name);
 
 // --- embeddings ---------------------------------------------------------------------------------
-enum class Pooling { cls, mean, pooler };
+// Pooling (cls, mean, pooler) is the public API's enum (include/tessera/types.hpp).
 Pooling parse_pooling(const std::string& name, const std::string& what);
 
-// Pooled vectors [n, H] (row-major in the returned vector) of token id sequences through a bert
-// model, batch_size at a time (padded, the padding removed inside the model). Throws Error when
-// the model is not bert, has no pooler for Pooling::pooler, or a sequence is empty.
-std::vector<float> embed(const models::Model& model, const std::vector<std::vector<int64_t>>& seqs,
-                         Pooling pooling, bool normalize, int64_t batch_size, int64_t* hidden);
+// Pooled vectors F32 [n, hidden_size] of token id sequences through a bert model, batch_size at
+// a time (padded, the padding removed inside the model). Throws Error when the model is not
+// bert, has no pooler for Pooling::pooler, or a sequence is empty.
+Tensor embed(const models::Model& model, const std::vector<std::vector<int64_t>>& seqs,
+             Pooling pooling, bool normalize, int64_t batch_size);
 
 // The tokenizer of a bert model directory: [CLS] ... [SEP] added.
 std::vector<std::vector<int64_t>> tokenize_for_embedding(const TextTokenizer& tok,

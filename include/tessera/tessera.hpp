@@ -108,7 +108,6 @@ struct Token {
 // Return false to stop the generation (it then throws Cancelled).
 using TokenCallback = std::function<bool(const Token&)>;
 
-enum class Pooling { cls, mean, pooler };
 struct EmbedOptions {
   Pooling pooling = Pooling::cls;  // [CLS]'s hidden state, the mean over tokens, or pooler_output
   bool normalize = false;          // L2-normalize each vector

@@ -47,6 +47,10 @@ enum class EarlyStopping {
   never,
 };
 
+// How an embedding pools a text's hidden states: [CLS]'s, their mean over the text's tokens, or
+// the model's pooler_output (tanh(dense([CLS])), when the checkpoint has a pooler).
+enum class Pooling { cls, mean, pooler };
+
 // Why a generated sequence ended: an eos token, a stop string in its text, or the token budget.
 enum class FinishReason { eos, stop_string, length };
 TESSERA_API const char* finish_reason_name(FinishReason reason);  // "eos", "stop_string", "length"
