@@ -89,6 +89,15 @@ def cpu_name():
     return platform.processor() or "unknown"
 
 
+def machine_limits(cli):
+    """The measured limits above the table: `tessera sysinfo --json` (FP32 peak, DRAM read)."""
+    j = json.loads(subprocess.run([cli, "sysinfo", "--json"], capture_output=True, text=True,
+                                  check=True).stdout)
+    return (f"measured by tessera sysinfo: FP32 peak {j['peak_gflops_per_core']:.1f} GFLOP/s per core "
+            f"({j['peak_gflops']:.1f} on {j['cores']}), DRAM read {j['bandwidth_gbs_1t']:.1f} GB/s on 1 "
+            f"thread, {j['bandwidth_gbs_all']:.1f} on {j['cores']}; kernels {j['isa']}")
+
+
 def row(what, py_us, cpp_us, cli_us):
     print(f"{what:34s} {py_us:11.1f} {cpp_us:11.1f} {py_us - cpp_us:+10.1f} {cli_us:11.1f}", flush=True)
 
@@ -114,6 +123,7 @@ def main():
 
     print(f"tessera {tessera.__version__}; CPU: {cpu_name()}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}; threads {a.threads}; median of {a.reps} calls after 2 warm-up")
+    print(machine_limits(a.cli))
     print(f"{'microseconds per call':34s} {'Python':>11s} {'C++':>11s} {'overhead':>10s} {'CLI bench':>11s}")
 
     bert = tessera.Model(bert_dir, threads=a.threads)

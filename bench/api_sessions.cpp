@@ -17,6 +17,7 @@
 //     once, each generating --tokens tokens after a --prompt-token prompt; prints the peak
 //     resident set beside weights + sessions x (arena + KV cache) + 10 %.
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <tessera/tessera.h>
 #include <algorithm>
@@ -76,6 +77,28 @@ std::string cpu_name() {
   return "unknown CPU";
 }
 
+// The CPU and its measured limits, printed above every table: `tessera sysinfo` of the same build
+// (build/tools/tessera beside build/bench/api_sessions), its FP32 peak and DRAM read lines.
+void print_machine() {
+  std::printf("CPU: %s\n", cpu_name().c_str());
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string cli = n > 0 ? std::string(exe, static_cast<size_t>(n)) : "";
+  cli = cli.substr(0, cli.rfind('/')) + "/../tools/tessera";
+  FILE* p = popen((cli + " sysinfo 2>&1").c_str(), "r");
+  bool any = false;
+  if (p) {
+    char line[512];
+    while (std::fgets(line, sizeof line, p))
+      if (std::strncmp(line, "peak fp32:", 10) == 0 || std::strncmp(line, "DRAM read:", 10) == 0) {
+        std::printf("%s", line);
+        any = true;
+      }
+    pclose(p);
+  }
+  if (!any) std::printf("measured limits: unavailable (no %s sysinfo)\n", cli.c_str());
+}
+
 // Runs work(i) on `n` threads at once; returns the wall time.
 template <class F>
 double at_once(int n, const F& work) {
@@ -118,7 +141,8 @@ int throughput(int argc, char** argv) {
     const auto out = gpt2_s[i].generate_ids(prompt, greedy);
     generated[i] = static_cast<int64_t>(out[0].sequences[0].ids.size());
   };
-  std::printf("CPU: %s; kernel threads per model: 1 (ModelOptions::threads)\n", cpu_name().c_str());
+  print_machine();
+  std::printf("kernel threads per model: 1 (ModelOptions::threads)\n");
   std::printf(
       "BERT-base-shaped forward B=1 S=128 (%d per session), GPT-2 greedy decode (%d tokens)\n",
       forwards, tokens);
@@ -182,8 +206,9 @@ int overhead(int argc, char** argv) {
     b.push_back(time_c() * 1e6);
   }
   const double ma = median(a), mb = median(b);
-  std::printf("CPU: %s; %d kernel threads; %s, input_ids [1, %lld]; median of %d calls each\n",
-              cpu_name().c_str(), threads, dir.c_str(), static_cast<long long>(seq), reps);
+  print_machine();
+  std::printf("%d kernel threads; %s, input_ids [1, %lld]; median of %d calls each\n", threads,
+              dir.c_str(), static_cast<long long>(seq), reps);
   std::printf("C++ Session::run %.1f us, C tessera_run %.1f us: %+.1f us (%+.2f %%)\n", ma, mb,
               mb - ma, 100.0 * (mb - ma) / ma);
   tessera_session_free(cs);
@@ -222,7 +247,7 @@ int rss(int argc, char** argv) {
   double arenas = 0;
   for (size_t a : arena) arenas += static_cast<double>(a) / (1 << 20);
   const double bound = (warm + arenas + sessions * kv_mib) * 1.1;
-  std::printf("CPU: %s\n", cpu_name().c_str());
+  print_machine();
   std::printf(
       "resident before load %.1f MiB, after load %.1f MiB, after one session %.1f MiB "
       "(the model: weights, their first-use layouts, code)\n",
