@@ -608,6 +608,18 @@ struct PySession {
 
 // Binds the methods shared by Model and Session: `get(self)` gives the session of the call and
 // `use(self)` an object alive for the call (the busy mark of an explicit Session).
+// Seconds of each of `reps` calls of f (the _time_* helpers of bench/api_overhead.py).
+template <class F>
+std::vector<double> seconds_per_call(int reps, const F& f) {
+  std::vector<double> seconds;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return seconds;
+}
+
 template <class Class, class Get>
 void bind_calls(Class& cls, Get get) {
   cls.def(
@@ -748,14 +760,7 @@ PYBIND11_MODULE(tessera, m) {
         const auto session = model.session();
         Inputs in = to_inputs(inputs);
         py::gil_scoped_release release;
-        std::vector<double> seconds;
-        for (int i = 0; i < reps; ++i) {
-          const auto t0 = std::chrono::steady_clock::now();
-          session->run(in.views);
-          seconds.push_back(
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        }
-        return seconds;
+        return seconds_per_call(reps, [&] { session->run(in.views); });
       },
       py::arg("model"), py::arg("inputs"), py::arg("reps"));
   m.def(
@@ -766,14 +771,7 @@ PYBIND11_MODULE(tessera, m) {
         tessera::GenerateOptions opt;
         opt.max_new_tokens = max_new_tokens;
         py::gil_scoped_release release;
-        std::vector<double> seconds;
-        for (int i = 0; i < reps; ++i) {
-          const auto t0 = std::chrono::steady_clock::now();
-          session->generate_ids(prompts, opt);
-          seconds.push_back(
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        }
-        return seconds;
+        return seconds_per_call(reps, [&] { session->generate_ids(prompts, opt); });
       },
       py::arg("model"), py::arg("prompts"), py::arg("max_new_tokens"), py::arg("reps"));
 
