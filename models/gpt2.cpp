@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <sstream>
 
 namespace tessera::models {
@@ -252,6 +253,114 @@ class Gpt2Session final : public CausalLM {
   std::vector<int64_t> next_pos_;  // position of each row's next token
 };
 
+// ---------------------------------------------------------------------------------------------
+// Continuous batching: rows with KV caches of their own.
+// ---------------------------------------------------------------------------------------------
+class Gpt2Rows final : public RowModel {
+ public:
+  Gpt2Rows(const Gpt2Model& m, int64_t prefill_chunk, NodeObserver* observer)
+      : m_(m), chunk_(prefill_chunk), observer_(observer) {
+    if (prefill_chunk < 1) throw Error("the prefill chunk must be at least 1 token");
+  }
+  int64_t vocab_size() const override { return m_.config().vocab_size; }
+  int64_t max_positions() const override { return m_.config().n_positions; }
+  bool prompts_are_decoder_prefix() const override { return true; }
+  int64_t prefill_chunk() const override { return chunk_; }
+  uint64_t row_bytes(int64_t prompt_tokens, int64_t max_new_tokens) const override {
+    const auto& c = m_.config();
+    return 2ull * static_cast<uint64_t>(c.n_layer) * static_cast<uint64_t>(c.n_embd) * 4ull *
+           static_cast<uint64_t>(std::max<int64_t>(0, prompt_tokens + max_new_tokens));
+  }
+
+  Row add(const std::vector<int64_t>& prompt, int64_t max_new_tokens) override {
+    const auto& c = m_.config();
+    if (prompt.empty()) throw Error("the prompt is empty");
+    if (max_new_tokens < 1) throw Error("max new tokens must be at least 1");
+    for (int64_t id : prompt)
+      if (id < 0 || id >= c.vocab_size)
+        throw Error("token id " + std::to_string(id) + " is out of range for vocab_size " +
+                    std::to_string(c.vocab_size));
+    const int64_t len = static_cast<int64_t>(prompt.size());
+    if (len + max_new_tokens > c.n_positions)
+      throw Error("a prompt of " + std::to_string(len) + " tokens plus " +
+                  std::to_string(max_new_tokens) + " new tokens exceeds the model's n_positions " +
+                  std::to_string(c.n_positions));
+    auto row = std::make_unique<State>();
+    row->prompt = prompt;
+    row->cache.reset(static_cast<int>(c.n_layer), 1, len + max_new_tokens, c.n_embd);
+    const Row id = next_id_++;
+    rows_.emplace(id, std::move(row));
+    return id;
+  }
+
+  bool prefill(Row r, Tensor* last) override {
+    State& s = get(r);
+    const int64_t len = static_cast<int64_t>(s.prompt.size());
+    if (s.len >= len) throw Error("row " + std::to_string(r) + " is already prefilled");
+    const int64_t n = std::min(chunk_, len - s.len);
+    Tensor ids(DType::i64, {1, n}), pos(DType::i64, {1, n});
+    for (int64_t t = 0; t < n; ++t) {
+      ids.data<int64_t>()[t] = s.prompt[static_cast<size_t>(s.len + t)];
+      pos.data<int64_t>()[t] = s.len + t;
+    }
+    Tensor logits = m_.decode_rows(ids, pos, {{&s.cache, s.len}}, observer_);  // [1, V]
+    s.len += n;
+    if (s.len < len) return false;
+    if (last) *last = logits.reshaped({logits.dim(1)});
+    return true;
+  }
+
+  Tensor step(const std::vector<Row>& rows, const std::vector<int64_t>& tokens) override {
+    const auto& c = m_.config();
+    const int64_t b = static_cast<int64_t>(rows.size());
+    if (b == 0 || tokens.size() != rows.size())
+      throw Error("step() needs one token for each of at least one row");
+    Tensor ids(DType::i64, {b, 1}), pos(DType::i64, {b, 1});
+    std::vector<RunContext::RowCache> caches(static_cast<size_t>(b));
+    for (int64_t i = 0; i < b; ++i) {
+      State& s = get(rows[i]);
+      if (s.len < static_cast<int64_t>(s.prompt.size()))
+        throw Error("row " + std::to_string(rows[i]) + " is still prefilling");
+      if (s.len >= s.cache.capacity)
+        throw Error("row " + std::to_string(rows[i]) + " has generated its max new tokens");
+      if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
+        throw Error("step(): token id " + std::to_string(tokens[i]) +
+                    " is out of range for vocab_size " + std::to_string(c.vocab_size));
+      for (int64_t j = 0; j < i; ++j)
+        if (rows[j] == rows[i]) throw Error("step(): row " + std::to_string(rows[i]) + " twice");
+      ids.data<int64_t>()[i] = tokens[i];
+      pos.data<int64_t>()[i] = s.len;
+      caches[static_cast<size_t>(i)] = {&s.cache, s.len};
+    }
+    Tensor logits = m_.decode_rows(ids, pos, std::move(caches), observer_);
+    for (Row r : rows) ++get(r).len;
+    return logits;
+  }
+
+  void remove(Row r) override {
+    if (rows_.erase(r) == 0) throw Error("remove(): no row " + std::to_string(r));
+  }
+  int64_t rows() const override { return static_cast<int64_t>(rows_.size()); }
+
+ private:
+  struct State {
+    std::vector<int64_t> prompt;
+    KVCache cache;    // batch 1, prompt + max new tokens positions
+    int64_t len = 0;  // positions in the cache
+  };
+  State& get(Row r) {
+    auto it = rows_.find(r);
+    if (it == rows_.end()) throw Error("no row " + std::to_string(r));
+    return *it->second;
+  }
+
+  const Gpt2Model& m_;
+  int64_t chunk_;
+  NodeObserver* observer_;
+  Row next_id_ = 0;
+  std::map<Row, std::unique_ptr<State>> rows_;
+};
+
 }  // namespace
 
 // -------------------------------------------------------------------------------------------------
@@ -343,7 +452,7 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
     Builder b(w, g);
     ValueId ids = g.add_input("input_ids");
     ValueId pos = g.add_input("position_ids");
-    ValueId pad = g.add_input("key_padding_mask");
+    ValueId pad = g.add_input("key_padding_mask", true);  // absent for rows with own caches
     g.mark_output(b.blocks(ids, pos, pad, true), "hidden");
   }
   head_ = std::make_unique<Graph>(weights_);
@@ -391,12 +500,27 @@ TensorMap Gpt2Model::run(const TensorMap& inputs, NodeObserver* observer) const 
 
 Tensor Gpt2Model::decode(const Tensor& ids, const Tensor& positions, const Tensor& key_padding,
                          KVCache& cache, int64_t past_len, NodeObserver* observer) const {
-  RunContext ctx{&cache, past_len, observer};
+  RunContext ctx{&cache, past_len, observer, {}};
   Tensor hidden =
       session(*cached_)
           .run({{"input_ids", ids}, {"position_ids", positions}, {"key_padding_mask", key_padding}},
                ctx)
           .at("hidden");  // [B, T, E]
+  return last_logits(hidden, observer);
+}
+
+Tensor Gpt2Model::decode_rows(const Tensor& ids, const Tensor& positions,
+                              std::vector<RunContext::RowCache> rows,
+                              NodeObserver* observer) const {
+  RunContext ctx;
+  ctx.observer = observer;
+  ctx.rows = std::move(rows);
+  Tensor hidden =
+      session(*cached_).run({{"input_ids", ids}, {"position_ids", positions}}, ctx).at("hidden");
+  return last_logits(hidden, observer);
+}
+
+Tensor Gpt2Model::last_logits(const Tensor& hidden, NodeObserver* observer) const {
   const int64_t batch = hidden.dim(0), t = hidden.dim(1), e = hidden.dim(2);
   Tensor last = hidden;
   if (t != 1) {
@@ -414,6 +538,10 @@ Tensor Gpt2Model::decode(const Tensor& ids, const Tensor& positions, const Tenso
 std::unique_ptr<CausalLM> Gpt2Model::new_session(int64_t max_new_tokens,
                                                  NodeObserver* observer) const {
   return std::make_unique<Gpt2Session>(*this, max_new_tokens, observer);
+}
+
+std::unique_ptr<RowModel> Gpt2Model::new_rows(int64_t prefill_chunk, NodeObserver* observer) const {
+  return std::make_unique<Gpt2Rows>(*this, prefill_chunk, observer);
 }
 
 }  // namespace tessera::models

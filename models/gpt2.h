@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "engine/generate/generation.h"
+#include "engine/generate/rows.h"
 #include "engine/graph/executor.h"
 #include "engine/graph/graph.h"
 #include "engine/graph/passes/passes.h"
@@ -79,6 +80,18 @@ class Gpt2Model final : public Model {
   Tensor decode(const Tensor& ids, const Tensor& positions, const Tensor& key_padding,
                 KVCache& cache, int64_t past_len, NodeObserver* observer = nullptr) const;
 
+  // Continuous batching (engine/generate/rows.h): rows with KV caches of their own. A step runs
+  // every row's token through one pass of the blocks (each GEMM over all rows at once) and each
+  // row's attention over its own cache, so a row's logits are the same bits whatever rows it
+  // shares the step with. Prompts prefill `prefill_chunk` tokens per call.
+  std::unique_ptr<RowModel> new_rows(int64_t prefill_chunk = 64,
+                                     NodeObserver* observer = nullptr) const;
+  // Building block of the rows: like decode(), with row b of `ids` [B, T] (positions [B, T])
+  // appended to rows[b]'s own cache (no padding).
+  Tensor decode_rows(const Tensor& ids, const Tensor& positions,
+                     std::vector<RunContext::RowCache> rows,
+                     NodeObserver* observer = nullptr) const;
+
  private:
   Gpt2Config cfg_;
   std::shared_ptr<WeightSet> weights_;
@@ -88,6 +101,8 @@ class Gpt2Model final : public Model {
   // (engine/graph/executor.h); session(g) is the one a run of g on this thread uses.
   mutable SessionSet sessions_;
   GraphSession& session(const Graph& g) const { return SessionSet::current_or(sessions_).get(g); }
+  // The head on the last position of hidden [B, T, E]: logits [B, V].
+  Tensor last_logits(const Tensor& hidden, NodeObserver* observer) const;
 };
 
 }  // namespace tessera::models

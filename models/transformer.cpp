@@ -666,7 +666,7 @@ Tensor TransformerModel::decode_step(const EncoderState& enc, const Tensor& tgt_
   TensorMap in = enc.memory_kv;
   in["tgt_ids"] = tgt_ids;
   in["memory_key_padding_mask"] = enc.memory_key_padding;
-  RunContext ctx{&cache, past_len, observer};
+  RunContext ctx{&cache, past_len, observer, {}};
   return session(*step_).run(in, ctx).at("logits");
 }
 

@@ -55,7 +55,8 @@ Graph check_pass(const Graph& g, int (*pass)(Graph&), const TensorMap& in, int e
   CHECK(pass(after) == expect_rewrites);
   KVCache c1, c2;
   if (cache) c1 = c2 = *cache;
-  RunContext r1{cache ? &c1 : nullptr, past, nullptr}, r2{cache ? &c2 : nullptr, past, nullptr};
+  RunContext r1{cache ? &c1 : nullptr, past, nullptr, {}},
+      r2{cache ? &c2 : nullptr, past, nullptr, {}};
   TensorMap a = execute(g, in, r1), b = execute(after, in, r2);
   REQUIRE(a.size() == b.size());
   for (const auto& entry : a) {

@@ -139,7 +139,7 @@ TEST_CASE("attention with a KV cache counts past and new keys; embedding") {
   id.data<int64_t>()[0] = 3;
   id.data<int64_t>()[1] = 7;
   for (int64_t past = 0; past < 4; ++past) {
-    RunContext ctx{&cache, past, &prof};
+    RunContext ctx{&cache, past, &prof, {}};
     execute(g, {{"ids", id}}, ctx);
   }
   REQUIRE(prof.records().size() == 8);

@@ -42,6 +42,11 @@ Generator make_generator(const std::string& model_dir, bool want_text,
     g.new_session = [any, model, observer](int64_t) {
       return std::make_unique<models::TransformerLM>(*model, observer);
     };
+    // Continuous batching: a session per row (the demo-sized family has no batched rows).
+    g.new_rows = [new_session = g.new_session, vocab = c.tgt_vocab_size, max = g.max_positions,
+                  bytes = 4 * static_cast<uint64_t>(g.kv_floats_per_position)](int64_t) {
+      return rows_from_sessions(new_session, vocab, max, false, bytes);
+    };
     if (c.eos_id >= 0) g.eos_ids = {c.eos_id};
     g.append_eos_to_text = c.eos_id >= 0;
     if (want_text) {
@@ -60,6 +65,9 @@ Generator make_generator(const std::string& model_dir, bool want_text,
     g.kv_floats_per_position = 2 * c.n_layer * c.n_embd;
     g.new_session = [any, model, observer](int64_t max_new) {
       return model->new_session(max_new, observer);
+    };
+    g.new_rows = [any, model, observer](int64_t prefill_chunk) {
+      return model->new_rows(prefill_chunk, observer);
     };
     std::shared_ptr<const TextTokenizer> tok;
     if (want_text) {

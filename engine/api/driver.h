@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/generate/generation.h"
+#include "engine/generate/rows.h"
 #include "engine/graph/executor.h"
 #include "engine/text/tokenizers.h"
 #include "models/model.h"
@@ -27,6 +28,9 @@ namespace tessera::api {
 struct Generator {
   // One generation session per batch; a family may size its KV cache from max_new_tokens.
   std::function<std::unique_ptr<CausalLM>(int64_t max_new_tokens)> new_session;
+  // Continuous batching (engine/generate/rows.h): rows with caches of their own, prompts
+  // prefilled `prefill_chunk` tokens per call where the family chunks them.
+  std::function<std::unique_ptr<RowModel>(int64_t prefill_chunk)> new_rows;
   int64_t max_positions = 0;  // the sessions' max_positions()
   // KV cache floats per row and position (layers x keys and values x width).
   int64_t kv_floats_per_position = 0;

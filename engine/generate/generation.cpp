@@ -614,4 +614,30 @@ std::vector<GenerationResult> generate(CausalLM& lm,
   return generate_rows(lm, prompts, options, pad, on_token, st);
 }
 
+SequenceSampler::SequenceSampler(const GenerationOptions& o, uint64_t stream,
+                                 std::vector<int64_t> history)
+    : o_(o), history_(std::move(history)) {
+  if (o_.repetition_penalty == 1.0f) history_.clear();
+  if (o_.method == DecodingMethod::sample) rng_ = row_rng(o_.seed, stream);
+}
+
+int64_t SequenceSampler::next(const float* logits, int64_t vocab, double* logprob) {
+  work_.assign(logits, logits + vocab);
+  penalize(work_.data(), vocab, history_, o_.repetition_penalty, seen_);
+  int64_t token;
+  if (o_.method == DecodingMethod::sample) {
+    sampling_distribution_into(work_.data(), vocab, o_.temperature, o_.top_k, o_.top_p, probs_,
+                               scratch_, order_);
+    token = draw(probs_, rng_);
+  } else {
+    token = argmax(work_.data(), vocab);
+  }
+  if (logprob) {
+    log_softmax_into(work_.data(), vocab, logp_);
+    *logprob += logp_[static_cast<size_t>(token)];
+  }
+  if (o_.repetition_penalty != 1.0f) history_.push_back(token);
+  return token;
+}
+
 }  // namespace tessera

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -146,6 +147,28 @@ std::vector<GenerationResult> generate(CausalLM& lm,
                                        const GenerationOptions& options,
                                        const OnToken& on_token = {},
                                        GenerationStats* stats = nullptr);
+
+// One sequence's choice of tokens, exactly as generate() makes it for a greedy or sample row:
+// the repetition penalty over its history, then argmax (greedy) or a draw from its own PRNG
+// stream (`stream` as in GenerationOptions::seed). For callers that run their own decode loop
+// (the server's scheduler). Options are not checked here (check_generation_options does).
+class SequenceSampler {
+ public:
+  // history: the prompt when it counts for the repetition penalty (decoder-only models).
+  SequenceSampler(const GenerationOptions& o, uint64_t stream, std::vector<int64_t> history);
+  // The next token from one row of `vocab` logits; adds its log-probability (after the
+  // penalty, before temperature/top-k/top-p) to *logprob when given.
+  int64_t next(const float* logits, int64_t vocab, double* logprob = nullptr);
+
+ private:
+  GenerationOptions o_;
+  std::vector<int64_t> history_;
+  std::mt19937_64 rng_;
+  std::vector<float> work_;
+  std::vector<double> logp_, probs_, scratch_;
+  std::vector<int64_t> order_;
+  std::vector<uint8_t> seen_;
+};
 
 // The pieces of the algorithms, public for tests. `logits` is one row of V values.
 // Applies the repetition penalty for the distinct ids of `history` in [0, V) in place.

@@ -163,6 +163,52 @@ void append_to_cache(const Node& n, const Tensor& src, int64_t col, bool values,
                   src.data<float>() + (b * new_len + t) * c + col, sizeof(float) * width);
 }
 
+// The cached attention of a batch whose rows have caches of their own (RunContext::rows): per
+// row, its new keys and values are appended at its own length and its queries attend over its
+// own cache, one kernel call per row (the call a batch of that row alone makes). `args` holds
+// the batch's query and output layout.
+void run_attention_rows(const Node& n, std::vector<Tensor>& env, RunContext& ctx, const Tensor& qs,
+                        const Tensor& kvs, const Tensor& vs, const k::AttentionArgs& args) {
+  const auto& a = n.attrs;
+  const int64_t batch = qs.dim(0), new_len = kvs.dim(1), width = a.heads * a.head_dim;
+  if (static_cast<int64_t>(ctx.rows.size()) != batch)
+    throw Error(n.name + ": " + std::to_string(ctx.rows.size()) + " row caches for a batch of " +
+                std::to_string(batch));
+  if (optional_input(n, 2, env) || optional_input(n, 3, env))
+    throw Error(n.name + ": rows with caches of their own take no attention or padding mask");
+  for (int64_t b = 0; b < batch; ++b) {
+    const RunContext::RowCache& rc = ctx.rows[static_cast<size_t>(b)];
+    KVCache* cache = rc.cache;
+    if (!cache || a.cache_slot >= static_cast<int>(cache->k.size()) || cache->batch != 1 ||
+        cache->width != width)
+      throw Error(n.name + ": row " + std::to_string(b) + " has no KV cache slot " +
+                  std::to_string(a.cache_slot) + " of batch 1 and width " + std::to_string(width));
+    if (rc.past_len < 0 || rc.past_len + new_len > cache->capacity)
+      throw Error(n.name + ": row " + std::to_string(b) + "'s KV cache capacity " +
+                  std::to_string(cache->capacity) + " tokens exceeded");
+    const float* ksrc = kvs.data<float>() + b * new_len * kvs.dim(2) + a.k_col;
+    const float* vsrc = vs.data<float>() + b * new_len * vs.dim(2) + a.v_col;
+    float* kdst = cache->k[a.cache_slot].data<float>();
+    float* vdst = cache->v[a.cache_slot].data<float>();
+    for (int64_t t = 0; t < new_len; ++t) {
+      std::memcpy(kdst + (rc.past_len + t) * width, ksrc + t * kvs.dim(2), sizeof(float) * width);
+      std::memcpy(vdst + (rc.past_len + t) * width, vsrc + t * vs.dim(2), sizeof(float) * width);
+    }
+    k::AttentionArgs r = args;
+    r.batch = 1;
+    r.q = args.q + b * args.q_sb;
+    r.out = args.out + b * args.o_sb;
+    r.kv_len = rc.past_len + new_len;
+    r.k = kdst;
+    r.v = vdst;
+    r.k_sb = r.v_sb = cache->capacity * width;
+    r.k_ss = r.v_ss = width;
+    r.k_sh = r.v_sh = a.head_dim;
+    r.causal_offset = rc.past_len;
+    k::attention(r);
+  }
+}
+
 void run_attention(const Node& n, std::vector<Tensor>& env, RunContext& ctx) {
   const auto& a = n.attrs;
   const Tensor& qs = env[n.inputs[0]];
@@ -202,6 +248,10 @@ void run_attention(const Node& n, std::vector<Tensor>& env, RunContext& ctx) {
   args.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.head_dim)));
   args.causal = a.causal;
 
+  if (a.cache_slot >= 0 && !ctx.rows.empty()) {
+    run_attention_rows(n, env, ctx, qs, kvs, vs, args);
+    return;
+  }
   if (a.cache_slot >= 0) {
     append_to_cache(n, kvs, a.k_col, false, ctx);
     append_to_cache(n, vs, a.v_col, true, ctx);
@@ -230,6 +280,10 @@ void run_attention(const Node& n, std::vector<Tensor>& env, RunContext& ctx) {
 // not allowed), with the same mask semantics as kernels::attention.
 void run_attention_scores(const Node& n, std::vector<Tensor>& env, RunContext& ctx) {
   const auto& a = n.attrs;
+  if (a.cache_slot >= 0 && !ctx.rows.empty())
+    throw Error(n.name +
+                ": rows with KV caches of their own need the fused attention (graph pass "
+                "fuse_attention)");
   const Tensor& qs = env[n.inputs[0]];
   const Tensor& ks = env[n.inputs[1]];
   require_f32(qs, n, "queries");
@@ -286,6 +340,10 @@ void run_attention_scores(const Node& n, std::vector<Tensor>& env, RunContext& c
 // Unfused attention, second half: out[b, t, h*D + d] = sum_s probs[b, h, t, s] * v[b, s, h*D + d].
 void run_attention_context(const Node& n, std::vector<Tensor>& env, RunContext& ctx) {
   const auto& a = n.attrs;
+  if (a.cache_slot >= 0 && !ctx.rows.empty())
+    throw Error(n.name +
+                ": rows with KV caches of their own need the fused attention (graph pass "
+                "fuse_attention)");
   const Tensor& p = env[n.inputs[0]];
   const Tensor& vs = env[n.inputs[1]];
   require_f32(p, n, "probabilities");
@@ -367,6 +425,16 @@ Shape table_shape(const WeightSet& w, const Node& n) {
   return weight_tensor(w, n.attrs.table, n, "embedding table").shape();
 }
 
+// Position of a node's first new token when it counts positions from the cache.
+int64_t positions_offset(const Node& n, const RunContext& ctx) {
+  if (!n.attrs.positions_from_cache) return 0;
+  if (!ctx.rows.empty())
+    throw Error(n.name +
+                ": positions from the cache are undefined for rows with caches of "
+                "their own (give explicit positions)");
+  return ctx.past_len;
+}
+
 void run_embedding(const Node& n, const WeightSet& w, std::vector<Tensor>& env,
                    const RunContext& ctx) {
   const Tensor& ids = env[n.inputs[0]];
@@ -375,7 +443,7 @@ void run_embedding(const Node& n, const WeightSet& w, std::vector<Tensor>& env,
     const int64_t dim = packed->k(), len = ids.dim(1), rows = ids.numel();
     float* y = env[n.outputs[0]].data<float>();
     k::packed_rows(*packed, ids.data<int64_t>(), rows, y, dim);
-    const int64_t offset = n.attrs.positions_from_cache ? ctx.past_len : 0;
+    const int64_t offset = positions_offset(n, ctx);
     const float* pt = n.attrs.pos_table >= 0 ? positions_for(n, w, offset, len) : nullptr;
     if (n.attrs.scale != 1.0f || pt)
       for (int64_t r = 0; r < rows; ++r)
@@ -387,7 +455,7 @@ void run_embedding(const Node& n, const WeightSet& w, std::vector<Tensor>& env,
   const Tensor& table = weight_tensor(w, n.attrs.table, n, "embedding table");
   check_ids(n, ids, table.dim(0));
   const int64_t dim = table.dim(1), len = ids.dim(1);
-  const int64_t offset = n.attrs.positions_from_cache ? ctx.past_len : 0;
+  const int64_t offset = positions_offset(n, ctx);
   const float* pos_table = n.attrs.pos_table >= 0 ? positions_for(n, w, offset, len) : nullptr;
   // Position of each row: a scratch buffer that only grows (no allocation once warm).
   thread_local std::vector<int64_t> positions;
@@ -437,7 +505,7 @@ void run_node(const Node& n, const WeightSet& w, std::vector<Tensor>& env, RunCo
       require_f32(x, n, "input");
       if (x.rank() != 3) throw Error(n.name + ": expected [B, T, C], got " + shape_str(x.shape()));
       const int64_t batch = x.dim(0), len = x.dim(1), dim = x.dim(2);
-      const int64_t offset = n.attrs.positions_from_cache ? ctx.past_len : 0;
+      const int64_t offset = positions_offset(n, ctx);
       const float* pt = positions_for(n, w, offset, len);
       if (w.at(n.attrs.pos_table).tensor.dim(1) != dim)
         throw Error(n.name + ": positional table width differs from the input's " +

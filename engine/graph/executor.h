@@ -43,6 +43,16 @@ struct RunContext {
   KVCache* cache = nullptr;
   int64_t past_len = 0;
   NodeObserver* observer = nullptr;
+  // Continuous batching (engine/generate/rows.h): row b of the batch has a cache of its own,
+  // rows[b].cache (batch 1), holding rows[b].past_len positions; the cached attention appends
+  // row b's new keys and values there and attends over them alone, exactly as it would for that
+  // row run by itself. Needs the fused attention (the fuse_attention pass) and no masks; `cache`
+  // and `past_len` are then unused.
+  struct RowCache {
+    KVCache* cache = nullptr;
+    int64_t past_len = 0;
+  };
+  std::vector<RowCache> rows;
 };
 
 using TensorMap = std::map<std::string, Tensor>;

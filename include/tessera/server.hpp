@@ -24,20 +24,20 @@
 namespace tessera {
 
 struct ServerOptions {
-  std::string model;               // model directory (required)
-  std::string host = "127.0.0.1";  // address to listen on
-  int port = 8080;                 // 0: any free port (port() tells which)
-  int threads = 0;                 // kernel threads; 0: every core
-  std::string isa;                 // kernels ISA, as ModelOptions::isa
-  int64_t max_batch = 16;          // sequences decoding at once
-  int64_t max_queue = 64;          // requests waiting beyond that; more: 503 + Retry-After
-  int64_t kv_budget_mb = 1024;     // KV-cache memory of the running sequences, in all
-  std::string api_key;             // non-empty: every endpoint but /health needs
-                                   // "Authorization: Bearer <api_key>" (else 401)
-  double timeout_s = 600;          // per completion request; 0: none (504 / finish "timeout")
+  std::string model;                 // model directory (required)
+  std::string host = "127.0.0.1";    // address to listen on
+  int port = 8080;                   // 0: any free port (port() tells which)
+  int threads = 0;                   // kernel threads; 0: every core
+  std::string isa;                   // kernels ISA, as ModelOptions::isa
+  int64_t max_batch = 16;            // sequences decoding at once
+  int64_t max_queue = 64;            // requests waiting beyond that; more: 503 + Retry-After
+  int64_t kv_budget_mb = 1024;       // KV-cache memory of the running sequences, in all
+  std::string api_key;               // non-empty: every endpoint but /health needs
+                                     // "Authorization: Bearer <api_key>" (else 401)
+  double timeout_s = 600;            // per completion request; 0: none (504 / finish "timeout")
   int64_t max_body_bytes = 1 << 20;  // larger request bodies: 413
-  double drain_s = 30;             // shutdown(): how long running requests may finish
-  bool log_requests = true;        // one line per request on stderr
+  double drain_s = 30;               // shutdown(): how long running requests may finish
+  bool log_requests = true;          // one line per request on stderr
 };
 
 class TESSERA_API Server {

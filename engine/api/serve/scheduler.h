@@ -38,8 +38,10 @@
 namespace tessera::serve {
 
 struct SchedulerOptions {
-  int64_t max_batch = 16;              // rows decoding at once
-  int64_t max_queue = 64;              // requests waiting; submit() beyond it throws QueueFull
+  int threads = 0;         // kernel threads of the loop; 0: the process default
+  int64_t max_batch = 16;  // rows decoding at once
+  int64_t max_queue = 64;  // requests waiting for room in the batch (a request that fits at
+                           // once does not wait); submit() beyond it throws QueueFull
   uint64_t kv_budget_bytes = 1ull << 30;  // KV caches of the running rows, in all
   int64_t prefill_tokens_per_step = 0;    // 0: one chunk (RowModel::prefill_chunk()) per step
   double timeout_s = 0;                   // per request, from submit(); 0: none
@@ -59,14 +61,18 @@ struct SeqRequest {
   std::vector<std::string> stop;  // stop strings (the text up to and including the match is kept)
 };
 
-enum class Finish { stop, length, timeout, cancelled };
-const char* finish_name(Finish f);  // "stop", "length", "timeout", "cancelled"
+// stop: eos or a stop string; error: the model refused the sequence (Event::text says why; e.g.
+// a source longer than an encoder-decoder model takes), before any token.
+enum class Finish { stop, length, timeout, cancelled, error };
+const char* finish_name(Finish f);  // "stop", "length", "timeout", "cancelled", "error"
 
 struct Event {
   enum class Kind { token, finished } kind = Kind::token;
   int64_t seq = 0;     // index into the request's sequences
-  int64_t token = -1;  // Kind::token: the id
-  std::string text;    // token: the text it completes (may be empty); finished: the whole text
+  int64_t token = -1;  // Kind::token: the id, or -1 for the text held back at the end (the bytes
+                       // of an incomplete UTF-8 character, as U+FFFD)
+  std::string text;    // token: the text it completes (may be empty; a sequence's pieces join
+                       // to its whole text); finished: the whole text (error: the message)
   Finish finish = Finish::length;  // finished
   std::vector<int64_t> ids;        // finished: the generated ids (eos excluded)
   double ms = 0;                   // since submit()
@@ -78,8 +84,8 @@ class Ticket {
   // Waits up to `wait` for the next event; false when none came (or, with everything delivered,
   // when the request is over: check done()).
   bool next(Event& e, std::chrono::milliseconds wait);
-  void cancel();       // its rows finish (Finish::cancelled) at the next step
-  bool done() const;   // every sequence finished and every event taken
+  void cancel();      // its rows finish (Finish::cancelled) at the next step
+  bool done() const;  // every sequence finished and every event taken
   int64_t sequences() const { return sequences_; }
   int64_t prompt_tokens() const { return prompt_tokens_; }
 
@@ -92,10 +98,15 @@ class Ticket {
   bool cancelled_ = false;
 };
 
-// submit() when max_queue requests already wait: the server answers 503 with Retry-After.
-class QueueFull : public Error {
+// submit() after close(): the server answers 503.
+class Unavailable : public Error {
  public:
   using Error::Error;
+};
+// submit() when max_queue requests already wait: the server answers 503 with Retry-After.
+class QueueFull : public Unavailable {
+ public:
+  using Unavailable::Unavailable;
 };
 
 struct SchedulerStats {
@@ -103,9 +114,9 @@ struct SchedulerStats {
   int64_t running_rows = 0;
   int64_t prefilling_rows = 0;
   uint64_t kv_bytes_reserved = 0;
-  int64_t steps = 0;              // decode steps run
-  int64_t prompt_tokens = 0;      // prefilled, in all
-  int64_t generated_tokens = 0;   // emitted, in all
+  int64_t steps = 0;             // decode steps run
+  int64_t prompt_tokens = 0;     // prefilled, in all
+  int64_t generated_tokens = 0;  // emitted, in all
 };
 
 class Scheduler {
@@ -118,14 +129,15 @@ class Scheduler {
   Scheduler& operator=(const Scheduler&) = delete;
 
   // Queues a request. Throws Error (bad sequence: empty prompt, id out of range, prompt plus
-  // max_tokens past the model's positions, a cache larger than the whole budget, bad sampling
-  // values; the message names the field as the HTTP API spells it) or QueueFull.
+  // max_tokens past the model's positions, a cache larger than the whole budget, more sequences
+  // than max_batch, bad sampling values; the message starts with the field as the HTTP API
+  // spells it, "max_tokens: ...") or Unavailable / QueueFull.
   std::shared_ptr<Ticket> submit(std::vector<SeqRequest> sequences);
 
   SchedulerStats stats() const;
   int64_t max_positions() const;
   bool prompts_are_prefix() const;
-  // Stops admitting (submit() throws Error "shutting down"); running and queued requests go on.
+  // Stops admitting (submit() throws Unavailable); running and queued requests go on.
   void close();
   // Waits until nothing runs or waits, or the deadline passes (then cancels what is left);
   // true when everything finished on its own.
