@@ -366,49 +366,111 @@ struct AttentionBody : RowsBody<Arch, kIsa> {
   // straight from V's rows. No copy of K or V: a decode step reads each byte of its head's
   // cache once.
   static constexpr int64_t kDirectKeyTile = 32;
-  static void attention_one_query(const AttentionArgs& g, int64_t b, int64_t h, int64_t t,
-                                  int64_t dp2, const AttnScratch& w) {
+  // One head's state on the direct path: its scaled query, accumulators, scores and running
+  // max and sum.
+  struct OneQuery {
+    const float* kb;  // key s of this (b, h) at kb + s * k_ss: [S, D]
+    const float* vb;  // [S, D]
+    float* qs;        // [dp2]: scale * q, zero-padded
+    float* acc;       // [dp2]
+    float* sc;        // [kDirectKeyTile]
+    int64_t mrow;     // mask row of the query (key 0)
+    float run_max, run_sum;
+  };
+
+  static OneQuery one_query_begin(const AttentionArgs& g, int64_t b, int64_t h, int64_t t,
+                                  int64_t dp2, float* qs, float* acc, float* sc) {
     const int64_t d = g.head_dim;
-    const float* kb = g.k + b * g.k_sb + h * g.k_sh;  // key s at kb + s*k_ss: [S, D]
-    const float* vb = g.v + b * g.v_sb + h * g.v_sh;  // [S, D]
-    const uint8_t* kp = g.key_padding ? g.key_padding + b * g.kp_sb : nullptr;  // [S]
-    const int64_t mask_bh = (b * g.heads + h) * g.m_sbh;
     const float* q = g.q + b * g.q_sb + t * g.q_st + h * g.q_sh;  // [D]
-    float* qs = w.qs;                                             // [dp2]: scale * q, zero-padded
-    float* acc = w.acc;                                           // [dp2]
-    float* sc = w.sc;                                             // [kDirectKeyTile]
     for (int64_t j = 0; j < dp2; ++j) qs[j] = j < d ? g.scale * q[j] : 0.0f;
     for (int64_t j = 0; j < dp2; ++j) acc[j] = 0.0f;
-    float run_max = -kInf, run_sum = 0.0f;
-    int64_t key_end = g.kv_len;
-    if (g.causal) key_end = min_i64(key_end, t + 1 + g.causal_offset);
-    if (kp) key_end = trim_padded(kp, key_end);
-    for (int64_t s0 = first_unpadded(kp, key_end); s0 < key_end; s0 += kDirectKeyTile) {
-      const int64_t nk = min_i64(kDirectKeyTile, key_end - s0);
-      tile_scores(qs, kb + s0 * g.k_ss, g.k_ss, nk, d, sc);
-      if (kp || g.mask_bool || g.mask_add) {
-        const int64_t mrow = mask_bh + t * g.m_st + s0;
-        for (int64_t j = 0; j < nk; ++j) {
-          if ((kp && kp[s0 + j]) || (g.mask_bool && g.mask_bool[mrow + j])) {
-            sc[j] = -kInf;
-          } else if (g.mask_add) {
-            sc[j] += g.mask_add[mrow + j];
-          }
+    return OneQuery{g.k + b * g.k_sb + h * g.k_sh,
+                    g.v + b * g.v_sb + h * g.v_sh,
+                    qs,
+                    acc,
+                    sc,
+                    (b * g.heads + h) * g.m_sbh + t * g.m_st,
+                    -kInf,
+                    0.0f};
+  }
+
+  // Keys [s0, s0 + nk) of one head: scores, masks, online softmax, values.
+  static void one_query_tile(const AttentionArgs& g, const uint8_t* kp, OneQuery& st, int64_t s0,
+                             int64_t nk) {
+    const int64_t d = g.head_dim;
+    float* sc = st.sc;
+    tile_scores(st.qs, st.kb + s0 * g.k_ss, g.k_ss, nk, d, sc);
+    if (kp || g.mask_bool || g.mask_add) {
+      const int64_t mrow = st.mrow + s0;
+      for (int64_t j = 0; j < nk; ++j) {
+        if ((kp && kp[s0 + j]) || (g.mask_bool && g.mask_bool[mrow + j])) {
+          sc[j] = -kInf;
+        } else if (g.mask_add) {
+          sc[j] += g.mask_add[mrow + j];
         }
       }
-      const float tile_max = row_max(sc, nk);
-      if (tile_max == -kInf) continue;  // nothing allowed in this tile
-      const float new_max = tile_max > run_max ? tile_max : run_max;
-      const float corr = exp_nonpos(B(run_max - new_max)).get(0);  // 0 on the first allowed tile
-      run_sum = run_sum * corr + exp_shifted(sc, sc, nk, new_max);
-      run_max = new_max;
-      tile_values(acc, corr, sc, nk, vb + s0 * g.v_ss, g.v_ss, d, ceil_div(d, W) * W);
     }
-    float* o = g.out + b * g.o_sb + t * g.o_st + h * g.o_sh;  // [D]
-    const B inv(run_sum > 0.0f ? 1.0f / run_sum : 0.0f);      // no allowed key: a zero row
+    const float tile_max = row_max(sc, nk);
+    if (tile_max == -kInf) return;  // nothing allowed in this tile
+    const float new_max = tile_max > st.run_max ? tile_max : st.run_max;
+    const float corr = exp_nonpos(B(st.run_max - new_max)).get(0);  // 0 on the first allowed tile
+    st.run_sum = st.run_sum * corr + exp_shifted(sc, sc, nk, new_max);
+    st.run_max = new_max;
+    tile_values(st.acc, corr, sc, nk, st.vb + s0 * g.v_ss, g.v_ss, d, ceil_div(d, W) * W);
+  }
+
+  static void one_query_end(const AttentionArgs& g, const OneQuery& st, int64_t b, int64_t h,
+                            int64_t t) {
+    const int64_t d = g.head_dim;
+    float* o = g.out + b * g.o_sb + t * g.o_st + h * g.o_sh;    // [D]
+    const B inv(st.run_sum > 0.0f ? 1.0f / st.run_sum : 0.0f);  // no allowed key: a zero row
     int64_t j = 0;
-    for (; j + W <= d; j += W) store(o + j, B::load_aligned(acc + j) * inv);
-    if (j < d) store_partial(o + j, B::load_aligned(acc + j) * inv, d - j);
+    for (; j + W <= d; j += W) store(o + j, B::load_aligned(st.acc + j) * inv);
+    if (j < d) store_partial(o + j, B::load_aligned(st.acc + j) * inv, d - j);
+  }
+
+  // The keys query t of batch row b attends to: [begin, end).
+  static void one_query_keys(const AttentionArgs& g, const uint8_t* kp, int64_t t, int64_t& begin,
+                             int64_t& end) {
+    end = g.kv_len;
+    if (g.causal) end = min_i64(end, t + 1 + g.causal_offset);
+    if (kp) end = trim_padded(kp, end);
+    begin = first_unpadded(kp, end);
+  }
+
+  static void attention_one_query(const AttentionArgs& g, int64_t b, int64_t h, int64_t t,
+                                  int64_t dp2, const AttnScratch& w) {
+    const uint8_t* kp = g.key_padding ? g.key_padding + b * g.kp_sb : nullptr;  // [S]
+    OneQuery st = one_query_begin(g, b, h, t, dp2, w.qs, w.acc, w.sc);
+    int64_t begin, end;
+    one_query_keys(g, kp, t, begin, end);
+    for (int64_t s0 = begin; s0 < end; s0 += kDirectKeyTile)
+      one_query_tile(g, kp, st, s0, min_i64(kDirectKeyTile, end - s0));
+    one_query_end(g, st, b, h, t);
+  }
+
+  // The direct path for heads [h0, h1) of one query at once (q_len = 1: decode): key tiles
+  // outer, heads inner, so each tile's K and V rows (all heads of a position are one contiguous
+  // row of a KV cache) stream from memory once, contiguously, instead of one head's slice per
+  // pass. Each head runs exactly attention_one_query's operations: the same bits.
+  // Scratch: (h1 - h0) x (2 dp2 + kDirectKeyTile) floats.
+  static void attention_one_query_heads(const AttentionArgs& g, int64_t b, int64_t h0, int64_t h1,
+                                        int64_t dp2, float* scratch) {
+    const uint8_t* kp = g.key_padding ? g.key_padding + b * g.kp_sb : nullptr;  // [S]
+    constexpr int64_t kMaxHeads = 64;
+    OneQuery st[kMaxHeads];
+    const int64_t per = 2 * dp2 + kDirectKeyTile;
+    for (int64_t h = h0; h < h1; ++h) {
+      float* base = scratch + (h - h0) * per;
+      st[h - h0] = one_query_begin(g, b, h, 0, dp2, base, base + dp2, base + 2 * dp2);
+    }
+    int64_t begin, end;
+    one_query_keys(g, kp, 0, begin, end);
+    for (int64_t s0 = begin; s0 < end; s0 += kDirectKeyTile) {
+      for (int64_t h = h0; h < h1; ++h)
+        one_query_tile(g, kp, st[h - h0], s0, min_i64(kDirectKeyTile, end - s0));
+    }
+    for (int64_t h = h0; h < h1; ++h) one_query_end(g, st[h - h0], b, h, 0);
   }
 
   // The transposed path, for query blocks of more than kFewQueries (up to NR) queries: the
@@ -537,6 +599,26 @@ struct AttentionBody : RowsBody<Arch, kIsa> {
   static void attention(const AttentionArgs& g) {
     if (g.batch <= 0 || g.heads <= 0 || g.q_len <= 0 || g.head_dim <= 0) return;
     const int64_t dp2 = ceil_div(g.head_dim, NR) * NR;
+    if (g.q_len == 1) {
+      // Decode: (b, group of heads) tasks, groups of up to 64 heads, cut further only as far as
+      // the threads need work (a lone batch row on 2 threads: 2 groups).
+      const int64_t threads = detail::in_parallel_job() ? 1 : num_threads();
+      int64_t groups = ceil_div(g.heads, 64);
+      if (g.batch < threads) groups = max_i64(groups, min_i64(g.heads, ceil_div(threads, g.batch)));
+      const int64_t per_group = ceil_div(g.heads, groups);
+      groups = ceil_div(g.heads, per_group);
+      const size_t scratch_floats = static_cast<size_t>(per_group * (2 * dp2 + kDirectKeyTile));
+      const int64_t task_work = 4 * g.head_dim * per_group * max_i64(g.kv_len, 1);
+      detail::parallel_for(
+          0, g.batch * groups, max_i64(1, kMinChunkWork / task_work), [&](int64_t lo, int64_t hi) {
+            float* scratch = detail::thread_scratch(scratch_floats);
+            for (int64_t task = lo; task < hi; ++task) {
+              const int64_t b = task / groups, h0 = (task % groups) * per_group;
+              attention_one_query_heads(g, b, h0, min_i64(g.heads, h0 + per_group), dp2, scratch);
+            }
+          });
+      return;
+    }
     const int64_t qblocks = ceil_div(g.q_len, kQueryBlock);
     const int64_t tasks = g.batch * g.heads * qblocks;  // (b, h, query block)
     const size_t scratch_floats =

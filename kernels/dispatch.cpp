@@ -16,6 +16,7 @@
 
 #include "kernels/internal.hpp"
 #include "kernels/kernels.h"
+#include "kernels/parallel.hpp"
 
 namespace tessera::kernels {
 namespace {
@@ -457,6 +458,16 @@ void embedding(int64_t rows, const int64_t* ids, const float* table, int64_t dim
 
 void attention(const AttentionArgs& args) {
   active_table().attention(args);
+}
+
+void attention_many(const AttentionArgs* args, int64_t count) {
+  if (count <= 0) return;
+  if (count == 1) return attention(args[0]);
+  const KernelTable& t = active_table();
+  // Inside the job each attention() runs on its thread alone (no nested parallelism).
+  detail::parallel_for(0, count, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) t.attention(args[i]);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

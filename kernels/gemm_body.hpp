@@ -212,8 +212,9 @@ struct GemmBody : MathBody<Arch, kIsa> {
   // the accumulator between K blocks is exact), so the result is independent of the thread
   // count and of the blocking. The epilogue is applied to a tile right after its last K block,
   // while it is in L1.
-  // M up to this many rows takes the few-row (streaming) path.
-  static constexpr int64_t kFewRows = MR;
+  // M up to this many rows takes the few-row (streaming) path: a decode step of up to 4 row
+  // blocks (continuous batching's batches of sequences) reads every weight from memory once.
+  static constexpr int64_t kFewRows = 4 * MR;
 
   // ap [K, MR] = rows [i0, i0 + rows) of A, k-major, rows past `rows` zero.
   static void pack_a_block(const float* a, int64_t lda, int64_t rows, int64_t k, float* ap) {
@@ -418,8 +419,10 @@ struct GemmBody : MathBody<Arch, kIsa> {
 
   // ---- Few-row path (M <= kFewRows: a decode step) -------------------------------------------
   // Bandwidth-bound: every weight byte is used M times, so the kernel streams each packed panel
-  // once (whole K, A's M rows read straight from L1) and prefetches kPrefetchSteps k steps
-  // ahead; the threads split the panels (the N range).
+  // once from memory (whole K, A's rows read straight from L1/L2) and prefetches kPrefetchSteps
+  // k steps ahead; for M > MR the panel's further row blocks read it again from L2 (a panel is
+  // K x NR x 4 bytes: 96 KiB at K = 768 and NR = 32). The threads split the panels (the N
+  // range). Each C element is one k-order chain, as in the blocked path: the same bits.
   template <Activation kAct>
   static void gemm_few_rows(int64_t m, const float* a, int64_t lda, const PackedWeights& w,
                             float* c, int64_t ldc, const Epilogue& ep) {
@@ -430,10 +433,12 @@ struct GemmBody : MathBody<Arch, kIsa> {
     const int64_t grain = max_i64(1, kMinChunkWork / (2 * m * NR * k));
     detail::parallel_for(0, panels, grain, [&](int64_t q0, int64_t q1) {
       alignas(64) float tile[MR * NR];  // [MR, NR]
-      for (int64_t p = q0; p < q1; ++p) {
-        micro_kernel_rows<MR>(m, k, a, lda, packed + p * k * NR, tile);
-        store_tile<kAct>(tile, m, min_i64(NR, n - p * NR), 0, p * NR, c, ldc, ep);
-      }
+      for (int64_t p = q0; p < q1; ++p)
+        for (int64_t i0 = 0; i0 < m; i0 += MR) {
+          const int64_t rows = min_i64(MR, m - i0);
+          micro_kernel_rows<MR>(rows, k, a + i0 * lda, lda, packed + p * k * NR, tile);
+          store_tile<kAct>(tile, rows, min_i64(NR, n - p * NR), i0, p * NR, c, ldc, ep);
+        }
     });
   }
 

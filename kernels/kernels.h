@@ -268,6 +268,10 @@ struct AttentionArgs {
   int64_t m_sbh = 0, m_st = 0;
 };
 void attention(const AttentionArgs& args);
+// Several independent attentions (e.g. the rows of a continuous batch, each over its own KV
+// cache): with more than one, the threads split the problems (each runs on one thread; the
+// result of each is the same bits as attention() gives it alone).
+void attention_many(const AttentionArgs* args, int64_t count);
 
 // ---------------------------------------------------------------------------------------------
 // Per-ISA entry points (tests and benchmarks call every ISA the machine can run directly).

@@ -287,7 +287,8 @@ class Gpt2Rows final : public RowModel {
                   std::to_string(c.n_positions));
     auto row = std::make_unique<State>();
     row->prompt = prompt;
-    row->cache.reset(static_cast<int>(c.n_layer), 1, len + max_new_tokens, c.n_embd);
+    row->cache.reset(static_cast<int>(c.n_layer), 1, len + max_new_tokens, c.n_embd,
+                     /*touch=*/true);
     const Row id = next_id_++;
     rows_.emplace(id, std::move(row));
     return id;

@@ -11,7 +11,8 @@ namespace tessera {
 
 namespace k = kernels;
 
-void KVCache::reset(int slots, int64_t batch_size, int64_t capacity_tokens, int64_t row_width) {
+void KVCache::reset(int slots, int64_t batch_size, int64_t capacity_tokens, int64_t row_width,
+                    bool touch) {
   // Keys and values of every slot, checked before anything is allocated.
   const std::string what = "the KV cache (" + std::to_string(slots) + " layers x 2 x batch " +
                            std::to_string(batch_size) + " x " + std::to_string(capacity_tokens) +
@@ -28,6 +29,10 @@ void KVCache::reset(int slots, int64_t batch_size, int64_t capacity_tokens, int6
   for (int s = 0; s < slots; ++s) {
     k.emplace_back(DType::f32, Shape{batch, capacity, width}, false);
     v.emplace_back(DType::f32, Shape{batch, capacity, width}, false);
+    if (touch) {
+      std::memset(k.back().data<float>(), 0, k.back().nbytes());
+      std::memset(v.back().data<float>(), 0, v.back().nbytes());
+    }
   }
 }
 
@@ -165,8 +170,8 @@ void append_to_cache(const Node& n, const Tensor& src, int64_t col, bool values,
 
 // The cached attention of a batch whose rows have caches of their own (RunContext::rows): per
 // row, its new keys and values are appended at its own length and its queries attend over its
-// own cache, one kernel call per row (the call a batch of that row alone makes). `args` holds
-// the batch's query and output layout.
+// own cache: one attention per row (the call a batch of that row alone makes), the rows split
+// over the threads. `args` holds the batch's query and output layout.
 void run_attention_rows(const Node& n, std::vector<Tensor>& env, RunContext& ctx, const Tensor& qs,
                         const Tensor& kvs, const Tensor& vs, const k::AttentionArgs& args) {
   const auto& a = n.attrs;
@@ -176,6 +181,8 @@ void run_attention_rows(const Node& n, std::vector<Tensor>& env, RunContext& ctx
                 std::to_string(batch));
   if (optional_input(n, 2, env) || optional_input(n, 3, env))
     throw Error(n.name + ": rows with caches of their own take no attention or padding mask");
+  thread_local std::vector<k::AttentionArgs> per_row;
+  per_row.resize(static_cast<size_t>(batch));
   for (int64_t b = 0; b < batch; ++b) {
     const RunContext::RowCache& rc = ctx.rows[static_cast<size_t>(b)];
     KVCache* cache = rc.cache;
@@ -194,7 +201,8 @@ void run_attention_rows(const Node& n, std::vector<Tensor>& env, RunContext& ctx
       std::memcpy(kdst + (rc.past_len + t) * width, ksrc + t * kvs.dim(2), sizeof(float) * width);
       std::memcpy(vdst + (rc.past_len + t) * width, vsrc + t * vs.dim(2), sizeof(float) * width);
     }
-    k::AttentionArgs r = args;
+    k::AttentionArgs& r = per_row[static_cast<size_t>(b)];
+    r = args;
     r.batch = 1;
     r.q = args.q + b * args.q_sb;
     r.out = args.out + b * args.o_sb;
@@ -205,8 +213,8 @@ void run_attention_rows(const Node& n, std::vector<Tensor>& env, RunContext& ctx
     r.k_ss = r.v_ss = width;
     r.k_sh = r.v_sh = a.head_dim;
     r.causal_offset = rc.past_len;
-    k::attention(r);
   }
+  k::attention_many(per_row.data(), batch);
 }
 
 void run_attention(const Node& n, std::vector<Tensor>& env, RunContext& ctx) {

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "tests/kernels/attention_test_util.hpp"
@@ -137,4 +138,58 @@ TEST_CASE("attention: masks, layouts, head_dim {1,3,8,17,64,65}, S {1,3,17,127,1
     Rng rng;
     for (const AttnCase& c : attention_cases()) run_attention_case(tk::kernel_table(isa), c, rng);
   }
+}
+
+TEST_CASE("attention_many: each problem the same bits as attention() gives it alone") {
+  // Rows of a continuous batch: one query each over its own cache of a different length (1 to
+  // 200 keys), 3 heads of 17, on 1, 2 and 3 threads.
+  const int64_t heads = 3, d = 17, e = heads * d, cap = 200;
+  const std::vector<int64_t> lens = {1, 33, 200, 7, 64, 129, 2};
+  const int64_t n = static_cast<int64_t>(lens.size());
+  Rng rng;
+  std::vector<std::vector<float>> k(lens.size()), v(lens.size());
+  std::vector<float> q(static_cast<size_t>(n * e)), alone(q.size()), many(q.size());
+  for (auto& x : q) x = rng.uniform(-1, 1);
+  std::vector<tk::AttentionArgs> args(lens.size());
+  for (int64_t r = 0; r < n; ++r) {
+    k[r].resize(static_cast<size_t>(cap * e));
+    v[r].resize(static_cast<size_t>(cap * e));
+    for (auto& x : k[r]) x = rng.uniform(-1, 1);
+    for (auto& x : v[r]) x = rng.uniform(-1, 1);
+    tk::AttentionArgs& a = args[r];
+    a.batch = 1;
+    a.heads = heads;
+    a.q_len = 1;
+    a.kv_len = lens[r];
+    a.head_dim = d;
+    a.q = q.data() + r * e;
+    a.q_sb = a.q_st = e;
+    a.q_sh = d;
+    a.k = k[r].data();
+    a.v = v[r].data();
+    a.k_sb = a.v_sb = cap * e;
+    a.k_ss = a.v_ss = e;
+    a.k_sh = a.v_sh = d;
+    a.o_sb = a.o_st = e;
+    a.o_sh = d;
+    a.scale = 0.25f;
+    a.causal = true;
+    a.causal_offset = lens[r] - 1;
+  }
+  const int before = tk::num_threads();
+  for (int threads : {1, 2, 3}) {
+    tk::set_num_threads(threads);
+    for (int64_t r = 0; r < n; ++r) {
+      tk::AttentionArgs a = args[r];
+      a.out = alone.data() + r * e;
+      tk::attention(a);
+      args[r].out = many.data() + r * e;
+    }
+    tk::attention_many(args.data(), n);
+    CHECK(std::memcmp(alone.data(), many.data(), sizeof(float) * alone.size()) == 0);
+    std::fill(many.begin(), many.end(), 0.0f);
+    tk::attention_many(args.data(), 1);  // one problem: attention() itself
+    CHECK(std::memcmp(alone.data(), many.data(), sizeof(float) * e) == 0);
+  }
+  tk::set_num_threads(before);
 }

@@ -102,7 +102,8 @@ struct Scheduler::Impl {
     if (!gen.new_rows) throw Error("this model cannot generate in the server (no rows)");
     if (opt.max_batch < 1) throw Error("max_batch must be at least 1");
     if (opt.max_queue < 0) throw Error("max_queue must not be negative");
-    rows = gen.new_rows(64);
+    if (opt.prefill_chunk < 0) throw Error("prefill_chunk must not be negative");
+    rows = gen.new_rows(opt.prefill_chunk > 0 ? opt.prefill_chunk : int64_t{1} << 40);
     thread = std::thread([this] { loop(); });
   }
 

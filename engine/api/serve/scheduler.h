@@ -43,8 +43,10 @@ struct SchedulerOptions {
   int64_t max_queue = 64;  // requests waiting for room in the batch (a request that fits at
                            // once does not wait); submit() beyond it throws QueueFull
   uint64_t kv_budget_bytes = 1ull << 30;  // KV caches of the running rows, in all
-  int64_t prefill_tokens_per_step = 0;    // 0: one chunk (RowModel::prefill_chunk()) per step
-  double timeout_s = 0;                   // per request, from submit(); 0: none
+  int64_t prefill_chunk = 64;  // prompt tokens a prefill call runs (chunked prefill); 0: a
+                               // whole prompt at once (its prefill stalls the running streams)
+  int64_t prefill_tokens_per_step = 0;  // 0: one chunk (RowModel::prefill_chunk()) per step
+  double timeout_s = 0;                 // per request, from submit(); 0: none
 };
 
 // One sequence to generate. A request of P prompts with n samples each is P x n of these.
