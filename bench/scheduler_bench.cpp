@@ -1,6 +1,10 @@
 // The server's scheduler without HTTP (a benchmark, not a test): continuous batching's decode
 // throughput and the stall a long prompt causes to running streams.
 //
+//   scheduler_bench steps --model DIR [--threads 2] [--rows 1,2,4,8,16] [--prompt 64] [--profile 1]
+//     The time of one decode step (RowModel::step) of R rows after their prompts (median of 20),
+//     and with --profile the time per operator, and of one prompt's prefill.
+//
 //   scheduler_bench throughput --model DIR [--threads 2] [--streams 1,2,4,8,16] [--prompt 64]
 //                              [--tokens 128] [--rounds 3]
 //     Per round and stream count N: N greedy requests (distinct --prompt-token prompts, --tokens
@@ -10,7 +14,10 @@
 //     Prints medians over rounds and the ratios to one stream.
 //
 //   scheduler_bench stall --model DIR [--threads 2] [--streams 4] [--long 896] [--chunk 64]
-//     N streams decode; after each has 16 tokens, a request with a --long-token prompt arrives.
+//                         [--verbose 1]
+//     After a warm-up request with the long prompt (first-use costs: memory plans, fresh
+//     memory), N streams decode; after each has 16 tokens, a request with a --long-token prompt
+//     arrives.
 //     Prints the running streams' median inter-token gap before it arrived and their largest
 //     gap while it was prefilled, with chunked prefill (--chunk tokens per step) and with the
 //     whole prompt in one call (--chunk 0) when given "--chunk 64,0".
@@ -186,6 +193,17 @@ int stall(int argc, char** argv) {
     o.kv_budget_bytes = 8ull << 30;
     o.prefill_chunk = chunk;
     serve::Scheduler sched(gen, o);
+    {  // Warm-up: the long prompt's shapes (memory plans, arenas) and memory seen once.
+      serve::SeqRequest w;
+      w.prompt = prompt(long_len, 98);
+      w.max_tokens = 2;
+      w.temperature = 0;
+      auto t = sched.submit({w});
+      serve::Event e;
+      while (!(t->next(e, std::chrono::milliseconds(1000)) &&
+               e.kind == serve::Event::Kind::finished)) {
+      }
+    }
     std::vector<std::shared_ptr<serve::Ticket>> tickets;
     for (int64_t s = 0; s < n; ++s) {
       serve::SeqRequest q;
@@ -237,6 +255,12 @@ int stall(int argc, char** argv) {
         if (times[s][i - 1] >= t0 - 1 && times[s][i - 1] <= t0 + big_ttft + 1)
           worst = std::max(worst, times[s][i] - times[s][i - 1]);
     }
+    if (arg(argc, argv, "--verbose", "0") == "1") {
+      std::printf("stream 0 gaps (ms) from its 16th token:");
+      for (size_t i = 16; i < times[0].size() && i < 40; ++i)
+        std::printf(" %.1f", times[0][i] - times[0][i - 1]);
+      std::printf("\n");
+    }
     std::printf("| %s | %.2f | %.1f | %.1f |\n",
                 chunk > 0 ? ("chunked, " + std::to_string(chunk) + " tokens/step").c_str()
                           : "whole prompt at once",
@@ -262,11 +286,23 @@ int steps(int argc, char** argv) {
     prof.set_enabled(false);
     auto rows = profile && model->gpt2() ? model->gpt2()->new_rows(64, &prof) : gen.new_rows(64);
     std::vector<RowModel::Row> ids;
+    std::vector<double> prefill_ms;
     for (int64_t i = 0; i < r; ++i) {
       ids.push_back(rows->add(prompt(plen, i + 1), 40));
       Tensor last;
+      prof.set_enabled(i == r - 1 && r > 1);
+      const auto t0 = Clock::now();
       while (!rows->prefill(ids.back(), &last)) {
       }
+      prefill_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    }
+    if (profile && r > 1) {
+      std::printf("  prefill of %lld tokens: %.2f ms (median of %lld)\n",
+                  static_cast<long long>(plen), median(prefill_ms), static_cast<long long>(r));
+      for (const auto& row : prof.by_op())
+        std::printf("    %-12s %6.2f ms (%lld calls) %.1f GFLOP/s\n", row.op.c_str(),
+                    row.total_s * 1e3, static_cast<long long>(row.calls), row.gflops());
+      prof.clear();
     }
     std::vector<int64_t> tok(static_cast<size_t>(r), 11);
     std::vector<double> ms;

@@ -26,13 +26,21 @@ void KVCache::reset(int slots, int64_t batch_size, int64_t capacity_tokens, int6
   batch = batch_size;
   capacity = capacity_tokens;
   width = row_width;
+  if (touch && slots > 0) {
+    // One block for every slot: from 2 MiB up it is backed by huge pages where the system
+    // allows them (kernels::allocate_aligned), so touching it takes a few faults, not one per
+    // 4 KiB page (on a VM each costs microseconds).
+    Tensor all(DType::f32, Shape{2 * slots, batch, capacity, width}, false);
+    std::memset(all.data<float>(), 0, all.nbytes());
+    for (int s = 0; s < slots; ++s) {
+      k.push_back(all.slice(2 * s, 1).reshaped({batch, capacity, width}));
+      v.push_back(all.slice(2 * s + 1, 1).reshaped({batch, capacity, width}));
+    }
+    return;
+  }
   for (int s = 0; s < slots; ++s) {
     k.emplace_back(DType::f32, Shape{batch, capacity, width}, false);
     v.emplace_back(DType::f32, Shape{batch, capacity, width}, false);
-    if (touch) {
-      std::memset(k.back().data<float>(), 0, k.back().nbytes());
-      std::memset(v.back().data<float>(), 0, v.back().nbytes());
-    }
   }
 }
 
