@@ -50,6 +50,7 @@ Action add_bench_command(CLI::App& app);
 Action add_sysinfo_command(CLI::App& app);
 Action add_embed_command(CLI::App& app);
 Action add_tokenize_command(CLI::App& app);
+Action add_serve_command(CLI::App& app);
 
 // TESSERA_PROFILE=path: a tracing profiler for any run/generate (null when the variable is not
 // set), and writing its Chrome trace to that path at the end (nothing when p is null).

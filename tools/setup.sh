@@ -12,6 +12,7 @@ PACKAGES=(
   doctest-dev           # unit tests
   nlohmann-json3-dev    # JSON (configs, safetensors headers)
   libcli11-dev          # command line
+  libcpp-httplib-dev    # tessera serve (HTTP server)
   libpcre2-dev          # GPT-2 pre-tokenization regex (Unicode classes)
   libutf8proc-dev       # BERT basic tokenizer: Unicode normalization, categories
   python3 python3-numpy python3-torch   # exporters, fixtures, parity tests (never at run time)

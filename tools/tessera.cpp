@@ -118,6 +118,7 @@ int main(int argc, char** argv) {
   add(cli::add_attention_command);
   add(cli::add_embed_command);
   add(cli::add_tokenize_command);
+  add(cli::add_serve_command);
 
   try {
     app.parse(argc, argv);

@@ -37,6 +37,9 @@ struct ServerOptions {
   double timeout_s = 600;            // per completion request; 0: none (504 / finish "timeout")
   int64_t max_body_bytes = 1 << 20;  // larger request bodies: 413
   double drain_s = 30;               // shutdown(): how long running requests may finish
+  int64_t prefill_chunk = 64;        // prompt tokens prefilled per scheduler step (chunked prefill:
+                                     // a long prompt delays running streams by one chunk per
+                                     // step); 0: whole prompts at once
   bool log_requests = true;          // one line per request on stderr
 };
 
@@ -53,6 +56,8 @@ class TESSERA_API Server {
   void start();
   int port() const;    // the port it listens on (after start())
   bool ready() const;  // model loaded
+  // Why the model failed to load ("" while loading, when loaded, or before start()).
+  std::string load_error() const;
   // Blocks until the server has stopped.
   void wait();
   // Stops accepting requests, lets running ones finish for up to drain_s seconds (then cancels
