@@ -41,10 +41,10 @@ echo "    the server's scheduler thread beside its callers (tests/serve)"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_WERROR=ON -DTESSERA_TSAN=ON \
   -DTESSERA_BUILD_BENCH=OFF >/dev/null
 cmake --build build-tsan -j "$(nproc 2>/dev/null || echo 2)" --target test_api test_c_api \
-  test_scheduler
+  test_scheduler tessera
 echo "=== ThreadSanitizer tests"
 (cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure --timeout 1500 \
-  -R '^(api_models|api|c_api|scheduler)$')
+  -R '^(api_models|api|c_api|scheduler|serve)$')
 
 echo "=== libFuzzer build (clang)"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_FUZZ=ON \

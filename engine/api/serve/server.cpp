@@ -539,8 +539,8 @@ struct Server::Impl {
             observe(e, st->last);
             std::string out;
             if (e.kind == serve::Event::Kind::token) {
-              if (e.text.empty()) continue;
-              out = chunk(e.seq, e.text, nullptr);
+              if (e.token < 0 && e.text.empty()) continue;
+              out = chunk(e.seq, e.text, nullptr);  // one per token, its text possibly empty
             } else {
               ++st->finished;
               st->generated += static_cast<int64_t>(e.ids.size());
