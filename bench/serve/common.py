@@ -107,10 +107,20 @@ class ServerProcess:
         self.load_s = None
 
     def start(self, timeout_s: float = 600) -> None:
+        """Starts the server and waits until /health answers 200 (the model loaded); on failure
+        stops it and raises RuntimeError with the log's tail."""
         self._log = open(self.log_path, "wb")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop(timeout_s=10)
+            raise
+        self.load_s = time.perf_counter() - t0
+
+    def _wait_ready(self, timeout_s: float) -> None:
         pat = re.compile(rb"listening on http://([^\s/]+):(\d+)")
         deadline = time.monotonic() + timeout_s
         while True:  # the port it listens on (--port 0: any free port), from its log line
@@ -135,7 +145,6 @@ class ServerProcess:
                 raise RuntimeError(f"/health not 200 within {timeout_s} s (last: {status})\n"
                                    f"{self.log_tail()}")
             time.sleep(0.1)
-        self.load_s = time.perf_counter() - t0
 
     def _check_alive(self) -> None:
         if self.proc.poll() is not None:
@@ -155,14 +164,15 @@ class ServerProcess:
 
     def stop(self, timeout_s: float = 60):
         """SIGTERM (the server drains, then exits 0); SIGKILL after timeout_s. The exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self._log.close()
         return self.proc.returncode
 
