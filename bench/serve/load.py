@@ -97,6 +97,8 @@ def run_level(a, host, port, prompt, n):
 
     def client(i):
         barrier.wait()
+        if a.ramp > 0:  # client i starts i/n of --ramp seconds after the first
+            time.sleep(a.ramp * i / n)
         for _ in range(a.rounds):
             results[i].append(common.completion(host, port, body, timeout=a.request_timeout))
 
@@ -138,6 +140,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--levels", default="1,2,4,8,16", help="concurrent streams, comma-separated")
     ap.add_argument("--rounds", type=int, default=3, help="requests per client, back to back")
+    ap.add_argument("--ramp", type=float, default=0.0,
+                    help="seconds over which the clients of a level start, evenly (0: all at once, "
+                         "a burst whose prefills queue up; about one request's duration gives the "
+                         "steady state of clients that arrived at different times)")
     ap.add_argument("--prompt-tokens", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--server-args", default="", help="more `tessera serve` flags, e.g. "
