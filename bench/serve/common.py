@@ -177,12 +177,6 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---------------------------------------------------------------- HTTP
 
 def request(host, port, method, path, body=None, timeout=60):
@@ -306,61 +300,36 @@ def metrics_lines(host, port, buckets: bool = False) -> list[str]:
 
 # ---------------------------------------------------------------- prompts of a known length
 
-def _ids_of(j):
-    if isinstance(j, dict):
-        for key in ("ids", "tokens", "token_ids"):
-            if isinstance(j.get(key), list):
-                return j[key]
-    return None
-
-
-def _text_of(j):
-    if isinstance(j, dict):
-        for key in ("text", "prompt", "content"):
-            if isinstance(j.get(key), str):
-                return j[key]
-    return None
-
-
 class Tokenizer:
-    """The server's POST /tokenize and /detokenize (request and response field names found by
-    trying the common spellings once: {"text"|"prompt"|"content": str} -> {"ids"|"tokens": [..]},
-    {"ids"|"tokens": [..]} -> {"text"|"prompt"|"content": str})."""
+    """The server's POST /tokenize ({"content": text} -> {"tokens": [ids]}) and POST /detokenize
+    ({"tokens": [ids]} -> {"content": text}), as docs/server.md gives them."""
 
     def __init__(self, host, port):
         self.host, self.port = host, port
-        self.tok_key = self.detok_key = None
-        self.tok_raw = None
 
     def tokenize(self, text: str) -> list[int]:
-        keys = [self.tok_key] if self.tok_key else ["text", "prompt", "content"]
-        last = None
-        for k in keys:
-            status, j = request(self.host, self.port, "POST", "/tokenize", {k: text})
-            ids = _ids_of(j) if status == 200 else None
-            if ids is not None:
-                self.tok_key, self.tok_raw = k, j
-                return ids
-            last = (status, j)
-        raise RuntimeError(f"POST /tokenize: no ids in the answer {last}")
+        status, j = request(self.host, self.port, "POST", "/tokenize", {"content": text})
+        if status != 200 or not isinstance(j, dict) or not isinstance(j.get("tokens"), list):
+            raise RuntimeError(f"POST /tokenize: HTTP {status} {str(j)[:300]}")
+        return j["tokens"]
 
     def detokenize(self, ids: list[int]) -> str:
-        keys = [self.detok_key] if self.detok_key else ["ids", "tokens"]
-        last = None
-        for k in keys:
-            status, j = request(self.host, self.port, "POST", "/detokenize", {k: ids})
-            text = _text_of(j) if status == 200 else None
-            if text is not None:
-                self.detok_key = k
-                return text
-            last = (status, j)
-        raise RuntimeError(f"POST /detokenize: no text in the answer {last}")
+        status, j = request(self.host, self.port, "POST", "/detokenize", {"tokens": ids})
+        if status != 200 or not isinstance(j, dict) or not isinstance(j.get("content"), str):
+            raise RuntimeError(f"POST /detokenize: HTTP {status} {str(j)[:300]}")
+        return j["content"]
+
+
+def passage_ids(tok: Tokenizer, n: int) -> list[int]:
+    """At least n token ids of the passage (repeated as needed)."""
+    ids = tok.tokenize(PASSAGE)
+    return (ids * (1 + n // max(1, len(ids))))
 
 
 def exact_prompt(tok: Tokenizer, n: int, offset: int = 0) -> tuple[str, list[int]]:
     """A text whose tokenization is exactly n tokens: a slice of the passage's ids, detokenized,
     checked by tokenizing it again (a slice whose text re-tokenizes differently is skipped)."""
-    base = tok.tokenize(PASSAGE * (1 + (n + offset) // 100 + 1))
+    base = tok.tokenize(PASSAGE * (2 + (n + offset) // 100))
     for start in range(offset, offset + 32):
         if start + n > len(base):
             break
@@ -369,18 +338,3 @@ def exact_prompt(tok: Tokenizer, n: int, offset: int = 0) -> tuple[str, list[int
         if len(ids) == n:
             return text, ids
     raise RuntimeError(f"no slice of the passage re-tokenizes to exactly {n} tokens")
-
-
-def vocab_prompt(model_dir: str, n: int) -> str | None:
-    """Without /tokenize: n words of the passage that are single GPT-2 tokens (" word" is in
-    vocab.json as "Ġword"), joined with spaces: n tokens for GPT-2's byte-level BPE. None when
-    the checkpoint has no vocab.json."""
-    try:
-        with open(os.path.join(model_dir, "vocab.json"), encoding="utf-8") as f:
-            vocab = json.load(f)
-    except (OSError, ValueError):
-        return None
-    words = [w for w in re.findall(r"[a-z]+", PASSAGE.lower()) if "\u0120" + w in vocab]
-    if not words:
-        return None
-    return "".join(" " + words[i % len(words)] for i in range(n))

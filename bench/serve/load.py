@@ -3,9 +3,9 @@
 
 Starts `tessera serve --threads T` on a model, waits for GET /health 200, then for each level
 N (default 1, 2, 4, 8, 16): N concurrent streaming clients, each sending --rounds requests back
-to back (POST /v1/completions, stream, a fixed prompt of exactly --prompt-tokens tokens, built
-with POST /tokenize + /detokenize and checked against usage.prompt_tokens; max_tokens
---max-tokens; temperature 0). Measured by the client, per level:
+to back (POST /v1/completions, stream, a fixed prompt of exactly --prompt-tokens token ids: a
+slice of a passage's POST /tokenize whose /detokenize text tokenizes back to the same count,
+checked against usage.prompt_tokens; max_tokens --max-tokens; temperature 0). Measured by the client, per level:
 
   aggregate tokens/s   completion tokens of the level / the level's wall time (first request
                        sent to last stream ended)
@@ -21,7 +21,7 @@ the median of --library-reps after a warm-up, in a child process; without the mo
 ratios of the issue's targets.
 
     /usr/bin/python3 bench/serve/load.py --model DIR [--binary build/tools/tessera] [--threads 2]
-        [--levels 1,2,4,8,16] [--rounds 3] [--python build/python]
+        [--levels 1,2,4,8,16] [--rounds 3] [--ramp 0] [--python build/python]
 """
 from __future__ import annotations
 
@@ -113,19 +113,22 @@ def run_level(a, host, port, prompt, n):
     return [r for rs in results for r in rs], wall
 
 
-def summarize(results, wall):
+def summarize(results, wall, max_tokens):
+    """A level's figures. A stream carries no usage: its tokens are its token chunks, at most
+    max_tokens (a last chunk may hold back the bytes of an incomplete UTF-8 character: no token)."""
     ok = [r for r in results if r["error"] is None]
-    tokens = sum(common.completion_tokens(r) for r in ok)
+    ntok = [min(common.completion_tokens(r), max_tokens) for r in ok]
+    times = [r["token_times"][:max_tokens] for r in ok]
     ttft = [(r["t_first"] - r["t_send"]) * 1e3 for r in ok if r["t_first"] is not None]
-    itl = [(b - a_) * 1e3 for r in ok for a_, b in zip(r["token_times"], r["token_times"][1:])]
-    lone = [common.completion_tokens(r) / (r["t_end"] - r["t_send"]) for r in ok]
-    short = [common.completion_tokens(r) for r in ok]
+    itl = [(b - a_) * 1e3 for t in times for a_, b in zip(t, t[1:])]
+    lone = [n / (r["t_end"] - r["t_send"]) for n, r in zip(ntok, ok)]
+    tokens = sum(ntok)
     return {"requests": len(results), "errors": len(results) - len(ok), "tokens": tokens,
             "wall": wall, "tps": tokens / wall if wall > 0 else 0.0,
             "ttft50": common.percentile(ttft, 50), "ttft99": common.percentile(ttft, 99),
             "itl50": common.percentile(itl, 50), "itl99": common.percentile(itl, 99),
             "req_tps": statistics.median(lone) if lone else None,
-            "min_tokens": min(short) if short else None,
+            "min_tokens": min(ntok) if ntok else None,
             "error_msgs": [r["error"] for r in results if r["error"]][:5]}
 
 
@@ -146,6 +149,8 @@ def main():
                          "steady state of clients that arrived at different times)")
     ap.add_argument("--prompt-tokens", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--text-prompt", action="store_true", help="send the prompt as text (the "
+                    "server tokenizes it) instead of its token ids")
     ap.add_argument("--server-args", default="", help="more `tessera serve` flags, e.g. "
                     "'--max-batch 16 --kv-budget-mb 1024'")
     ap.add_argument("--extra-body", default="{}", help="JSON merged into every completion request")
@@ -170,13 +175,8 @@ def main():
         print(f"ready in {server.load_s:.1f} s on port {port}; building the prompt", file=sys.stderr,
               flush=True)
         tok = common.Tokenizer(host, port)
-        try:
-            prompt, ids = common.exact_prompt(tok, a.prompt_tokens)
-        except RuntimeError as e:
-            notes.append(f"/tokenize, /detokenize unusable ({e}); prompt from vocab.json words")
-            prompt, ids = common.vocab_prompt(a.model, a.prompt_tokens), None
-            if prompt is None:
-                raise
+        text, ids = common.exact_prompt(tok, a.prompt_tokens)
+        prompt = text if a.text_prompt else ids
         # warm-up (not counted) and the checks: prompt length, generation not cut short by eos,
         # streamed chunks = usage.completion_tokens
         body = {"prompt": prompt, "max_tokens": a.max_tokens, "temperature": 0}
@@ -197,14 +197,15 @@ def main():
             notes.append(f"the model stopped at {ct} tokens (eos) before max_tokens {a.max_tokens}")
         if ct is not None and len(streamed["token_times"]) != ct:
             notes.append(f"streamed {len(streamed['token_times'])} token chunks for "
-                         f"usage.completion_tokens {ct}")
+                         f"usage.completion_tokens {ct} (a last chunk can hold back the bytes of an "
+                         "incomplete UTF-8 character: not a token)")
         if plain["text"].get(0) != streamed["text"].get(0):
             notes.append("the streamed text differs from the non-streamed text (greedy)")
 
         for n in levels:
             print(f"N={n}: {n} x {a.rounds} requests ...", file=sys.stderr, flush=True)
             results, wall = run_level(a, host, port, prompt, n)
-            s = summarize(results, wall)
+            s = summarize(results, wall, a.max_tokens)
             mem = common.proc_memory_kib(server.pid)
             s.update(n=n, rss=mem.get("VmRSS"), hwm=mem.get("VmHWM"))
             rows.append(s)
@@ -220,7 +221,7 @@ def main():
     lib = None
     if not a.no_library:
         print("library baseline (no server running) ...", file=sys.stderr, flush=True)
-        lib = library_baseline(a, ids, prompt)
+        lib = library_baseline(a, ids, text)
         if lib["tokens"] < a.max_tokens:
             notes.append(f"the library generated {lib['tokens']} tokens (eos before {a.max_tokens})")
         if lib["prompt_tokens"] != a.prompt_tokens:

@@ -4,19 +4,22 @@ disconnecting mid-stream; no error but the deliberate ones, no memory growth.
 
 Starts `tessera serve` (or uses --url's), then --clients concurrent clients take --requests
 requests from one seeded list, back to back: prompts of --prompt-min..--prompt-max tokens
-(slices of a passage, made with POST /tokenize + /detokenize), max_tokens --gen-min..--gen-max,
-half streaming and half not, half greedy and half sampled (a seed each); --disconnect (10 %) of
-the streaming requests close the socket after a random number of token chunks. Counts:
+(slices of a passage's ids from POST /tokenize, sent as ids, or as text made by /detokenize for
+half of them), max_tokens --gen-min..--gen-max, half streaming and half not, half greedy and
+half sampled (a seed each); --disconnect (10 %) of the streaming requests close the socket
+after a random number of token chunks. Counts:
 
-  completed      200, the right shape ([DONE], a finish_reason per choice, the streamed chunks
-                 = usage.completion_tokens, completion_tokens <= max_tokens)
+  completed      200, the right shape (a finish_reason stop/length per choice; streams end with
+                 [DONE]; usage when not streamed; completion tokens <= max_tokens, fewer only
+                 with stop)
   disconnected   the deliberate ones
   errors         anything else (must be 0)
 
-Reads the server's VmRSS after the first 100 requests and after all of them (ratio must be
-<= 1.05), checks the server still answers (/health, one more completion), prints progress every
-100 requests and the tessera_* lines of GET /metrics at the end. Stops issuing requests after
---time-limit seconds (then reports how many ran).
+Reads the server's VmRSS after the first 100 requests (--rss-after) and after all of them
+(ratio must be <= 1.05), checks the server still answers (/health, one more completion) and that
+the scheduler's gauges (queue, running sequences, KV bytes) are back to 0, prints progress
+every 100 requests and the tessera_* lines of GET /metrics at the end. Stops issuing requests
+after --time-limit seconds (then reports how many ran).
 
     /usr/bin/python3 bench/serve/soak.py --model DIR [--binary build/tools/tessera] [--threads 2]
         [--requests 2000] [--clients 8] [--seed 0]
@@ -50,8 +53,8 @@ def make_plan(a, positions):
         cut = None
         if stream and rng.random() < a.disconnect:
             cut = rng.randint(1, max(1, gen - 1))
-        plan.append({"i": i, "prompt_len": plen, "body": body,
-                     "disconnect_after": cut})
+        plan.append({"i": i, "prompt_len": plen, "offset": rng.randrange(1 << 20),
+                     "as_text": rng.random() < 0.5, "body": body, "disconnect_after": cut})
     return plan
 
 
@@ -94,6 +97,8 @@ def main():
     ap.add_argument("--disconnect", type=float, default=0.10,
                     help="fraction of the streaming requests that disconnect mid-stream")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rss-after", type=int, default=100,
+                    help="the RSS baseline: after this many requests (at most half of them)")
     ap.add_argument("--prompts", type=int, default=64, help="distinct prompt texts made up front")
     ap.add_argument("--request-timeout", type=float, default=600)
     ap.add_argument("--time-limit", type=float, default=3 * 3600, help="seconds; then no new requests")
@@ -116,35 +121,29 @@ def main():
     try:
         positions = common.model_positions(a.model)
         plan = make_plan(a, positions)
-        # the prompt texts: slices of the passage's ids of the planned lengths, one text per
-        # (length, offset) pair drawn for the pool; each request takes the pool text whose length is
-        # nearest its own
+        # the prompts: slices of the passage's ids of the planned length at the planned offset,
+        # sent as token ids, or for half of the requests as their text (/detokenize, made here,
+        # up front; the server's tokenization of it may differ from the slice by a token or two)
         tok = common.Tokenizer(host, port)
-        try:
-            base = tok.tokenize(common.PASSAGE * (2 + a.prompt_max // 100))
-        except RuntimeError as e:
-            print(f"note: {e}; prompts from vocab.json words", flush=True)
-            base = None
-        rng = random.Random(a.seed + 1)
-        pool = {}
-        lengths = sorted({p["prompt_len"] for p in plan})
-        for n in rng.sample(lengths, min(a.prompts, len(lengths))) + [lengths[0], lengths[-1]]:
-            off = rng.randrange(max(1, len(base) - n)) if base else 0
-            pool[n] = tok.detokenize(base[off:off + n]) if base else common.vocab_prompt(a.model, n)
-        pool_lengths = sorted(pool)
+        period = len(tok.tokenize(common.PASSAGE))
+        base = common.passage_ids(tok, period + a.prompt_max)
         for p in plan:
-            n = min(pool_lengths, key=lambda m: (abs(m - p["prompt_len"]), m))
-            p["prompt_len"] = n
-            p["body"]["prompt"] = pool[n]
+            off = p["offset"] % period
+            ids = base[off:off + p["prompt_len"]]
+            p["body"]["prompt"] = tok.detokenize(ids) if p["as_text"] else ids
+        lengths = [p["prompt_len"] for p in plan]
         streaming = sum(p["body"]["stream"] for p in plan)
         cuts = sum(p["disconnect_after"] is not None for p in plan)
-        print(f"{len(plan)} requests ({streaming} streaming, {cuts} of them to disconnect), "
-              f"{a.clients} clients, prompts {pool_lengths[0]}..{pool_lengths[-1]} tokens "
-              f"({len(pool)} texts), max_tokens {a.gen_min}..{a.gen_max}, seed {a.seed}", flush=True)
+        texts = sum(p["as_text"] for p in plan)
+        print(f"{len(plan)} requests ({streaming} streaming, {cuts} of them to disconnect; "
+              f"{texts} prompts as text, the others as token ids), {a.clients} clients, prompts "
+              f"{min(lengths)}..{max(lengths)} tokens, max_tokens {a.gen_min}..{a.gen_max}, seed "
+              f"{a.seed}", flush=True)
 
+        rss_after = max(1, min(a.rss_after, len(plan) // 2))
         lock = threading.Lock()
         state = {"next": 0, "finished": 0, "completed": 0, "disconnected": 0, "errors": 0,
-                 "gen_tokens": 0, "prompt_tokens": 0, "rss_100": None, "error_msgs": []}
+                 "gen_tokens": 0, "rss_100": None, "error_msgs": []}
         t0 = time.perf_counter()
         deadline = time.monotonic() + a.time_limit
 
@@ -170,10 +169,8 @@ def main():
                     else:
                         state["completed"] += 1
                         state["gen_tokens"] += common.completion_tokens(res)
-                        if res["usage"]:
-                            state["prompt_tokens"] += res["usage"].get("prompt_tokens", 0)
                     done = state["finished"]
-                    if done == 100:
+                    if done == rss_after:
                         state["rss_100"] = common.proc_memory_kib(pid).get("VmRSS")
                     if done % 100 == 0:
                         mem = common.proc_memory_kib(pid)
@@ -193,7 +190,7 @@ def main():
 
         # still serving: /health and one more completion
         hs, _ = common.request(host, port, "GET", "/health")
-        after = common.completion(host, port, {"prompt": pool[pool_lengths[0]], "max_tokens": 8,
+        after = common.completion(host, port, {"prompt": base[:8], "max_tokens": 8,
                                                "temperature": 0}, timeout=a.request_timeout)
         alive = hs == 200 and after["error"] is None
         metrics = common.metrics_lines(host, port)
@@ -209,23 +206,29 @@ def main():
           + (" (time limit reached)" if s["finished"] < len(plan) else ""))
     print(f"- completed {s['completed']}, deliberately disconnected {s['disconnected']}, "
           f"errors {s['errors']} (must be 0)")
-    print(f"- tokens: {s['prompt_tokens']} prompt, {s['gen_tokens']} generated (completed requests)")
+    print(f"- generated tokens of the completed requests: {s['gen_tokens']}")
     for m in s["error_msgs"]:
         print(f"  error: {m}")
     r100, rend = s["rss_100"], rss_end.get("VmRSS")
     ratio = rend / r100 if r100 and rend else None
-    print(f"- server RSS after the first 100 requests {common.mib(r100)} MiB, after all "
+    print(f"- server RSS after the first {rss_after} requests {common.mib(r100)} MiB, after all "
           f"{common.mib(rend)} MiB (peak {common.mib(rss_end.get('VmHWM'))} MiB): ratio "
           + (f"{ratio:.3f}" if ratio else "-") + " (must be <= 1.05: "
           + ("met" if ratio and ratio <= 1.05 else "NOT met") + ")")
     print(f"- after the soak: /health {hs}, a new completion "
           + ("answered" if after["error"] is None else f"failed: {after['error']}"))
+    gauges = {l.split()[0]: l.split()[-1] for l in metrics
+              if l.split()[0] in ("tessera_queue_length", "tessera_running_sequences",
+                                  "tessera_kv_cache_bytes")}
+    freed = bool(gauges) and all(v in ("0", "0.0") for v in gauges.values())
+    print(f"- the scheduler at the end: {', '.join(f'{k} {v}' for k, v in gauges.items()) or '-'} "
+          f"({'every slot and cache freed' if freed else 'NOT empty'})")
     if server:
         print(f"- server exit code after SIGTERM: {rc}")
     print("\n/metrics at the end (tessera_*, buckets left out):\n```")
     print("\n".join(metrics))
     print("```")
-    ok = s["errors"] == 0 and alive and ratio is not None and ratio <= 1.05 and s["finished"] == len(plan)
+    ok = s["errors"] == 0 and alive and freed and ratio is not None and ratio <= 1.05 and s["finished"] == len(plan)
     return 0 if ok else 1
 
 
