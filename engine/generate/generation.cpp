@@ -622,6 +622,8 @@ SequenceSampler::SequenceSampler(const GenerationOptions& o, uint64_t stream,
 }
 
 int64_t SequenceSampler::next(const float* logits, int64_t vocab, double* logprob) {
+  if (o_.method != DecodingMethod::sample && o_.repetition_penalty == 1.0f && !logprob)
+    return argmax(logits, vocab);  // greedy as it is: no copy of the row
   work_.assign(logits, logits + vocab);
   penalize(work_.data(), vocab, history_, o_.repetition_penalty, seen_);
   int64_t token;
