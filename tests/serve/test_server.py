@@ -118,7 +118,7 @@ def stream(server, body):
     r = c.getresponse()
     assert r.status == 200, (r.status, r.read())
     assert r.getheader("Content-Type").startswith("text/event-stream")
-    pieces, finish, done = {}, {}, False
+    pieces, finish, tails, done = {}, {}, {}, False
     for _ in range(100000):
         line = r.readline().decode()
         if not line:
@@ -136,12 +136,19 @@ def stream(server, body):
         (choice,) = chunk["choices"]
         i = choice["index"]
         if choice["finish_reason"] is not None:
-            assert choice["text"] == "", chunk
             finish[i] = choice["finish_reason"]
+            tails[i] = choice["text"]  # text of no token: an unfinished character's bytes
         else:
             pieces.setdefault(i, []).append(choice["text"])  # one chunk per token
     c.close()
+    for i, t in tails.items():
+        if t:
+            pieces.setdefault(i, []).append(t)
+            stream.tail_chunks += 1
     return pieces, finish, done
+
+
+stream.tail_chunks = 0
 
 
 def completion(server, body):
@@ -373,12 +380,13 @@ def test_metrics_move():
     with Server(GPT2) as srv:
         before = srv.metrics()
         r = completion(srv, {"prompt": "Hello world again", "max_tokens": 9, "temperature": 0})
+        tails = stream.tail_chunks
         pieces, _, _ = stream(srv, {"prompt": "Hello", "max_tokens": 4, "temperature": 0})
         after = srv.metrics()
         key = 'tessera_requests_total{endpoint="/v1/completions",code="200"}'
         assert after[key] - before.get(key, 0) == 2, (before, after)
         assert after["tessera_prompt_tokens_total"] - before["tessera_prompt_tokens_total"] == 3 + 1
-        gen = r["usage"]["completion_tokens"] + len(pieces[0])  # one chunk per token
+        gen = r["usage"]["completion_tokens"] + len(pieces[0]) - (stream.tail_chunks - tails)
         assert after["tessera_generated_tokens_total"] - before["tessera_generated_tokens_total"] == gen
         ttft = "tessera_time_to_first_token_seconds_count"
         assert after[ttft] - before.get(ttft, 0) == 2, (before.get(ttft), after[ttft])

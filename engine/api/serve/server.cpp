@@ -40,6 +40,12 @@ struct HttpError {
   std::string message, type, param;
 };
 
+// JSON text; bytes that are not UTF-8 (a client's odd input echoed in a message) become U+FFFD
+// instead of throwing.
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 HttpError bad_request(const std::string& message, const std::string& param = {}) {
   return {400, message, "invalid_request_error", param};
 }
@@ -51,7 +57,7 @@ void write_error(httplib::Response& res, const HttpError& e) {
                  {"param", e.param.empty() ? json(nullptr) : json(e.param)},
                  {"code", nullptr}}}};
   res.status = e.status;
-  res.set_content(body.dump(), "application/json");
+  res.set_content(dump(body), "application/json");
 }
 
 // The field an engine message names first ("max_tokens: ..."), if it is one of the request's.
@@ -66,7 +72,7 @@ int64_t get_int(const json& body, const char* key, int64_t fallback, int64_t lo,
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return fallback;
   if (!it->is_number_integer())
-    throw bad_request(std::string(key) + " must be an integer, got " + it->dump(), key);
+    throw bad_request(std::string(key) + " must be an integer, got " + dump(*it), key);
   const int64_t v = it->get<int64_t>();
   if (v < lo || v > hi)
     throw bad_request(std::string(key) + " must be in [" + std::to_string(lo) + ", " +
@@ -79,7 +85,7 @@ float get_number(const json& body, const char* key, float fallback) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return fallback;
   if (!it->is_number())
-    throw bad_request(std::string(key) + " must be a number, got " + it->dump(), key);
+    throw bad_request(std::string(key) + " must be a number, got " + dump(*it), key);
   const double v = it->get<double>();
   if (!std::isfinite(v) || std::abs(v) > 1e30)
     throw bad_request(std::string(key) + " must be a finite number", key);
@@ -90,7 +96,7 @@ bool get_bool(const json& body, const char* key, bool fallback) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return fallback;
   if (!it->is_boolean())
-    throw bad_request(std::string(key) + " must be true or false, got " + it->dump(), key);
+    throw bad_request(std::string(key) + " must be true or false, got " + dump(*it), key);
   return it->get<bool>();
 }
 
@@ -175,7 +181,7 @@ struct Server::Impl {
       body = {{"status", "error"}, {"message", load_error}};
       res.status = 503;
     }
-    res.set_content(body.dump(), "application/json");
+    res.set_content(dump(body), "application/json");
   }
 
   void models_list(httplib::Response& res) {
@@ -185,7 +191,7 @@ struct Server::Impl {
                     {"created", created},
                     {"owned_by", "tessera"},
                     {"family", model ? model->family() : "loading"}});
-    res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
+    res.set_content(dump(json{{"object", "list"}, {"data", data}}), "application/json");
   }
 
   const TextTokenizer& need_tokenizer() {
@@ -212,7 +218,7 @@ struct Server::Impl {
     } catch (const Error& e) {
       throw bad_request(e.what(), "content");
     }
-    res.set_content(json{{"tokens", ids}}.dump(), "application/json");
+    res.set_content(dump(json{{"tokens", ids}}), "application/json");
   }
 
   void detokenize(const httplib::Request& req, httplib::Response& res) {
@@ -233,7 +239,7 @@ struct Server::Impl {
                           "tokens");
       ids.push_back(id);
     }
-    res.set_content(json{{"content", tok.decode(ids)}}.dump(), "application/json");
+    res.set_content(dump(json{{"content", tok.decode(ids)}}), "application/json");
   }
 
   void embeddings(const httplib::Request& req, httplib::Response& res) {
@@ -293,11 +299,10 @@ struct Server::Impl {
     }
     metrics.tokens(tokens, 0);
     metrics.duration(seconds_since(t0));
-    res.set_content(json{{"object", "list"},
-                         {"data", data},
-                         {"model", model_id},
-                         {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}}
-                        .dump(),
+    res.set_content(dump(json{{"object", "list"},
+                              {"data", data},
+                              {"model", model_id},
+                              {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}}),
                     "application/json");
   }
 
@@ -475,16 +480,15 @@ struct Server::Impl {
                          {"logprobs", nullptr},
                          {"finish_reason", serve::finish_name(d.finish)}});
     }
-    res.set_content(json{{"id", id},
-                         {"object", "text_completion"},
-                         {"created", created_at},
-                         {"model", model_id},
-                         {"choices", choices},
-                         {"usage",
-                          {{"prompt_tokens", prompt_tokens},
-                           {"completion_tokens", generated},
-                           {"total_tokens", prompt_tokens + generated}}}}
-                        .dump(),
+    res.set_content(dump(json{{"id", id},
+                              {"object", "text_completion"},
+                              {"created", created_at},
+                              {"model", model_id},
+                              {"choices", choices},
+                              {"usage",
+                               {{"prompt_tokens", prompt_tokens},
+                                {"completion_tokens", generated},
+                                {"total_tokens", prompt_tokens + generated}}}}),
                     "application/json");
   }
 
@@ -505,9 +509,11 @@ struct Server::Impl {
     struct State {
       int64_t finished = 0, generated = 0;
       std::vector<double> last;
+      std::vector<std::string> tail;  // per choice: text of no token (an unfinished character)
     };
     auto st = std::make_shared<State>();
     st->last.assign(static_cast<size_t>(ticket->sequences()), -1);
+    st->tail.resize(static_cast<size_t>(ticket->sequences()));
     const httplib::Request* rq = &req;
     auto chunk = [id, created_at, this](int64_t index, const std::string& text,
                                         const char* finish) {
@@ -520,7 +526,7 @@ struct Server::Impl {
                    {"index", index},
                    {"logprobs", nullptr},
                    {"finish_reason", finish ? json(finish) : json(nullptr)}}}}};
-      return "data: " + c.dump() + "\n\n";
+      return "data: " + dump(c) + "\n\n";
     };
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
@@ -539,18 +545,21 @@ struct Server::Impl {
             observe(e, st->last);
             std::string out;
             if (e.kind == serve::Event::Kind::token) {
-              if (e.token < 0 && e.text.empty()) continue;
+              if (e.token < 0) {  // text held back at the end: sent with the finish chunk
+                st->tail[static_cast<size_t>(e.seq)] += e.text;
+                continue;
+              }
               out = chunk(e.seq, e.text, nullptr);  // one per token, its text possibly empty
             } else {
               ++st->finished;
               st->generated += static_cast<int64_t>(e.ids.size());
               const char* why =
                   e.finish == serve::Finish::error ? "error" : serve::finish_name(e.finish);
-              out = chunk(e.seq, "", why);
+              out = chunk(e.seq, st->tail[static_cast<size_t>(e.seq)], why);
               if (e.finish == serve::Finish::error)
                 out += "data: " +
-                       json{{"error", {{"message", e.text}, {"type", "invalid_request_error"}}}}
-                           .dump() +
+                       dump(json{
+                           {"error", {{"message", e.text}, {"type", "invalid_request_error"}}}}) +
                        "\n\n";
             }
             if (!sink.write(out.data(), out.size())) {
