@@ -382,8 +382,17 @@ def test_metrics_move():
         r = completion(srv, {"prompt": "Hello world again", "max_tokens": 9, "temperature": 0})
         tails = stream.tail_chunks
         pieces, _, _ = stream(srv, {"prompt": "Hello", "max_tokens": 4, "temperature": 0})
-        after = srv.metrics()
+        # A stream's request is counted (requests_total, duration) once httplib has written its
+        # last chunk and logged it, which may be just after the client read [DONE]: wait for
+        # it, bounded (250 x 20 ms), then check the exact amounts.
         key = 'tessera_requests_total{endpoint="/v1/completions",code="200"}'
+        dur = "tessera_request_duration_seconds_count"
+        for _ in range(250):
+            after = srv.metrics()
+            if (after.get(key, 0) - before.get(key, 0) >= 2
+                    and after[dur] - before.get(dur, 0) >= 2):
+                break
+            time.sleep(0.02)
         assert after[key] - before.get(key, 0) == 2, (before, after)
         assert after["tessera_prompt_tokens_total"] - before["tessera_prompt_tokens_total"] == 3 + 1
         gen = r["usage"]["completion_tokens"] + len(pieces[0]) - (stream.tail_chunks - tails)
@@ -392,7 +401,6 @@ def test_metrics_move():
         assert after[ttft] - before.get(ttft, 0) == 2, (before.get(ttft), after[ttft])
         itl = "tessera_inter_token_latency_seconds_count"
         assert after[itl] - before.get(itl, 0) == gen - 2, (after[itl], gen)
-        dur = "tessera_request_duration_seconds_count"
         assert after[dur] - before.get(dur, 0) == 2
         for k in ("tessera_queue_length", "tessera_running_sequences", "tessera_kv_cache_bytes"):
             assert after[k] == 0, (k, after[k])

@@ -567,10 +567,11 @@ struct Server::Impl {
               return false;
             }
           }
-          const std::string end = "data: [DONE]\n\n";
-          sink.write(end.data(), end.size());
+          // Tokens counted before [DONE]: a client that reads it and then /metrics sees them.
           note_tokens(*rq, st->generated);
           metrics.tokens(prompt_tokens, st->generated);
+          const std::string end = "data: [DONE]\n\n";
+          sink.write(end.data(), end.size());
           sink.done();
           return true;
         },
