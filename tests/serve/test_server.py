@@ -193,7 +193,12 @@ def test_endpoints():
         assert r2["choices"][0]["text"] == choice["text"], (r2, choice)
         s, p = srv.get("/nope")
         assert s == 404 and "error" in p, (s, p)
-    print("ok: health, models, tokenize, detokenize, completions (text, arrays, ids, n), 404")
+        # A known path with the wrong method: 405 naming the allowed one.
+        s, p, h = srv.request("GET", "/v1/completions")
+        assert s == 405 and h.get("Allow") == "POST" and "error" in p, (s, p, h)
+        s, p, h = srv.request("POST", "/metrics", {})
+        assert s == 405 and h.get("Allow") == "GET" and "error" in p, (s, p, h)
+    print("ok: health, models, tokenize, detokenize, completions (text, arrays, ids, n), 404, 405")
 
 
 def test_streaming_equals_text():

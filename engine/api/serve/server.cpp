@@ -637,11 +637,21 @@ struct Server::Impl {
     http.Post("/v1/embeddings", guarded([this](const auto& q, auto& r) { embeddings(q, r); }));
     http.Post("/v1/completions", guarded([this](const auto& q, auto& r) { completions(q, r); }));
     // Statuses httplib sets itself (404 unknown path, 413 body too large, 400 bad request line)
-    // get an error body too.
+    // get an error body too. httplib answers 404 to a known path asked with the wrong method:
+    // that is a 405 with Allow naming the path's method.
     http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
+      if (res.status == 404 && endpoint_of(req.path) != "other") {
+        const bool get =
+            req.path == "/v1/models" || req.path == "/health" || req.path == "/metrics";
+        res.status = 405;
+        res.set_header("Allow", get ? "GET" : "POST");
+      }
       std::string message = "HTTP " + std::to_string(res.status);
       if (res.status == 404) message = "no endpoint " + req.method + " " + req.path;
+      if (res.status == 405)
+        message = "method " + req.method + " not allowed on " + req.path +
+                  " (allowed: " + res.get_header_value("Allow") + ")";
       if (res.status == 413) message = "the request body is larger than the server's limit";
       write_error(res, {res.status, message, "invalid_request_error", ""});
     });
