@@ -20,6 +20,8 @@ PACKAGES=(
   pybind11-dev python3-dev python3-pytest   # the Python module (engine/api/python) and its tests
   time                  # GNU time: tests/limits_cli.py measures peak RSS with it
   clang libclang-rt-14-dev libomp-dev   # the libFuzzer build (tests/fuzz): clang, libFuzzer, libomp
+  nginx curl            # tools/cluster.sh: replicas of tessera serve behind nginx (deploy/nginx), tests/scale
+  python3-dask python3-distributed   # tools/batch.py: batch jobs on a Dask cluster, tests/scale
 )
 
 missing=()
