@@ -118,6 +118,7 @@ def stream(server, body):
     r = c.getresponse()
     assert r.status == 200, (r.status, r.read())
     assert r.getheader("Content-Type").startswith("text/event-stream")
+    assert r.getheader("X-Accel-Buffering") == "no"  # a proxy in front passes events on at once
     pieces, finish, tails, done = {}, {}, {}, False
     for _ in range(100000):
         line = r.readline().decode()

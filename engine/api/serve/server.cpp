@@ -529,6 +529,9 @@ struct Server::Impl {
       return "data: " + dump(c) + "\n\n";
     };
     res.set_header("Cache-Control", "no-cache");
+    // A proxy in front (deploy/nginx) passes each event on as it comes, whatever its buffering
+    // setting for the location the request went to.
+    res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
         "text/event-stream",
         [this, ticket, st, chunk, rq, prompt_tokens](size_t, httplib::DataSink& sink) {
