@@ -52,7 +52,7 @@ cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" || {
   fail "cmake --install"
 }
 for f in bin/tessera include/tessera/tessera.h include/tessera/tessera.hpp \
-  include/tessera/version.h lib/libtessera.so "lib/libtessera.so.$major" \
+  include/tessera/ops.hpp include/tessera/version.h lib/libtessera.so "lib/libtessera.so.$major" \
   "lib/libtessera.so.$want" lib/libtessera.a lib/cmake/Tessera/TesseraConfig.cmake \
   lib/cmake/Tessera/TesseraConfigVersion.cmake lib/cmake/Tessera/TesseraTargets.cmake \
   lib/pkgconfig/tessera.pc; do
@@ -153,6 +153,14 @@ for exe in generate_cpp generate_c; do
   check_uses_installed_so "cmake $exe" "$tmp/examples/build/$exe"
   check_generates "cmake $exe (libtessera.so)" "$tmp/examples/build/$exe"
 done
+
+# The attention steps on tessera::ops: the public ops header and its exported symbols.
+check_uses_installed_so "cmake attention_steps_cpp" "$tmp/examples/build/attention_steps_cpp"
+out=$(LD_LIBRARY_PATH="$prefix/lib" "$tmp/examples/build/attention_steps_cpp") ||
+  fail "attention_steps_cpp exited with an error: $out"
+[ "$(tail -n 1 <<<"$out")" = "all steps agree" ] ||
+  fail "attention_steps_cpp printed '$(tail -n 1 <<<"$out")', expected 'all steps agree'"
+echo "ok: cmake attention_steps_cpp (libtessera.so): all steps agree"
 
 echo "== examples/ with pkg-config and the system compilers"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"

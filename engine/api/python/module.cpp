@@ -20,6 +20,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <tessera/ops.hpp>
 #include <tessera/tessera.hpp>
 
 #include <algorithm>
@@ -286,6 +287,160 @@ GenArgs make_gen_args(int64_t max_new_tokens, const std::string& method, float t
   a.num_return_sequences = num_return_sequences;
   a.batch_size = batch_size;
   return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// tessera.ops: numpy float32 arrays in and out
+// ---------------------------------------------------------------------------------------------
+
+// An argument of an op as an F32 view. A float32 array is read in place when C-contiguous (else
+// copied once into C order); an array of another dtype is an error naming the argument (no
+// silent conversion of float64 data); anything else (a list, a number, a CPU torch tensor) is
+// converted by numpy.asarray(value, dtype=numpy.float32). `keep` holds the memory for the call.
+struct F32Arg {
+  tessera::TensorView view;
+  py::array keep;
+};
+
+F32Arg f32_arg(const char* op, const char* name, const py::object& value) {
+  const auto numpy = py::module_::import("numpy");
+  py::array a;
+  if (py::isinstance<py::array>(value)) {
+    a = py::reinterpret_borrow<py::array>(value);
+    const py::dtype dt = a.dtype();
+    if (dt.kind() != 'f' || dt.itemsize() != 4 || !dt.attr("isnative").cast<bool>())
+      throw tessera::Error(std::string("ops::") + op + ": " + name +
+                           " must be a float32 array, got " + std::string(py::str(py::object(dt))) +
+                           " (use " + name + ".astype(numpy.float32))");
+  } else {
+    try {
+      a = numpy.attr("asarray")(value, py::arg("dtype") = "float32");
+    } catch (const py::error_already_set&) {
+      throw tessera::Error(std::string("ops::") + op + ": " + name +
+                           " is not an array of numbers (" +
+                           std::string(py::str(py::type::of(value).attr("__name__"))) + ")");
+    }
+  }
+  if (!(a.flags() & py::array::c_style)) a = py::array(numpy.attr("ascontiguousarray")(a));
+  F32Arg arg;
+  arg.view.dtype = tessera::DType::f32;
+  arg.view.shape.assign(a.shape(), a.shape() + a.ndim());
+  arg.view.data = a.data();
+  arg.keep = std::move(a);
+  return arg;
+}
+
+// An optional argument (None: absent).
+std::optional<F32Arg> f32_opt(const char* op, const char* name, const py::object& value) {
+  if (value.is_none()) return std::nullopt;
+  return f32_arg(op, name, value);
+}
+
+const tessera::TensorView* view_of(const std::optional<F32Arg>& a) {
+  return a ? &a->view : nullptr;
+}
+
+// Binds tessera.ops: each function converts its arguments, runs the op with the GIL released
+// and returns a numpy array over the result's memory (no copy).
+void bind_ops(py::module_& m) {
+  auto ops = m.def_submodule(
+      "ops",
+      "Tessera's kernels one call at a time (include/tessera/ops.hpp): numpy float32 arrays in "
+      "and out, the ISA the library chose (tessera.ops.isa()). Errors are tessera.Error naming "
+      "the op and the argument.");
+  // `import tessera.ops` works too (the extension is a module, not a package).
+  py::module_::import("sys").attr("modules")["tessera.ops"] = ops;
+  ops.def("isa", &tessera::ops::isa,
+          "The kernels the ops run: 'avx512', 'avx2' or 'generic' (chosen once per process).");
+  ops.def(
+      "matmul",
+      [](const py::object& a, const py::object& b, bool transpose_b, const py::object& bias) {
+        const F32Arg x = f32_arg("matmul", "a", a), w = f32_arg("matmul", "b", b);
+        const auto bs = f32_opt("matmul", "bias", bias);
+        tessera::TensorView out;
+        {
+          py::gil_scoped_release release;
+          out = tessera::ops::matmul(x.view, w.view, transpose_b, view_of(bs));
+        }
+        return to_numpy(std::move(out));
+      },
+      py::arg("a"), py::arg("b"), py::arg("transpose_b") = false, py::arg("bias") = py::none(),
+      "a @ b (+ bias) by the GEMM: a [..., K]; b [K, N], or [N, K] with transpose_b (a @ b.T, a "
+      "torch Linear weight); bias [N]. Returns [..., N].");
+  ops.def(
+      "add",
+      [](const py::object& a, const py::object& b) {
+        const F32Arg x = f32_arg("add", "a", a), y = f32_arg("add", "b", b);
+        tessera::TensorView out;
+        {
+          py::gil_scoped_release release;
+          out = tessera::ops::add(x.view, y.view);
+        }
+        return to_numpy(std::move(out));
+      },
+      py::arg("a"), py::arg("b"), "a + b, element by element (one shape).");
+  ops.def(
+      "softmax",
+      [](const py::object& x, float scale, bool causal) {
+        const F32Arg a = f32_arg("softmax", "x", x);
+        tessera::TensorView out;
+        {
+          py::gil_scoped_release release;
+          out = tessera::ops::softmax(a.view, scale, causal);
+        }
+        return to_numpy(std::move(out));
+      },
+      py::arg("x"), py::arg("scale") = 1.0f, py::arg("causal") = false,
+      "softmax(scale * x) over the last dimension. causal: x is [..., T, S] and entries s > t "
+      "are -inf before the softmax (torch.tril's mask).");
+  ops.def(
+      "attention",
+      [](const py::object& q, const py::object& k, const py::object& v, int64_t heads, bool causal,
+         std::optional<float> scale) {
+        const F32Arg qa = f32_arg("attention", "q", q), ka = f32_arg("attention", "k", k),
+                     va = f32_arg("attention", "v", v);
+        tessera::ops::AttentionOptions o;
+        o.heads = heads;
+        o.causal = causal;
+        o.scale = scale;
+        tessera::TensorView out;
+        {
+          py::gil_scoped_release release;
+          out = tessera::ops::attention(qa.view, ka.view, va.view, o);
+        }
+        return to_numpy(std::move(out));
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("heads") = 1, py::arg("causal") = false,
+      py::arg("scale") = py::none(),
+      "softmax(scale * q @ k.T) @ v per head by the fused attention kernel: q [T, H*Dk] or "
+      "[B, T, H*Dk], k [S, H*Dk], v [S, H*Dv]; scale None: 1/sqrt(Dk); causal: key s for query "
+      "t only if s <= t. Returns [T, H*Dv] (or [B, T, H*Dv]), the heads side by side.");
+  ops.def(
+      "layer_norm",
+      [](const py::object& x, const py::object& weight, const py::object& bias, float eps,
+         const py::object& residual) {
+        const F32Arg xa = f32_arg("layer_norm", "x", x);
+        const auto w = f32_opt("layer_norm", "weight", weight);
+        const auto b = f32_opt("layer_norm", "bias", bias);
+        const auto r = f32_opt("layer_norm", "residual", residual);
+        tessera::TensorView out;
+        {
+          py::gil_scoped_release release;
+          out = tessera::ops::layer_norm(xa.view, view_of(w), view_of(b), eps, view_of(r));
+        }
+        return to_numpy(std::move(out));
+      },
+      py::arg("x"), py::arg("weight") = py::none(), py::arg("bias") = py::none(),
+      py::arg("eps") = 1e-5f, py::arg("residual") = py::none(),
+      "torch.nn.LayerNorm over the last dimension of x (+ residual, when given): weight and bias "
+      "[N] (None: ones and zeros).");
+  ops.def(
+      "sinusoidal_positions",
+      [](int64_t positions, int64_t dim) {
+        return to_numpy(tessera::ops::sinusoidal_positions(positions, dim));
+      },
+      py::arg("positions"), py::arg("dim"),
+      "The sinusoidal positional encodings of 'Attention Is All You Need', [positions, dim].");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -677,6 +832,7 @@ PYBIND11_MODULE(tessera, m) {
   // before its base class.
   auto& error = py::register_exception<tessera::Error>(m, "Error", PyExc_Exception);
   py::register_exception<tessera::Cancelled>(m, "Cancelled", error.ptr());
+  bind_ops(m);
 
   py::class_<PyModel> model(m, "Model",
                             "A model directory (config.json, model.safetensors, tokenizer files), "
