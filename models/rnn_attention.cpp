@@ -194,8 +194,10 @@ RnnAttentionModel::RnnAttentionModel(const ModelDir& dir)
   };
   for (int64_t l = 0; l < c.num_encoder_layers; ++l) {
     const int64_t in = l == 0 ? e : 2 * h;
-    w.enc.push_back(rnn("encoder.", "l" + str(l), in));
-    w.enc.push_back(rnn("encoder.", "l" + str(l) + "_reverse", in));
+    // (Appended, not "l" + str(l): GCC 12 raises a false -Wrestrict on that, bug 105651.)
+    const std::string layer = std::string("l").append(str(l));
+    w.enc.push_back(rnn("encoder.", layer, in));
+    w.enc.push_back(rnn("encoder.", layer + "_reverse", in));
   }
   w.bridge = pack("bridge.weight", {h, 2 * h});
   w.bridge_b = owned(r, "bridge.bias", {h});
@@ -323,30 +325,51 @@ RnnAttentionModel::Encoded RnnAttentionModel::encode(const int64_t* ids,
                                                      const std::vector<int64_t>& lengths,
                                                      int64_t batch, int64_t s_len,
                                                      NodeObserver* observer) const {
+  Encoded enc;
+  encode(ids, lengths, batch, s_len, enc, observer);
+  return enc;
+}
+
+namespace {
+
+// `t` as an f32 tensor of shape `s`: kept when it has that shape, else a new one (not cleared).
+void ensure_f32(Tensor& t, Shape s) {
+  if (t.dtype() != DType::f32 || t.shape() != s) t = Tensor(DType::f32, std::move(s), false);
+}
+
+}  // namespace
+
+void RnnAttentionModel::encode(const int64_t* ids, const std::vector<int64_t>& lengths,
+                               int64_t batch, int64_t s_len, Encoded& enc,
+                               NodeObserver* observer) const {
   const auto& c = cfg_;
   const Weights& w = *w_;
   const Nodes& nd = *nodes_;
   Probe probe(*ops_, observer);
   const int64_t e = c.embed_dim, h = c.hidden_size, gh = c.gates() * h, rows = batch * s_len;
-  Encoded enc;
+  Encoded::Work& wk = enc.work;
   enc.batch = batch;
   enc.src_len = s_len;
   enc.lengths = lengths;
-  Tensor x(DType::f32, {batch, s_len, e}, false);  // [B, S, E] layer 0 input
+  ensure_f32(wk.x, {batch, s_len, e});
+  Tensor& x = wk.x;  // [B, S, E] layer 0 input
   probe.op(nd.src_embed,
            {Tensor::view(DType::i64, {batch, s_len}, const_cast<int64_t*>(ids), nullptr)}, {x},
            [&] {
              k::embedding(rows, ids, w.src_embed.data<float>(), e, 1.0f, nullptr, nullptr,
                           x.data<float>(), e);
            });
-  Tensor xf(DType::f32, {batch, s_len, gh}, false), xb(DType::f32, {batch, s_len, gh}, false);
-  Tensor cf, cb;
+  ensure_f32(wk.xf, {batch, s_len, gh});
+  ensure_f32(wk.xb, {batch, s_len, gh});
+  Tensor &xf = wk.xf, &xb = wk.xb;
   if (c.lstm()) {
-    cf = Tensor(DType::f32, {batch, h}, false);
-    cb = Tensor(DType::f32, {batch, h}, false);
+    ensure_f32(wk.cf, {batch, h});
+    ensure_f32(wk.cb, {batch, h});
   }
+  Tensor &cf = wk.cf, &cb = wk.cb;
   const int64_t ws = k::rnn_layer_workspace(batch, h);
-  Tensor work(DType::f32, {2, ws}, false);
+  ensure_f32(wk.directions, {2, ws});
+  Tensor& work = wk.directions;
   Tensor layer_in = x;
   for (int64_t l = 0; l < c.num_encoder_layers; ++l) {
     const RnnWeights& f = w.enc[2 * l];
@@ -361,7 +384,13 @@ RnnAttentionModel::Encoded RnnAttentionModel::encode(const int64_t* ids,
       k::gemm(rows, layer_in.data<float>(), in, packed(*weights_, b.w_ih), xb.data<float>(), gh,
               {.bias = b.b_ih.data<float>()});
     });
-    Tensor out(DType::f32, {batch, s_len, 2 * h});  // zero at padding
+    // The last layer writes the memory; the ones below alternate between two buffers.
+    Tensor& out_t = l + 1 == c.num_encoder_layers ? enc.memory : wk.hidden[l % 2];
+    ensure_f32(out_t, {batch, s_len, 2 * h});
+    Tensor out = out_t;  // [B, S, 2H], zero at padding (the recurrence writes real steps only)
+    for (int64_t r = 0; r < batch; ++r)
+      std::fill(out.data<float>() + (r * s_len + lengths[r]) * 2 * h,
+                out.data<float>() + (r + 1) * s_len * 2 * h, 0.0f);
     k::RnnDirectionArgs da{.w_hh = &packed(*weights_, f.w_hh),
                            .b_hh = f.b_hh.data<float>(),
                            .x = xf.data<float>(),
@@ -380,11 +409,10 @@ RnnAttentionModel::Encoded RnnAttentionModel::encode(const int64_t* ids,
              [&] { k::rnn_bidirectional(c.cell, batch, s_len, h, lengths.data(), da, db); });
     layer_in = out;
   }
-  enc.memory = layer_in;
   const float* mem = enc.memory.data<float>();
-  enc.final = Tensor(DType::f32, {batch, 2 * h}, false);
-  Tensor cfinal;
-  if (c.lstm()) cfinal = Tensor(DType::f32, {batch, 2 * h}, false);
+  ensure_f32(enc.final, {batch, 2 * h});
+  if (c.lstm()) ensure_f32(wk.cfinal, {batch, 2 * h});
+  Tensor& cfinal = wk.cfinal;
   for (int64_t r = 0; r < batch; ++r) {
     float* fin = enc.final.data<float>() + r * 2 * h;
     std::memcpy(fin, mem + (r * s_len + lengths[r] - 1) * 2 * h, sizeof(float) * h);
@@ -395,14 +423,14 @@ RnnAttentionModel::Encoded RnnAttentionModel::encode(const int64_t* ids,
                   sizeof(float) * h);
     }
   }
-  enc.s0 = Tensor(DType::f32, {batch, h}, false);
+  ensure_f32(enc.s0, {batch, h});
   probe.op(nd.bridge, {enc.final}, {enc.s0}, [&] {
     k::gemm(batch, enc.final.data<float>(), 2 * h, packed(*weights_, w.bridge),
             enc.s0.data<float>(), h, {.bias = w.bridge_b.data<float>()});
     k::vector_math(k::MathFunction::tanh, batch * h, enc.s0.data<float>(), enc.s0.data<float>());
   });
   if (c.lstm()) {
-    enc.c0 = Tensor(DType::f32, {batch, h}, false);
+    ensure_f32(enc.c0, {batch, h});
     probe.op(nd.bridge_c, {cfinal}, {enc.c0}, [&] {
       k::gemm(batch, cfinal.data<float>(), 2 * h, packed(*weights_, w.bridge_c),
               enc.c0.data<float>(), h, {.bias = w.bridge_c_b.data<float>()});
@@ -411,12 +439,11 @@ RnnAttentionModel::Encoded RnnAttentionModel::encode(const int64_t* ids,
   }
   if (c.additive) {
     const int64_t a = c.attention_dim;
-    enc.keys = Tensor(DType::f32, {batch, s_len, a}, false);
+    ensure_f32(enc.keys, {batch, s_len, a});
     probe.op(nd.keys, {enc.memory}, {enc.keys}, [&] {
       k::gemm(rows, mem, 2 * h, packed(*weights_, w.att_u), enc.keys.data<float>(), a);
     });
   }
-  return enc;
 }
 
 void RnnAttentionModel::start_decoder(const Encoded& enc, const std::vector<int64_t>& src_rows,
@@ -699,7 +726,7 @@ Tensor RnnAttentionLM::start(const std::vector<std::vector<int64_t>>& prompts) {
   std::vector<int64_t> lengths;
   model_.pad_sources(prompts, ids, lengths);
   const int64_t b = ids.dim(0);
-  enc_ = model_.encode(ids.data<int64_t>(), lengths, b, ids.dim(1), observer_);
+  model_.encode(ids.data<int64_t>(), lengths, b, ids.dim(1), enc_, observer_);
   std::vector<int64_t> rows(static_cast<size_t>(b));
   std::iota(rows.begin(), rows.end(), int64_t{0});
   model_.start_decoder(enc_, rows, st_);

@@ -85,10 +85,23 @@ class RnnAttentionModel final : public Model {
     Tensor keys;                   // [B, S, A] = U h (additive)
     Tensor final;                  // [B, 2H] = [h_fwd_last ; h_bwd_first]
     Tensor s0, c0;                 // [B, H] decoder initial state (c0: LSTM)
+    // The encoder's scratch, kept so that encoding again at the same shapes allocates nothing
+    // (tensors from 64 KiB up are mapped per allocation: in a VM each first touch of a page
+    // is a fault of several microseconds, which made a batch-16 encode several times slower).
+    struct Work {
+      Tensor x;               // [B, S, E] layer 0 input
+      Tensor xf, xb;          // [B, S, G*H] input projections, forward / backward
+      Tensor hidden[2];       // [B, S, 2H] outputs of the layers below the last (ping-pong)
+      Tensor cf, cb, cfinal;  // LSTM: [B, H] cell states; [B, 2H] final cells
+      Tensor directions;      // [2, rnn_layer_workspace(B, H)]
+    } work;
   };
   // ids [B, S] right-padded, lengths[b] in [1, S] (checked by the callers).
   Encoded encode(const int64_t* ids, const std::vector<int64_t>& lengths, int64_t batch,
                  int64_t src_len, NodeObserver* observer = nullptr) const;
+  // The same into `enc`, reusing every tensor of it (outputs and work) whose shape fits.
+  void encode(const int64_t* ids, const std::vector<int64_t>& lengths, int64_t batch,
+              int64_t src_len, Encoded& enc, NodeObserver* observer = nullptr) const;
 
   // The decoder state of a batch of rows (generation): each row attends to source row
   // src_rows[r] of an Encoded. Buffers are sized once per batch size (grown, never per step).

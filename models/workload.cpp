@@ -63,8 +63,13 @@ std::string str(int64_t v) {
 
 }  // namespace
 
+struct GreedyBuffers {
+  RnnAttentionModel::Encoded rnn_encoded;
+  RnnAttentionModel::DecoderState rnn_state;
+};
+
 FixedGreedy greedy_fixed_steps(const Model& model, const Tensor& ids, int64_t steps,
-                               NodeObserver* observer) {
+                               NodeObserver* observer, GreedyBuffers* reuse) {
   if (steps < 0) throw Error("the number of decode steps must not be negative");
   if (ids.dtype() != DType::i64 || ids.rank() != 2 || ids.dim(0) < 1 || ids.dim(1) < 1)
     throw Error("token ids must be I64 [B, S] with B, S >= 1, got " + hf::describe(ids));
@@ -118,9 +123,12 @@ FixedGreedy greedy_fixed_steps(const Model& model, const Tensor& ids, int64_t st
   } else if (const RnnAttentionModel* m = model.rnn_attention()) {
     // The prefill encodes the sources; each step (the first from bos) yields a token.
     const std::vector<int64_t> lengths(static_cast<size_t>(batch), len);
-    const auto enc = m->encode(ids.data<int64_t>(), lengths, batch, len, observer);
+    GreedyBuffers local;
+    GreedyBuffers& buf = reuse ? *reuse : local;
+    RnnAttentionModel::Encoded& enc = buf.rnn_encoded;
+    m->encode(ids.data<int64_t>(), lengths, batch, len, enc, observer);
     r.prefill_s = since(t0);
-    RnnAttentionModel::DecoderState st;
+    RnnAttentionModel::DecoderState& st = buf.rnn_state;
     std::vector<int64_t> rows(static_cast<size_t>(batch));
     for (int64_t b = 0; b < batch; ++b) rows[b] = b;
     m->start_decoder(enc, rows, st);
@@ -352,7 +360,8 @@ Workload::Times Workload::run(NodeObserver* observer) const {
     t.total = since(t0);
     return t;
   }
-  const FixedGreedy g = greedy_fixed_steps(*model_, ids_, generate_, observer);
+  if (!buffers_) buffers_ = std::make_shared<GreedyBuffers>();
+  const FixedGreedy g = greedy_fixed_steps(*model_, ids_, generate_, observer, buffers_.get());
   t.total = g.total_s;
   t.prefill = g.prefill_s;
   t.decode = g.total_s - g.prefill_s;
