@@ -530,6 +530,49 @@ CacheSizes gemm_cache_sizes() {
   return o;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The rnn_attention family's kernels
+// ---------------------------------------------------------------------------------------------
+int64_t rnn_gates(RnnCell cell) {
+  return cell == RnnCell::gru ? 3 : 4;
+}
+
+PackedWeights pack_recurrent(const float* w_hh, RnnCell cell, int64_t hidden, int64_t ldw,
+                             Isa isa) {
+  if (w_hh == nullptr || hidden < 1 || ldw < hidden)
+    throw std::invalid_argument(
+        "tessera::kernels::pack_recurrent: need w_hh != null, hidden >= 1, ldw >= hidden; got "
+        "hidden=" +
+        std::to_string(hidden) + " ldw=" + std::to_string(ldw));
+  PackedWeights out;
+  kernel_table(isa).pack_recurrent(w_hh, cell, hidden, ldw, out);
+  return out;
+}
+
+void rnn_cell(const PackedWeights& w_hh, const RnnCellArgs& args) {
+  if (w_hh.n() != rnn_gates(args.cell) * args.hidden || w_hh.k() != args.hidden)
+    throw std::invalid_argument(
+        "tessera::kernels::rnn_cell: weights packed for another cell or size");
+  kernel_table(w_hh.isa()).rnn_cell(w_hh, args);
+}
+
+int64_t rnn_layer_workspace(int64_t batch, int64_t hidden) {
+  return 10 * batch + hidden;  // five pointer arrays (two floats per pointer), H zeros
+}
+
+void rnn_bidirectional(RnnCell cell, int64_t batch, int64_t seq, int64_t hidden,
+                       const int64_t* lengths, const RnnDirectionArgs& forward,
+                       const RnnDirectionArgs& backward) {
+  if (!forward.w_hh || !backward.w_hh || forward.w_hh->isa() != backward.w_hh->isa())
+    throw std::invalid_argument("tessera::kernels::rnn_bidirectional: weights of one ISA needed");
+  kernel_table(forward.w_hh->isa())
+      .rnn_bidirectional(cell, batch, seq, hidden, lengths, forward, backward);
+}
+
+void additive_attention(const AdditiveAttentionArgs& args) {
+  active_table().additive_attention(args);
+}
+
 void set_gemm_cache_sizes(const CacheSizes& sizes) {
   if (sizes.l1d < 0 || sizes.l2 < 0 || sizes.l3 < 0)
     throw std::invalid_argument("set_gemm_cache_sizes: negative cache size");

@@ -274,6 +274,94 @@ void attention(const AttentionArgs& args);
 void attention_many(const AttentionArgs* args, int64_t count);
 
 // ---------------------------------------------------------------------------------------------
+// Recurrent cells (GRU, LSTM: PyTorch's nn.GRU / nn.LSTM maths and gate orders) and additive
+// attention (Bahdanau): the kernels of the `rnn_attention` family.
+// ---------------------------------------------------------------------------------------------
+// GRU (gates r, z, n; G = 3):   r = σ(x_r + W_hr h + b_hr),  z = σ(x_z + W_hz h + b_hz),
+//   n = tanh(x_n + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h
+// LSTM (gates i, f, g, o; G = 4): a = x + W_hh h + b_hh;  i, f, o = σ(a_i, a_f, a_o),
+//   g = tanh(a_g);  c' = f * c + i * g;  h' = o * tanh(c')
+// x is the input part W_ih x_t + b_ih, computed for all time steps by one GEMM beforehand.
+enum class RnnCell : uint8_t { gru, lstm };
+int64_t rnn_gates(RnnCell cell);  // 3 (GRU) or 4 (LSTM)
+
+// Packs W_hh [G*H, H] (row stride ldw >= H; PyTorch's weight_hh_l*) for rnn_cell(): panels of
+// W = panel_width() hidden units, each [H, G, W] k-major (every gate of W units side by side, so
+// one pass over k accumulates all G gates of those units in registers; the last panel is padded
+// with zeros). The panels are read front to back once per call: a batch-1 step streams the
+// matrix exactly once. n() = G*H, k() = H. Throws std::invalid_argument on bad sizes.
+PackedWeights pack_recurrent(const float* w_hh, RnnCell cell, int64_t hidden, int64_t ldw, Isa isa);
+inline PackedWeights pack_recurrent(const float* w_hh, RnnCell cell, int64_t hidden, int64_t ldw) {
+  return pack_recurrent(w_hh, cell, hidden, ldw, active_isa());
+}
+
+// One time step of `rows` independent rows, each given by pointers (rows of a ragged batch, of a
+// beam, or of a [B, S, ...] sequence at different positions):
+//   h_out[r][0, H) = cell(x[r][0, G*H), h[r][0, H) (, c[r])),  c_out[r] (LSTM) the new cell state.
+// h_out[r] must not overlap any h[s] (every h is read while outputs are written); c_out[r] may be
+// c[r] itself (read, then written, element by element). b_hh may be null (zero). W_hh h and the
+// gate non-linearities are one pass: per panel of W units the G accumulators of up to 4 rows stay
+// in registers, the non-linearity is applied and h' stored while they are hot. Parallel over
+// panels for large H (each unit computed by one thread, k summed in order: bit-identical for any
+// thread count).
+struct RnnCellArgs {
+  RnnCell cell = RnnCell::gru;
+  int64_t rows = 0, hidden = 0;
+  const float* const* x = nullptr;  // [rows] -> G*H floats
+  const float* const* h = nullptr;  // [rows] -> H floats
+  float* const* h_out = nullptr;    // [rows] -> H floats
+  const float* const* c = nullptr;  // LSTM only: [rows] -> H floats
+  float* const* c_out = nullptr;    // LSTM only
+  const float* b_hh = nullptr;      // [G*H] or null
+};
+void rnn_cell(const PackedWeights& w_hh, const RnnCellArgs& args);
+
+// A whole bidirectional layer's recurrence over a right-padded batch [B, S] of lengths
+// lengths[b] in [1, S] (packed-sequence semantics): the forward direction runs t = 0..len-1, the
+// backward one t = len-1..0 (each row's backward direction starts at its last real token), both
+// from zero states. Direction d writes h_t to out_d + (b*S + t)*ld_out (H floats) for the real
+// positions only (padding positions are left as they are). The two directions run at once, one
+// per thread (when the kernels have 2 threads), each step a rnn_cell() over the rows still running.
+// c_state (LSTM): [B, H] per direction, the final cell state of each row on return.
+// workspace: at least rnn_layer_workspace(batch, hidden) floats per direction.
+struct RnnDirectionArgs {
+  const PackedWeights* w_hh = nullptr;
+  const float* b_hh = nullptr;  // [G*H] or null
+  const float* x = nullptr;     // [B, S, G*H] input gates of every position (row stride G*H)
+  float* out = nullptr;         // h_t at out + (b*S + t)*ld_out
+  int64_t ld_out = 0;
+  float* c_state = nullptr;  // LSTM: [B, H]
+  float* workspace = nullptr;
+};
+int64_t rnn_layer_workspace(int64_t batch, int64_t hidden);
+void rnn_bidirectional(RnnCell cell, int64_t batch, int64_t seq, int64_t hidden,
+                       const int64_t* lengths, const RnnDirectionArgs& forward,
+                       const RnnDirectionArgs& backward);
+
+// Additive attention of one decoder step, fused: for each row r (source row s = src_rows ?
+// src_rows[r] : r, with len = lengths[s] >= 1 real positions)
+//   e_j = v · tanh(query[r] + keys[s, j])  (j < len),  alpha = softmax(e),
+//   context[r] = sum_j alpha_j memory[s, j]
+// query [rows, A] (W s_{i-1}, row stride ldq), keys [B0, S, A] (U h, computed once per source),
+// memory [B0, S, D], v [A]. alpha [rows, S] (row stride ld_alpha): the weights, 0 at padding.
+// context [rows, D] (row stride ldc). Rows are independent (parallel over rows).
+struct AdditiveAttentionArgs {
+  int64_t rows = 0, src_len = 0, attention_dim = 0, memory_dim = 0;
+  const float* query = nullptr;
+  int64_t ldq = 0;
+  const float* keys = nullptr;        // [B0, S, A]
+  const float* memory = nullptr;      // [B0, S, D]
+  const float* v = nullptr;           // [A]
+  const int64_t* lengths = nullptr;   // [B0]
+  const int64_t* src_rows = nullptr;  // [rows] or null (identity)
+  float* alpha = nullptr;
+  int64_t ld_alpha = 0;
+  float* context = nullptr;
+  int64_t ldc = 0;
+};
+void additive_attention(const AdditiveAttentionArgs& args);
+
+// ---------------------------------------------------------------------------------------------
 // Per-ISA entry points (tests and benchmarks call every ISA the machine can run directly).
 // ---------------------------------------------------------------------------------------------
 struct KernelTable {
@@ -296,6 +384,15 @@ struct KernelTable {
   void (*pack_weights_kn)(const float* w, int64_t k, int64_t n, int64_t ldw, PackedWeights& out);
   void (*vector_math)(MathFunction f, int64_t n, const float* x, float* y);
   GemmBlocking (*gemm_blocking)(const CacheSizes& caches);  // see gemm_blocking()
+  // The rnn_attention family's kernels (see pack_recurrent(), rnn_cell(), additive_attention()).
+  int64_t rnn_panel_width;  // W of pack_recurrent's panels
+  void (*pack_recurrent)(const float* w_hh, RnnCell cell, int64_t hidden, int64_t ldw,
+                         PackedWeights& out);
+  void (*rnn_cell)(const PackedWeights& w_hh, const RnnCellArgs& args);
+  void (*rnn_bidirectional)(RnnCell cell, int64_t batch, int64_t seq, int64_t hidden,
+                            const int64_t* lengths, const RnnDirectionArgs& forward,
+                            const RnnDirectionArgs& backward);
+  void (*additive_attention)(const AdditiveAttentionArgs& args);
 };
 // The table of one ISA. Throws std::runtime_error if the CPU cannot run it.
 const KernelTable& kernel_table(Isa isa);

@@ -6,6 +6,7 @@
 //   gemm_body.hpp       GemmBody: packing, micro-kernels, blocked and few-row paths, gemm
 //   rows_body.hpp       RowsBody: softmax, add + layernorm, embedding, add
 //   attention_body.hpp  AttentionBody: fused attention
+//   rnn_body.hpp        RnnBody: recurrent weights packing, GRU/LSTM cell, additive attention
 // A new kernel family: its body header, included here, and its entries in the table below.
 // A new ISA: one kernels/isa_<isa>.cpp calling make_kernel_table with its xsimd architecture.
 #pragma once
@@ -13,6 +14,7 @@
 #include "kernels/attention_body.hpp"
 #include "kernels/gemm_body.hpp"
 #include "kernels/math_body.hpp"
+#include "kernels/rnn_body.hpp"
 #include "kernels/rows_body.hpp"
 #include "kernels/simd_body.hpp"
 
@@ -25,6 +27,7 @@ constexpr KernelTable make_kernel_table() {
   using Gemm = GemmBody<Arch, kIsa>;
   using Rows = RowsBody<Arch, kIsa>;
   using Attention = AttentionBody<Arch, kIsa>;
+  using Rnn = RnnBody<Arch, kIsa>;
   return KernelTable{kIsa,
                      Gemm::NR,
                      &Gemm::pack_weights,
@@ -37,7 +40,12 @@ constexpr KernelTable make_kernel_table() {
                      &Attention::attention,
                      &Gemm::pack_weights_kn,
                      &Math::vector_math,
-                     &Gemm::gemm_blocking};
+                     &Gemm::gemm_blocking,
+                     Rnn::PW,
+                     &Rnn::pack_recurrent,
+                     &Rnn::rnn_cell,
+                     &Rnn::rnn_bidirectional,
+                     &Rnn::additive_attention};
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "models/bert.h"
 #include "models/gpt2.h"
+#include "models/rnn_attention.h"
 #include "models/transformer.h"
 
 namespace tessera::models {
@@ -36,8 +37,9 @@ std::unique_ptr<Model> load_model(const ModelDir& dir) {
   if (type == "transformer") return std::make_unique<TransformerFamily>(dir);
   if (type == "gpt2") return std::make_unique<Gpt2Model>(dir);
   if (type == "bert") return std::make_unique<BertModel>(dir);
+  if (type == "rnn_attention") return std::make_unique<RnnAttentionModel>(dir);
   throw Error("'" + dir.config_path() + "': model_type '" + type +
-              "' is not supported (supported: transformer, gpt2, bert)");
+              "' is not supported (supported: transformer, gpt2, bert, rnn_attention)");
 }
 
 namespace hf {

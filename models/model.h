@@ -25,6 +25,7 @@ namespace tessera::models {
 class TransformerModel;
 class Gpt2Model;
 class BertModel;
+class RnnAttentionModel;
 
 class Model {
  public:
@@ -44,6 +45,7 @@ class Model {
   virtual const TransformerModel* transformer() const { return nullptr; }
   virtual const Gpt2Model* gpt2() const { return nullptr; }
   virtual const BertModel* bert() const { return nullptr; }
+  virtual const RnnAttentionModel* rnn_attention() const { return nullptr; }
 };
 
 // Reads config.json's model_type ("transformer", "gpt2", "bert") and loads that family.

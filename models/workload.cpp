@@ -8,6 +8,7 @@
 
 #include "models/bert.h"
 #include "models/gpt2.h"
+#include "models/rnn_attention.h"
 #include "models/transformer.h"
 
 namespace tessera::models {
@@ -62,8 +63,13 @@ std::string str(int64_t v) {
 
 }  // namespace
 
+struct GreedyBuffers {
+  RnnAttentionModel::Encoded rnn_encoded;
+  RnnAttentionModel::DecoderState rnn_state;
+};
+
 FixedGreedy greedy_fixed_steps(const Model& model, const Tensor& ids, int64_t steps,
-                               NodeObserver* observer) {
+                               NodeObserver* observer, GreedyBuffers* reuse) {
   if (steps < 0) throw Error("the number of decode steps must not be negative");
   if (ids.dtype() != DType::i64 || ids.rank() != 2 || ids.dim(0) < 1 || ids.dim(1) < 1)
     throw Error("token ids must be I64 [B, S] with B, S >= 1, got " + hf::describe(ids));
@@ -114,10 +120,36 @@ FixedGreedy greedy_fixed_steps(const Model& model, const Tensor& ids, int64_t st
       logits = session->step(next);
       choose();
     }
+  } else if (const RnnAttentionModel* m = model.rnn_attention()) {
+    // The prefill encodes the sources; each step (the first from bos) yields a token.
+    const std::vector<int64_t> lengths(static_cast<size_t>(batch), len);
+    GreedyBuffers local;
+    GreedyBuffers& buf = reuse ? *reuse : local;
+    RnnAttentionModel::Encoded& enc = buf.rnn_encoded;
+    m->encode(ids.data<int64_t>(), lengths, batch, len, enc, observer);
+    r.prefill_s = since(t0);
+    RnnAttentionModel::DecoderState& st = buf.rnn_state;
+    std::vector<int64_t> rows(static_cast<size_t>(batch));
+    for (int64_t b = 0; b < batch; ++b) rows[b] = b;
+    m->start_decoder(enc, rows, st);
+    std::vector<int64_t> next(static_cast<size_t>(batch), m->config().bos_id);
+    const int64_t vocab = m->config().tgt_vocab_size;
+    for (int64_t step = 0; step < steps; ++step) {
+      m->decode_step(enc, st, next.data(), observer);
+      for (int64_t b = 0; b < batch; ++b) {
+        next[b] = argmax(st.logits.data<float>() + b * vocab, vocab);
+        r.tokens[b].push_back(next[b]);
+      }
+      if (step == 0) {
+        r.first_logits = Tensor(DType::f32, {batch, vocab}, false);
+        std::copy(st.logits.data<float>(), st.logits.data<float>() + batch * vocab,
+                  r.first_logits.data<float>());
+      }
+    }
   } else {
     throw Error(std::string("model_type '") + model.family() +
-                "' cannot generate (generation needs gpt2 or an encoder-decoder transformer "
-                "with token embeddings)");
+                "' cannot generate (generation needs gpt2, rnn_attention or an encoder-decoder "
+                "transformer with token embeddings)");
   }
   r.total_s = since(t0);
   return r;
@@ -177,6 +209,30 @@ struct WorkloadBuilder {
     w.graph_nodes_ = nodes(m.forward_graph());
   }
 
+  static void rnn_attention(Workload& w, const RnnAttentionModel& m, std::mt19937& rng) {
+    const auto& c = m.config();
+    const int64_t batch = w.batch_, seq = w.seq_, n = w.generate_;
+    Tensor ids = random_ids(batch, seq, c.src_vocab_size, rng);
+    if (n > 0) {
+      if (n > c.max_length)
+        throw Error("--generate " + str(n) + " exceeds the model's max_length " +
+                    str(c.max_length));
+      w.ids_ = ids;
+      w.tokens_ = batch * n;
+      w.prefill_name_ = "encode";
+      w.graph_nodes_ = m.operator_events(0, n);
+      return;
+    }
+    w.inputs_["src_ids"] = ids;
+    // No padding (random ids may equal pad_id: the mask says every token is real).
+    if (shapes_only)
+      w.inputs_["src_key_padding_mask"] = Tensor::view(DType::u8, {batch, seq}, nullptr, nullptr);
+    else
+      w.inputs_["src_key_padding_mask"] = Tensor(DType::u8, {batch, seq});
+    w.inputs_["tgt_ids"] = random_ids(batch, seq, c.tgt_vocab_size, rng);
+    w.graph_nodes_ = m.operator_events(seq, 0);
+  }
+
   static void bert(Workload& w, const BertModel& m, std::mt19937& rng) {
     const auto& c = m.config();
     const int64_t batch = w.batch_, seq = w.seq_;
@@ -213,6 +269,8 @@ Workload Workload::random(const Model& model, int64_t batch, int64_t seq, int64_
       WorkloadBuilder::gpt2(into, *m, rng);
     else if (const auto* m = model.bert())
       WorkloadBuilder::bert(into, *m, rng);
+    else if (const auto* m = model.rnn_attention())
+      WorkloadBuilder::rnn_attention(into, *m, rng);
     else
       throw Error(std::string("model_type '") + model.family() + "' has no workload");
   };
@@ -302,7 +360,8 @@ Workload::Times Workload::run(NodeObserver* observer) const {
     t.total = since(t0);
     return t;
   }
-  const FixedGreedy g = greedy_fixed_steps(*model_, ids_, generate_, observer);
+  if (!buffers_) buffers_ = std::make_shared<GreedyBuffers>();
+  const FixedGreedy g = greedy_fixed_steps(*model_, ids_, generate_, observer, buffers_.get());
   t.total = g.total_s;
   t.prefill = g.prefill_s;
   t.decode = g.total_s - g.prefill_s;

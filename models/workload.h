@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -42,8 +43,12 @@ struct FixedGreedy {
   std::vector<std::vector<int64_t>> tokens;  // per row, in order
   Tensor first_logits;                       // [B, V]: the logits that chose each row's first token
 };
+// What a caller may keep between greedy_fixed_steps() calls so that repeating one shape
+// allocates nothing, as a transformer's arena does (today: the rnn_attention family's encoder
+// outputs and scratch, and its decoder state). One per thread: a call writes into it.
+struct GreedyBuffers;
 FixedGreedy greedy_fixed_steps(const Model& model, const Tensor& ids, int64_t steps,
-                               NodeObserver* observer = nullptr);
+                               NodeObserver* observer = nullptr, GreedyBuffers* reuse = nullptr);
 
 class Workload {
  public:
@@ -82,6 +87,8 @@ class Workload {
   std::string prefill_name_;
   TensorMap inputs_;  // forward pass
   Tensor ids_;        // generate: sources / prompts [B, S]
+  // generate: kept between repetitions (run() is not to be called from two threads at once).
+  mutable std::shared_ptr<GreedyBuffers> buffers_;
 
   friend struct WorkloadBuilder;
 };

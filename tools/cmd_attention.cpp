@@ -23,6 +23,7 @@
 #include "engine/text/tokenizers.h"
 #include "models/bert.h"
 #include "models/gpt2.h"
+#include "models/rnn_attention.h"
 #include "tools/cli.h"
 
 namespace tessera::cli {
@@ -159,6 +160,7 @@ struct Map {
   std::vector<std::string> row_labels, col_labels;
   std::string subtitle;
   std::optional<AttentionCapture> capture;
+  std::vector<double> values;  // [rows, cols] when the family gives its weights itself (no capture)
 };
 
 void check_layer_head(const Options& o, int64_t layers, int64_t heads, const std::string& stack) {
@@ -376,6 +378,68 @@ Map bert_map(const Options& o, const models::BertModel& model) {
   return map;
 }
 
+// rnn_attention: the decoder's additive attention over the source at every step of the greedy
+// translation, as Bahdanau et al. draw it: source tokens across, output tokens down (each row is
+// the alignment alpha_i the step that produced output token i used; the last row the one that
+// produced eos, if it came). --layer and --head must be 0 (one attention, one "head").
+Map rnn_map(const Options& o, const models::RnnAttentionModel& model) {
+  const auto& c = model.config();
+  if (!c.additive)
+    throw Error("attention: this rnn_attention model has attention 'none' (no alignment to draw)");
+  if (o.tgt)
+    throw Error(
+        "--tgt: rnn_attention has no decoder self-attention (its attention is "
+        "the decoder's over the source; leave out --tgt)");
+  check_layer_head(o, 1, 1, "decoder attention");
+  std::unique_ptr<CharTokenizer> tok;
+  const std::string path = o.model + "/tokenizer.json";
+  if (std::filesystem::exists(path)) tok = std::make_unique<CharTokenizer>(path);
+  std::vector<int64_t> src;
+  if (o.ids) {
+    src = ids_argument(o.text, c.src_vocab_size);
+  } else {
+    if (!tok)
+      throw Error("model directory '" + o.model +
+                  "' has no tokenizer.json to read text with; give token ids with --ids");
+    src = tok->encode(o.text);
+    if (src.empty()) throw Error("the text has no tokens");
+  }
+  int64_t max_new = o.max_new_tokens > 0 ? o.max_new_tokens : std::min<int64_t>(64, c.max_length);
+  if (max_new > c.max_length)
+    throw Error("--max-new-tokens " + std::to_string(max_new) + " exceeds the model's max_length " +
+                std::to_string(c.max_length));
+  auto label = [&](int64_t id, bool target) {
+    if (target && id == c.eos_id) return std::string("</s>");
+    if (!target && id == c.pad_id) return std::string("<pad>");
+    if (!tok || id >= tok->vocab_size()) return std::to_string(id);
+    return tok->decode({id});
+  };
+  models::RnnAttentionLM lm(model);
+  Tensor logits = lm.start({src});
+  Map map;
+  map.node = "attention";
+  const int64_t s_len = static_cast<int64_t>(src.size());
+  std::vector<int64_t> gen;
+  for (int64_t i = 0; i < max_new; ++i) {
+    const float* row = logits.data<float>();
+    const int64_t next = std::max_element(row, row + c.tgt_vocab_size) - row;
+    const float* alpha = lm.attention().data<float>();
+    map.values.insert(map.values.end(), alpha, alpha + s_len);
+    map.row_labels.push_back(label(next, true));
+    if (next == c.eos_id) break;
+    gen.push_back(next);
+    if (i + 1 < max_new) logits = lm.step({next});
+  }
+  for (int64_t id : src) map.col_labels.push_back(label(id, false));
+  std::string out;
+  if (tok)
+    out = "\"" + tok->decode(gen) + "\"";
+  else
+    for (int64_t id : gen) out += (out.empty() ? "" : " ") + std::to_string(id);
+  map.subtitle = "output " + out + "; rows: output tokens, columns: source tokens";
+  return map;
+}
+
 }  // namespace
 
 Action add_attention_command(CLI::App& app) {
@@ -422,23 +486,30 @@ Action add_attention_command(CLI::App& app) {
       map = gpt2_map(*o, *m);
     else if (const auto* m = model->bert())
       map = bert_map(*o, *m);
+    else if (const auto* m = model->rnn_attention())
+      map = rnn_map(*o, *m);
     else
       throw Error(std::string("attention: model_type '") + model->family() + "' is not supported");
-    const AttentionCapture& capture = *map.capture;
     const std::string& node = map.node;
-    if (capture.seen() != 1)
-      throw Error("attention node '" + node + "' ran " + std::to_string(capture.seen()) +
-                  " times (expected once)");
-    if (capture.rows() != static_cast<int64_t>(map.row_labels.size()) ||
-        capture.cols() != static_cast<int64_t>(map.col_labels.size()))
-      throw Error("attention node '" + node + "' gave weights of an unexpected shape");
+    if (map.capture) {
+      const AttentionCapture& capture = *map.capture;
+      if (capture.seen() != 1)
+        throw Error("attention node '" + node + "' ran " + std::to_string(capture.seen()) +
+                    " times (expected once)");
+      if (capture.rows() != static_cast<int64_t>(map.row_labels.size()) ||
+          capture.cols() != static_cast<int64_t>(map.col_labels.size()))
+        throw Error("attention node '" + node + "' gave weights of an unexpected shape");
+      map.values = capture.weights();
+    }
+    const int64_t n_rows = static_cast<int64_t>(map.row_labels.size());
+    const int64_t n_cols = static_cast<int64_t>(map.col_labels.size());
 
     png::Heatmap hm;
     hm.title = node + " head " + std::to_string(o->head);
     hm.subtitle = map.subtitle;
     hm.row_labels = map.row_labels;
     hm.col_labels = map.col_labels;
-    hm.values = capture.weights();
+    hm.values = map.values;
     std::string out = o->out;
     if (out.empty())
       out = "attention-L" + std::to_string(o->layer) + "-H" + std::to_string(o->head) +
@@ -447,9 +518,9 @@ Action add_attention_command(CLI::App& app) {
                         : "") +
             ".png";
     if (!o->dump.empty()) {
-      Tensor w(DType::f32, {capture.rows(), capture.cols()});
-      for (size_t i = 0; i < capture.weights().size(); ++i)
-        w.data<float>()[i] = static_cast<float>(capture.weights()[i]);
+      Tensor w(DType::f32, {n_rows, n_cols});
+      for (size_t i = 0; i < map.values.size(); ++i)
+        w.data<float>()[i] = static_cast<float>(map.values[i]);
       write_safetensors(o->dump, {{"weights", w}});
       log_verbose("wrote " + o->dump);
     }

@@ -5,7 +5,8 @@ Accepted modules: ``nn.Transformer``, ``nn.TransformerEncoder`` (written as an e
 model: ``num_decoder_layers: 0``, keys prefixed ``encoder.``), ``nn.TransformerDecoder``
 (decoder-only: ``num_encoder_layers: 0``, keys prefixed ``decoder.``) and
 ``tessera_torch.TokenTransformer`` (nn.Transformer + src_embed/tgt_embed/generator and the token
-config keys). Every config key is inferred from the module: d_model / nhead from the first
+config keys), and ``rnn_attention.RNNAttention`` (the ``rnn_attention`` family: its config is
+the module's own, its tensor names its parameter names). For transformers every config key is inferred from the module: d_model / nhead from the first
 layer's self_attn, dim_feedforward from linear1, activation from the layer's activation
 (F.relu / nn.ReLU -> "relu", F.gelu / nn.GELU() -> "gelu"; anything else is refused),
 layer_norm_eps from norm1.eps, norm_first, and the layer counts. Layers that disagree with each
@@ -42,6 +43,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import safetensors_io  # noqa: E402
 from tessera_torch import TokenTransformer  # noqa: E402
+from rnn_attention import RNNAttention  # noqa: E402
 
 __all__ = ["ExportError", "export_model", "module_config", "module_state_dict", "round_state_dict"]
 
@@ -146,6 +148,8 @@ def _stack_config(stack, where: str, decoder: bool):
 
 def module_config(module: nn.Module) -> dict:
     """The Tessera config.json dict of ``module`` (without extra_config)."""
+    if isinstance(module, RNNAttention):
+        return module.config()
     if isinstance(module, nn.Transformer):  # includes TokenTransformer
         n_enc, enc = _stack_config(module.encoder, "encoder", decoder=False)
         n_dec, dec = _stack_config(module.decoder, "decoder", decoder=True)
@@ -185,7 +189,7 @@ def module_config(module: nn.Module) -> dict:
 def module_state_dict(module: nn.Module) -> dict:
     """state_dict with the Tessera names (encoder./decoder. prefixes added for bare stacks)."""
     sd = module.state_dict()
-    if isinstance(module, nn.Transformer):
+    if isinstance(module, (nn.Transformer, RNNAttention)):
         prefix = ""
     elif isinstance(module, nn.TransformerEncoder):
         prefix = "encoder."

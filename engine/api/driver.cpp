@@ -9,6 +9,7 @@
 #include "engine/text/tokenizer.h"
 #include "models/bert.h"
 #include "models/gpt2.h"
+#include "models/rnn_attention.h"
 #include "models/transformer_lm.h"
 
 namespace tessera::api {
@@ -85,10 +86,34 @@ Generator make_generator(const std::string& model_dir, bool want_text,
     else if (tok && tok->special().eos && *tok->special().eos < c.vocab_size)
       g.eos_ids = {*tok->special().eos};
     g.codec = std::move(tok);
+  } else if (const models::RnnAttentionModel* model = any->rnn_attention()) {
+    const auto& c = model->config();
+    g.max_positions = c.max_length;
+    g.prompts_are_prefix = false;
+    // No KV cache: a row's decoder state is s (and c), plus its share of the encoder's memory
+    // and keys, sized by the source, not the positions.
+    g.kv_floats_per_position = 0;
+    g.new_session = [any, model, observer](int64_t) {
+      return std::make_unique<models::RnnAttentionLM>(*model, observer);
+    };
+    g.new_rows = [new_session = g.new_session, vocab = c.tgt_vocab_size, max = g.max_positions](
+                     int64_t) { return rows_from_sessions(new_session, vocab, max, false, 0); };
+    g.eos_ids = {c.eos_id};
+    // Sources are the characters alone (RNNAttention.greedy takes no bos/eos in them).
+    g.append_eos_to_text = false;
+    if (want_text) {
+      const std::string path = model_dir + "/tokenizer.json";
+      if (!std::filesystem::exists(path))
+        throw Error("model directory '" + model_dir +
+                    "' has no tokenizer.json to read text with; " + use_ids);
+      auto tok = std::make_shared<CharTokenizer>(path);
+      check_tokenizer_fits(*tok, std::min(c.src_vocab_size, c.tgt_vocab_size), model_dir);
+      g.codec = std::move(tok);
+    }
   } else {
     throw Error(std::string(style == OptionStyle::cli ? "generate" : "generation") +
                 " needs a token model: a transformer encoder-decoder with embeddings, "
-                "or gpt2 (model_type '" +
+                "gpt2 or rnn_attention (model_type '" +
                 std::string(any->family()) + "' has no generation)");
   }
   return g;

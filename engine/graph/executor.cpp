@@ -598,6 +598,9 @@ void run_node(const Node& n, const WeightSet& w, std::vector<Tensor>& env, RunCo
     }
     case Op::constant:
       return;  // its value is the weight itself (set up with the plan)
+    case Op::rnn_cell:
+    case Op::additive_attention:
+      break;  // the rnn_attention family runs these itself
   }
   throw Error(n.name + ": unknown operator");
 }
@@ -669,6 +672,9 @@ std::vector<Shape> infer_shapes(const Graph& graph, const TensorMap& inputs, int
       case Op::constant:
         out = weight_tensor(w, n.attrs.weight, n, "constant").shape();
         break;
+      case Op::rnn_cell:
+      case Op::additive_attention:
+        shape_error(n, "operator of the rnn_attention family: not run by the executor");
       case Op::layernorm:
       case Op::add:
       case Op::activation:

@@ -54,6 +54,10 @@ const char* op_name(Op op) {
       return "attention_scores";
     case Op::attention_context:
       return "attention_context";
+    case Op::rnn_cell:
+      return "rnn_cell";
+    case Op::additive_attention:
+      return "additive_attention";
     case Op::constant:
       return "constant";
   }

@@ -72,6 +72,10 @@ enum class Op : uint8_t {
   attention_scores,   // s[B, H, T, S] = Q·Kᵀ / sqrt(head_dim) + masks (-inf where not allowed)
   attention_context,  // y[B, T, H*D] = P[B, H, T, S] · V
   constant,           // y = the weight attrs.weight (no inputs)
+  // Operators of the rnn_attention family (models/rnn_attention.cpp), which runs its kernels
+  // itself: nodes for the profiler to name, never run by the executor.
+  rnn_cell,            // a recurrent cell (GRU/LSTM) step or a layer's whole recurrence
+  additive_attention,  // v · tanh(W s + U h_j), masked softmax, context
 };
 const char* op_name(Op op);
 

@@ -32,6 +32,8 @@ int inplace_input(const Node& n, size_t out_index) {
     case Op::attention_scores:
     case Op::attention_context:
     case Op::constant:
+    case Op::rnn_cell:
+    case Op::additive_attention:
       return -1;
   }
   return -1;

@@ -121,6 +121,34 @@ NodeCost node_cost(const Graph& g, const Node& n, const std::vector<Tensor>& env
       c.bytes = nbytes(x) + e * kF32 * (pos ? 3 : 2);  // ids, table rows, (position rows), y
       return c;
     }
+    case Op::rnn_cell: {
+      // x: the input gates [.., G*H] of every row and step; attrs.weight: W_hh (packed for the
+      // cell, n = G*H, k = H); attrs.heads: directions (2 for a bidirectional layer, whose
+      // second input is the backward direction's gates). Per row and step: 2·G·H·H for W_hh h
+      // and ~10·G·H for the gates; bytes: the gates, W_hh once per direction, the outputs.
+      if (!x || n.attrs.weight < 0) return c;
+      const auto& w = g.weights().at(n.attrs.weight).packed;
+      const double gh = static_cast<double>(w.n()), hh = static_cast<double>(w.k());
+      const double dirs = static_cast<double>(std::max<int64_t>(1, n.attrs.heads));
+      const double m = static_cast<double>(x->numel()) / gh;  // rows x steps, one direction
+      c.flops = dirs * (2 * m * gh * hh + 10 * m * gh);
+      c.bytes =
+          dirs * (static_cast<double>(x->nbytes()) + static_cast<double>(w.bytes())) + nbytes(y);
+      return c;
+    }
+    case Op::additive_attention: {
+      // Inputs query [R, A], keys [B0, S, A], memory [B0, S, D]; output alpha [R, S]. Per row
+      // and source position: A adds, A tanh (~10 flops), A FMAs for the score, D FMAs for the
+      // context; bytes: the row's keys and memory, query, alpha and the context.
+      const Tensor* keys = input_or_null(n, 1, env);
+      const Tensor* mem = input_or_null(n, 2, env);
+      if (!x || !keys || !mem || keys->rank() != 3 || mem->rank() != 3) return c;
+      const double r = static_cast<double>(x->dim(0)), s = static_cast<double>(keys->dim(1));
+      const double a = static_cast<double>(keys->dim(2)), d = static_cast<double>(mem->dim(2));
+      c.flops = r * s * (13 * a + 2 * d + 5);
+      c.bytes = (r * s * (a + d + 1) + r * (a + d)) * kF32;
+      return c;
+    }
     default: {  // the plain operators the passes fuse (graph run with passes off)
       c.bytes = nbytes(x) + nbytes(input_or_null(n, 1, env)) + nbytes(y);
       c.flops = y ? static_cast<double>(y->numel()) : 0;
