@@ -4,7 +4,7 @@ additive attention weights alpha_ij (one row per generated character, one column
 character and the source's eos) of the greedy output for one text, as a heatmap.
 
     /usr/bin/python3 tools/rnn_attention_plot.py [--model models/demo-dates-rnn]
-        [--out docs/attention-demo-rnn-torch.png] ["Wednesday, September 27, 2045"]
+        [--out docs/attention-demo-rnn-torch.png] ["Thursday, November 20, 2042"]
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def alignment(model_dir, text):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("text", nargs="?", default="Wednesday, September 27, 2045")
+    ap.add_argument("text", nargs="?", default="Thursday, November 20, 2042")
     ap.add_argument("--model", default=os.path.join(_ROOT, "models", "demo-dates-rnn"))
     ap.add_argument("--out", default=os.path.join(_ROOT, "docs", "attention-demo-rnn-torch.png"))
     args = ap.parse_args(argv)
