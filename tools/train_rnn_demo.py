@@ -17,16 +17,18 @@ then cosine decay, batch 128, 1000 steps, gradient clipping 1.0, no dropout.
 Speed: Debian's PyTorch links the reference BLAS, which nn.GRU's CPU path calls for every time
 step (about 10 s per batch here). So training runs its own forward (``fast_forward``) over the
 very parameters of the module (the nn.GRU's weight_ih_l0, ..., the attention's W/U/v, ...):
-every matrix product is a oneDNN convolution (as train_demo.py's fast_kernels), the two encoder
-directions run as one grouped convolution per time step, and padded source positions are handled
-as the packed module does (the forward direction's state is held after a row's last token, the
-backward direction starts at it). ``--check`` compares it with the module's own forward. The
+every matrix product, forward and backward, is a oneDNN inner product (torch's mkldnn_linear;
+train_demo.py's 1x1-convolution trick falls back to the BLAS for the small per-step products),
+per-step slices are taken by unbind (one backward, not one zero-filled tensor per step), and
+padded source positions are handled as the packed module does (the forward direction's state is
+held after a row's last token, the backward direction starts at it). ``--check`` compares its
+logits and gradients with the module's own forward's. The
 monitor, the final evaluation and the export use the module itself (stock kernels).
 
 Threads: one by default. The step is hundreds of small operations one after another (a time step
 at a time); with two OpenMP threads on a 2-core machine shared with other work each of them waits
-for the other thread to be scheduled, which measured 13x slower (8.6 s against 0.65 s a step),
-while alone on the machine two threads gain little on these sizes.
+for the other thread to be scheduled, which measured 13x slower (8.6 s against 0.65 s a step;
+two threads on an otherwise idle machine were not measured).
 
 Reproducible: one seed drives the data stream and the initialization, the thread count is fixed
 (default 1) and the number of steps is fixed (not time-based). Exit code 1 if the attention
@@ -202,13 +204,22 @@ def accuracy(model: RNNAttention, tok: CharTokenizer, pairs, batch_size=500):
     return 1.0 - len(wrong) / len(pairs), wrong
 
 
-def check_fast_forward(model: RNNAttention, tok: CharTokenizer, seed: int) -> float:
-    """Max |fast_forward - module forward| over the logits of one training batch."""
-    src, src_pad, tgt_in, _ = make_batch(random.Random(seed), tok, 64)
-    with torch.no_grad():
-        ref, _ = model(src, tgt_in, src_key_padding_mask=src_pad)
-        fast = fast_forward(model, src, src_pad, tgt_in)
-    return float((ref - fast).abs().max())
+def check_fast_forward(model: RNNAttention, tok: CharTokenizer, seed: int):
+    """(max |logits diff|, max relative gradient diff) of fast_forward against the module's forward
+    on one training batch."""
+    src, src_pad, tgt_in, tgt_out = make_batch(random.Random(seed), tok, 64)
+    logits, grads = [], []
+    for forward in (lambda: model(src, tgt_in, src_key_padding_mask=src_pad)[0],
+                    lambda: fast_forward(model, src, src_pad, tgt_in)):
+        model.zero_grad(set_to_none=True)
+        lg = forward()
+        F.cross_entropy(lg.reshape(-1, lg.shape[-1]), tgt_out.reshape(-1)).backward()
+        logits.append(lg.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    model.zero_grad(set_to_none=True)
+    gdiff = max(float((grads[0][n] - grads[1][n]).abs().max() / grads[0][n].abs().max().clamp_min(1e-12))
+                for n in grads[0])
+    return float((logits[0] - logits[1]).abs().max()), gdiff
 
 
 def main(argv=None) -> int:
@@ -247,9 +258,10 @@ def main(argv=None) -> int:
           f"({n_params * 4 / 1e6:.2f} MB f32), steps {args.steps} x batch {args.batch_size}, "
           f"threads {args.threads}", flush=True)
     if args.check:
-        diff = check_fast_forward(model, tok, args.seed)
-        print(f"fast_forward vs module forward: max |diff| {diff:.2e}")
-        return 0 if diff < 1e-4 else 1
+        diff, gdiff = check_fast_forward(model, tok, args.seed)
+        print(f"fast_forward vs the module's forward: logits max |diff| {diff:.2e}, "
+              f"gradients max relative diff {gdiff:.2e}")
+        return 0 if diff < 1e-4 and gdiff < 1e-4 else 1
 
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9)
 
