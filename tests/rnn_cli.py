@@ -51,8 +51,9 @@ class CharTok:
         if self.unk >= 0:
             self.special.add(self.unk)
 
-    def encode(self, text: str) -> list:
-        return [self.ids.get(ch, self.unk) for ch in text]
+    def encode(self, text: str, eos: int) -> list:
+        """A source as tessera generate encodes text (and CharTokenizer.encode): eos last."""
+        return [self.ids.get(ch, self.unk) for ch in text] + [eos]
 
     def decode(self, ids) -> str:
         return "".join(self.tokens[i] for i in ids if i not in self.special)
@@ -101,7 +102,7 @@ def main() -> int:
         return out.stdout
 
     # 1. generate, text in and out.
-    want = [tok.decode(ids) for ids in m.greedy([tok.encode(p) for p in PROMPTS], max_new_tokens=MAX_NEW)]
+    want = [tok.decode(ids) for ids in m.greedy([tok.encode(p, m.cfg["eos_id"]) for p in PROMPTS], max_new_tokens=MAX_NEW)]
     got = run(["generate", "--model", d, "--max-new-tokens", str(MAX_NEW), "--threads", "2"],
               "\n".join(PROMPTS) + "\n").splitlines()
     print(f"generate: {len(PROMPTS)} prompts; want {want}; got {got}")

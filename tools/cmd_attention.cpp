@@ -403,6 +403,7 @@ Map rnn_map(const Options& o, const models::RnnAttentionModel& model) {
                   "' has no tokenizer.json to read text with; give token ids with --ids");
     src = tok->encode(o.text);
     if (src.empty()) throw Error("the text has no tokens");
+    src.push_back(c.eos_id);  // as tessera generate encodes a text source
   }
   int64_t max_new = o.max_new_tokens > 0 ? o.max_new_tokens : std::min<int64_t>(64, c.max_length);
   if (max_new > c.max_length)
@@ -411,6 +412,7 @@ Map rnn_map(const Options& o, const models::RnnAttentionModel& model) {
   auto label = [&](int64_t id, bool target) {
     if (target && id == c.eos_id) return std::string("</s>");
     if (!target && id == c.pad_id) return std::string("<pad>");
+    if (!target && id == c.eos_id) return std::string("</s>");
     if (!tok || id >= tok->vocab_size()) return std::to_string(id);
     return tok->decode({id});
   };
@@ -449,9 +451,11 @@ Action add_attention_command(CLI::App& app) {
       "Attention weights of one head as a heatmap PNG: a transformer's encoder self-attention "
       "(or its decoder's self-/cross-attention over the generated output), a gpt2 block's causal "
       "self-attention (--tgt: over the prompt and its continuation), a bert layer's "
-      "self-attention");
+      "self-attention, an rnn_attention decoder's additive attention over the source (the "
+      "alignment of its greedy translation)");
   cmd->add_option("--model", o->model,
-                  "Model directory (transformer with tokenizer.json; gpt2 or bert with their "
+                  "Model directory (transformer or rnn_attention with tokenizer.json; gpt2 or bert "
+                  "with their "
                   "tokenizer files, or any with --ids)")
       ->required();
   cmd->add_option("--layer", o->layer, "Layer index (default 0)");

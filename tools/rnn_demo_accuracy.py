@@ -16,11 +16,14 @@ Engines:
 * ``--engine torch``: the reference modules loaded from the same model directories:
   tools/rnn_attention.py's RNNAttention (``model_type: rnn_attention``) and tools/tessera_torch's
   TokenTransformer (``model_type: transformer``), greedy decoding.
+* ``--engine both``: the table from tessera, and every output of the two RNN models must equal
+  the reference module's on the same weights (what the test ``rnn_demo_accuracy`` runs; the
+  transformer demo's agreement with PyTorch is the test ``demo_accuracy``'s).
 
-Exit code 1 if a model could not be run, or the attention RNN's (or the transformer's) overall
+Exit code 1 if a model could not be run, if the engines disagree (``both``), or the attention RNN's (or the transformer's) overall
 accuracy is below ``--min-accuracy`` (default 0.99).
 
-    /usr/bin/python3 tools/rnn_demo_accuracy.py [--engine tessera|torch] [--tessera build/tools/tessera]
+    /usr/bin/python3 tools/rnn_demo_accuracy.py [--engine tessera|torch|both] [--tessera build/tools/tessera]
         [--markdown] [--min-accuracy 0.99]
 """
 from __future__ import annotations
@@ -91,7 +94,9 @@ def run_tessera(model_dir, texts, args):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Exact match on the held-out dates: RNN without and with "
                                              "attention, and the transformer demo, by input length.")
-    ap.add_argument("--engine", choices=("tessera", "torch"), default="tessera")
+    ap.add_argument("--engine", choices=("tessera", "torch", "both"), default="tessera",
+                    help="both: the table from tessera, and every RNN output must equal the "
+                         "reference module's on the same weights")
     ap.add_argument("--tessera", default=os.path.join(_ROOT, "build", "tools", "tessera"),
                     help="the tessera binary (--engine tessera)")
     ap.add_argument("--rnn-noattn", default=os.path.join(_ROOT, "models", "demo-dates-rnn-noattn"))
@@ -105,7 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--show-wrong", type=int, default=0, help="print up to N wrong outputs per model")
     args = ap.parse_args(argv)
-    if args.engine == "tessera" and not (os.path.isfile(args.tessera) and os.access(args.tessera, os.X_OK)):
+    if args.engine != "torch" and not (os.path.isfile(args.tessera) and os.access(args.tessera, os.X_OK)):
         print(f"rnn_demo_accuracy.py: {args.tessera} is not an executable file", file=sys.stderr)
         return 1
 
@@ -127,6 +132,13 @@ def main(argv=None) -> int:
         try:
             preds = run_torch(model_dir, texts, args.threads) if args.engine == "torch" \
                 else run_tessera(model_dir, texts, args)
+            if args.engine == "both" and model_dir != args.transformer:  # (demo_accuracy's job)
+                ref = run_torch(model_dir, texts, args.threads)
+                differ = [(t, p, r) for t, p, r in zip(texts, preds, ref) if p != r]
+                print(f"  {label}: tessera and the reference module differ on {len(differ)} of "
+                      f"{len(texts)} outputs" + (f", first {differ[0]!r}" if differ else ""))
+                if differ:
+                    failures.append(f"{label}: {len(differ)} outputs differ from the reference module")
         except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
             failures.append(f"{label}: {e}")
             results.append((label, model_dir, None, time.time() - t0))

@@ -99,8 +99,10 @@ Generator make_generator(const std::string& model_dir, bool want_text,
     g.new_rows = [new_session = g.new_session, vocab = c.tgt_vocab_size, max = g.max_positions](
                      int64_t) { return rows_from_sessions(new_session, vocab, max, false, 0); };
     g.eos_ids = {c.eos_id};
-    // Sources are the characters alone (RNNAttention.greedy takes no bos/eos in them).
-    g.append_eos_to_text = false;
+    // A text source ends with eos, as for the transformer family: tools/tessera_torch.py's
+    // CharTokenizer.encode (what the demos are trained on) appends it. --ids sources are taken
+    // as given.
+    g.append_eos_to_text = c.eos_id >= 0;
     if (want_text) {
       const std::string path = model_dir + "/tokenizer.json";
       if (!std::filesystem::exists(path))
