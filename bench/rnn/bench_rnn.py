@@ -41,6 +41,7 @@ _ROOT = os.path.dirname(os.path.dirname(_HERE))
 sys.path.insert(0, os.path.join(_ROOT, "tools"))
 sys.path.insert(0, _HERE)
 NODE_MODULES = os.path.join(_ROOT, "bench", "e2e", "node_modules")
+OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
 
 import torch  # noqa: E402
 
@@ -96,8 +97,33 @@ def torch_worker(model_dir: str, src_path: str, batch: int, seq: int, steps: int
     m = load(model_dir)
     src = torch.frombuffer(bytearray(open(src_path, "rb").read()), dtype=torch.long).reshape(batch, seq)
     ms, tokens = torch_ms(m, src, steps, threads, reps)
-    print(json.dumps({"median_ms": ms, "tokens": tokens}))
+    print(json.dumps({"median_ms": ms, "tokens": tokens, "blas": loaded_blas()}))
     return 0
+
+
+def loaded_blas() -> str:
+    """Which BLAS this process runs its GEMMs on (from /proc/self/maps), as bench/e2e says it."""
+    libs = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            p = line.split()[-1]
+            if "blas" in os.path.basename(p):
+                libs.add(os.path.realpath(p))
+    if any("openblas" in p for p in libs):
+        return "OpenBLAS " + next((os.path.basename(p)[len("libopenblasp-r"):-3] for p in libs
+                                   if "libopenblasp-r" in p), "")
+    return "reference BLAS (slow: apt-get install libopenblas0-pthread)" if libs else "no BLAS"
+
+
+def torch_env(threads: int) -> dict:
+    """Debian's torch calls the system libblas.so.3, the netlib reference BLAS unless another is
+    chosen (~30x slower GEMMs). As bench/e2e does: OpenBLAS 0.3.21 (pthread) for the PyTorch
+    process alone when it is installed, whatever the system's BLAS alternative, with T threads."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    if os.path.exists(os.path.join(OPENBLAS_DIR, "libblas.so.3")):
+        env["LD_LIBRARY_PATH"] = OPENBLAS_DIR + (":" + env["LD_LIBRARY_PATH"]
+                                                 if env.get("LD_LIBRARY_PATH") else "")
+    return env
 
 
 def run_json(cmd, env=None) -> dict:
@@ -152,6 +178,7 @@ def main() -> int:
           f"{'ort ms':>9} {'(encode)':>8} {'tessera tok/s':>13} {'vs torch':>8} {'vs ort':>7} "
           f"{'ort=torch':>9}")
     work = tempfile.mkdtemp(prefix="bench_rnn_")
+    blas_said = False
     for name, cfg in MODELS.items():
         if args.only and name != args.only:
             continue
@@ -174,8 +201,11 @@ def main() -> int:
                 t_ms, enc_ms = tessera_ms(args.tessera, d, batch, args.src, args.new, threads, args.reps)
                 tj = run_json([sys.executable, os.path.abspath(__file__), "--tessera", args.tessera,
                                "--torch-worker", d, src_path, str(batch), str(args.src),
-                               str(args.new), str(threads), str(args.reps)])
+                               str(args.new), str(threads), str(args.reps)], torch_env(threads))
                 p_ms = tj["median_ms"]
+                if not blas_said:
+                    print(f"PyTorch's BLAS: {tj['blas']}", flush=True)
+                    blas_said = True
                 o_ms = o_enc = float("nan")
                 same = "-"
                 if use_ort:
