@@ -18,7 +18,8 @@ and 2 threads.
            PyTorch's (column ort=torch).
 
 Each engine runs in its own process, one after another, so none is timed beside another's
-threads. Prints the CPU, the machine limits `tessera sysinfo` measures at the start of the run,
+threads; per row --rounds (3) rounds of the three in turn, each engine's figure the median of its
+rounds (load from outside that drifts during the run then falls on all three). Prints the CPU, the machine limits `tessera sysinfo` measures at the start of the run,
 then one row per (model, batch, threads). Create /tmp/quiet.lock around it on a shared machine
 (see the project's quiet protocol).
 
@@ -156,6 +157,8 @@ def main() -> int:
     ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--only", choices=list(MODELS))
     ap.add_argument("--threads", default="1,2", help="comma list (default 1,2)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of the engines in turn per row; each engine's median of them")
     ap.add_argument("--no-ort", action="store_true", help="leave the ONNX Runtime column out")
     ap.add_argument("--torch-worker", nargs=7, metavar=("DIR", "SRC", "B", "S", "STEPS", "T", "REPS"),
                     help=argparse.SUPPRESS)
@@ -172,7 +175,8 @@ def main() -> int:
     si = subprocess.run([args.tessera, "sysinfo"], capture_output=True, text=True).stdout
     print("tessera sysinfo (measured now):\n  " + "\n  ".join(si.strip().splitlines()))
     print(f"torch {torch.__version__}; sources {args.src} tokens, {args.new} greedy steps, median of "
-          f"{args.reps}; each engine in its own process, one after another; ms = encode + steps; "
+          f"{args.reps} per round, median of {args.rounds} rounds of the engines in turn, each in "
+          f"its own process; ms = encode + steps; "
           f"tok/s = batch x steps / ms")
     print(f"{'model':6} {'batch':>5} {'thr':>3} {'tessera ms':>10} {'(encode)':>8} {'torch ms':>9} "
           f"{'ort ms':>9} {'(encode)':>8} {'tessera tok/s':>13} {'vs torch':>8} {'vs ort':>7} "
@@ -198,20 +202,31 @@ def main() -> int:
             with open(src_path, "wb") as f:
                 f.write(src.numpy().tobytes())
             for threads in thread_list:
-                t_ms, enc_ms = tessera_ms(args.tessera, d, batch, args.src, args.new, threads, args.reps)
-                tj = run_json([sys.executable, os.path.abspath(__file__), "--tessera", args.tessera,
-                               "--torch-worker", d, src_path, str(batch), str(args.src),
-                               str(args.new), str(threads), str(args.reps)], torch_env(threads))
-                p_ms = tj["median_ms"]
-                if not blas_said:
-                    print(f"PyTorch's BLAS: {tj['blas']}", flush=True)
-                    blas_said = True
-                o_ms = o_enc = float("nan")
+                # Rounds of the three engines in turn, so that load from outside drifting
+                # during the run falls on all of them; per engine the median of its rounds.
+                rounds = {"t": [], "te": [], "p": [], "o": [], "oe": []}
                 same = "-"
-                if use_ort:
-                    o_ms, o_enc, o_tok = ort_ms(onnx_dir, src_path, batch, args.src, args.new,
-                                                threads, args.reps)
-                    same = "yes" if o_tok == tj["tokens"] else "NO"
+                for _ in range(args.rounds):
+                    t_ms, enc_ms = tessera_ms(args.tessera, d, batch, args.src, args.new, threads,
+                                              args.reps)
+                    tj = run_json([sys.executable, os.path.abspath(__file__), "--tessera",
+                                   args.tessera, "--torch-worker", d, src_path, str(batch),
+                                   str(args.src), str(args.new), str(threads), str(args.reps)],
+                                  torch_env(threads))
+                    rounds["t"].append(t_ms)
+                    rounds["te"].append(enc_ms)
+                    rounds["p"].append(tj["median_ms"])
+                    if not blas_said:
+                        print(f"PyTorch's BLAS: {tj['blas']}", flush=True)
+                        blas_said = True
+                    if use_ort:
+                        o_ms, o_enc, o_tok = ort_ms(onnx_dir, src_path, batch, args.src, args.new,
+                                                    threads, args.reps)
+                        rounds["o"].append(o_ms)
+                        rounds["oe"].append(o_enc)
+                        same = "yes" if o_tok == tj["tokens"] and same != "NO" else "NO"
+                med = {k: statistics.median(v) if v else float("nan") for k, v in rounds.items()}
+                t_ms, enc_ms, p_ms, o_ms, o_enc = (med[k] for k in ("t", "te", "p", "o", "oe"))
                 tps = batch * args.new / t_ms * 1e3
                 print(f"{name:6} {batch:5} {threads:3} {t_ms:10.3f} {enc_ms:8.3f} {p_ms:9.3f} "
                       f"{o_ms:9.3f} {o_enc:8.3f} {tps:13.0f} {p_ms / t_ms:7.2f}x {o_ms / t_ms:6.2f}x "
