@@ -66,6 +66,7 @@ std::string str(int64_t v) {
 struct GreedyBuffers {
   RnnAttentionModel::Encoded rnn_encoded;
   RnnAttentionModel::DecoderState rnn_state;
+  Tensor first_logits;  // [B, V]
 };
 
 FixedGreedy greedy_fixed_steps(const Model& model, const Tensor& ids, int64_t steps,
@@ -141,7 +142,10 @@ FixedGreedy greedy_fixed_steps(const Model& model, const Tensor& ids, int64_t st
         r.tokens[b].push_back(next[b]);
       }
       if (step == 0) {
-        r.first_logits = Tensor(DType::f32, {batch, vocab}, false);
+        // From the kept buffers when given (a fresh [16, 8000] here is 128 page faults a run).
+        Tensor& first = buf.first_logits;
+        if (first.shape() != Shape{batch, vocab}) first = Tensor(DType::f32, {batch, vocab}, false);
+        r.first_logits = first;
         std::copy(st.logits.data<float>(), st.logits.data<float>() + batch * vocab,
                   r.first_logits.data<float>());
       }

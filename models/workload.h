@@ -45,7 +45,8 @@ struct FixedGreedy {
 };
 // What a caller may keep between greedy_fixed_steps() calls so that repeating one shape
 // allocates nothing, as a transformer's arena does (today: the rnn_attention family's encoder
-// outputs and scratch, and its decoder state). One per thread: a call writes into it.
+// outputs and scratch, and its decoder state). One per thread: a call writes into it, and a
+// result's first_logits may share its memory (valid until the next call with these buffers).
 struct GreedyBuffers;
 FixedGreedy greedy_fixed_steps(const Model& model, const Tensor& ids, int64_t steps,
                                NodeObserver* observer = nullptr, GreedyBuffers* reuse = nullptr);

@@ -18,7 +18,8 @@ and 2 threads.
            PyTorch's (column ort=torch).
 
 Each engine runs in its own process, one after another, so none is timed beside another's
-threads. Prints the CPU, the machine limits `tessera sysinfo` measures at the start of the run,
+threads; per row --rounds (3) rounds of the three in turn, each engine's figure the median of its
+rounds (load from outside that drifts during the run then falls on all three). Prints the CPU, the machine limits `tessera sysinfo` measures at the start of the run,
 then one row per (model, batch, threads). Create /tmp/quiet.lock around it on a shared machine
 (see the project's quiet protocol).
 
@@ -41,6 +42,7 @@ _ROOT = os.path.dirname(os.path.dirname(_HERE))
 sys.path.insert(0, os.path.join(_ROOT, "tools"))
 sys.path.insert(0, _HERE)
 NODE_MODULES = os.path.join(_ROOT, "bench", "e2e", "node_modules")
+OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
 
 import torch  # noqa: E402
 
@@ -96,8 +98,33 @@ def torch_worker(model_dir: str, src_path: str, batch: int, seq: int, steps: int
     m = load(model_dir)
     src = torch.frombuffer(bytearray(open(src_path, "rb").read()), dtype=torch.long).reshape(batch, seq)
     ms, tokens = torch_ms(m, src, steps, threads, reps)
-    print(json.dumps({"median_ms": ms, "tokens": tokens}))
+    print(json.dumps({"median_ms": ms, "tokens": tokens, "blas": loaded_blas()}))
     return 0
+
+
+def loaded_blas() -> str:
+    """Which BLAS this process runs its GEMMs on (from /proc/self/maps), as bench/e2e says it."""
+    libs = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            p = line.split()[-1]
+            if "blas" in os.path.basename(p):
+                libs.add(os.path.realpath(p))
+    if any("openblas" in p for p in libs):
+        return "OpenBLAS " + next((os.path.basename(p)[len("libopenblasp-r"):-3] for p in libs
+                                   if "libopenblasp-r" in p), "")
+    return "reference BLAS (slow: apt-get install libopenblas0-pthread)" if libs else "no BLAS"
+
+
+def torch_env(threads: int) -> dict:
+    """Debian's torch calls the system libblas.so.3, the netlib reference BLAS unless another is
+    chosen (~30x slower GEMMs). As bench/e2e does: OpenBLAS 0.3.21 (pthread) for the PyTorch
+    process alone when it is installed, whatever the system's BLAS alternative, with T threads."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    if os.path.exists(os.path.join(OPENBLAS_DIR, "libblas.so.3")):
+        env["LD_LIBRARY_PATH"] = OPENBLAS_DIR + (":" + env["LD_LIBRARY_PATH"]
+                                                 if env.get("LD_LIBRARY_PATH") else "")
+    return env
 
 
 def run_json(cmd, env=None) -> dict:
@@ -130,6 +157,8 @@ def main() -> int:
     ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--only", choices=list(MODELS))
     ap.add_argument("--threads", default="1,2", help="comma list (default 1,2)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of the engines in turn per row; each engine's median of them")
     ap.add_argument("--no-ort", action="store_true", help="leave the ONNX Runtime column out")
     ap.add_argument("--torch-worker", nargs=7, metavar=("DIR", "SRC", "B", "S", "STEPS", "T", "REPS"),
                     help=argparse.SUPPRESS)
@@ -146,12 +175,14 @@ def main() -> int:
     si = subprocess.run([args.tessera, "sysinfo"], capture_output=True, text=True).stdout
     print("tessera sysinfo (measured now):\n  " + "\n  ".join(si.strip().splitlines()))
     print(f"torch {torch.__version__}; sources {args.src} tokens, {args.new} greedy steps, median of "
-          f"{args.reps}; each engine in its own process, one after another; ms = encode + steps; "
+          f"{args.reps} per round, median of {args.rounds} rounds of the engines in turn, each in "
+          f"its own process; ms = encode + steps; "
           f"tok/s = batch x steps / ms")
     print(f"{'model':6} {'batch':>5} {'thr':>3} {'tessera ms':>10} {'(encode)':>8} {'torch ms':>9} "
           f"{'ort ms':>9} {'(encode)':>8} {'tessera tok/s':>13} {'vs torch':>8} {'vs ort':>7} "
           f"{'ort=torch':>9}")
     work = tempfile.mkdtemp(prefix="bench_rnn_")
+    blas_said = False
     for name, cfg in MODELS.items():
         if args.only and name != args.only:
             continue
@@ -171,17 +202,31 @@ def main() -> int:
             with open(src_path, "wb") as f:
                 f.write(src.numpy().tobytes())
             for threads in thread_list:
-                t_ms, enc_ms = tessera_ms(args.tessera, d, batch, args.src, args.new, threads, args.reps)
-                tj = run_json([sys.executable, os.path.abspath(__file__), "--tessera", args.tessera,
-                               "--torch-worker", d, src_path, str(batch), str(args.src),
-                               str(args.new), str(threads), str(args.reps)])
-                p_ms = tj["median_ms"]
-                o_ms = o_enc = float("nan")
+                # Rounds of the three engines in turn, so that load from outside drifting
+                # during the run falls on all of them; per engine the median of its rounds.
+                rounds = {"t": [], "te": [], "p": [], "o": [], "oe": []}
                 same = "-"
-                if use_ort:
-                    o_ms, o_enc, o_tok = ort_ms(onnx_dir, src_path, batch, args.src, args.new,
-                                                threads, args.reps)
-                    same = "yes" if o_tok == tj["tokens"] else "NO"
+                for _ in range(args.rounds):
+                    t_ms, enc_ms = tessera_ms(args.tessera, d, batch, args.src, args.new, threads,
+                                              args.reps)
+                    tj = run_json([sys.executable, os.path.abspath(__file__), "--tessera",
+                                   args.tessera, "--torch-worker", d, src_path, str(batch),
+                                   str(args.src), str(args.new), str(threads), str(args.reps)],
+                                  torch_env(threads))
+                    rounds["t"].append(t_ms)
+                    rounds["te"].append(enc_ms)
+                    rounds["p"].append(tj["median_ms"])
+                    if not blas_said:
+                        print(f"PyTorch's BLAS: {tj['blas']}", flush=True)
+                        blas_said = True
+                    if use_ort:
+                        o_ms, o_enc, o_tok = ort_ms(onnx_dir, src_path, batch, args.src, args.new,
+                                                    threads, args.reps)
+                        rounds["o"].append(o_ms)
+                        rounds["oe"].append(o_enc)
+                        same = "yes" if o_tok == tj["tokens"] and same != "NO" else "NO"
+                med = {k: statistics.median(v) if v else float("nan") for k, v in rounds.items()}
+                t_ms, enc_ms, p_ms, o_ms, o_enc = (med[k] for k in ("t", "te", "p", "o", "oe"))
                 tps = batch * args.new / t_ms * 1e3
                 print(f"{name:6} {batch:5} {threads:3} {t_ms:10.3f} {enc_ms:8.3f} {p_ms:9.3f} "
                       f"{o_ms:9.3f} {o_enc:8.3f} {tps:13.0f} {p_ms / t_ms:7.2f}x {o_ms / t_ms:6.2f}x "
