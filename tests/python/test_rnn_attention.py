@@ -24,7 +24,7 @@ def rnn(tmp_path_factory):
 def test_rnn_attention_generates_as_the_reference(rnn):
     model, ref, tok = rnn
     assert model.family == "rnn_attention"
-    src = [tok.encode(p) for p in PROMPTS]
+    src = [tok.encode(p, ref.cfg["eos_id"]) for p in PROMPTS]  # text sources end with eos
     want_ids = ref.greedy(src, max_new_tokens=MAX_NEW)
     assert model.generate(PROMPTS, max_new_tokens=MAX_NEW) == [tok.decode(i) for i in want_ids]
     assert model.generate(src, max_new_tokens=MAX_NEW) == want_ids
