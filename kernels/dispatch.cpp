@@ -557,7 +557,9 @@ void rnn_cell(const PackedWeights& w_hh, const RnnCellArgs& args) {
 }
 
 int64_t rnn_layer_workspace(int64_t batch, int64_t hidden) {
-  return 10 * batch + hidden;  // five pointer arrays (two floats per pointer), H zeros
+  // Five pointer arrays (two floats per pointer), H zeros; rounded up to 16 floats (64 bytes)
+  // so that workspaces laid end to end in an aligned buffer keep the pointer arrays aligned.
+  return (10 * batch + hidden + 15) / 16 * 16;
 }
 
 void rnn_bidirectional(RnnCell cell, int64_t batch, int64_t seq, int64_t hidden,

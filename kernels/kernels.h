@@ -323,7 +323,9 @@ void rnn_cell(const PackedWeights& w_hh, const RnnCellArgs& args);
 // positions only (padding positions are left as they are). The two directions run at once, one
 // per thread (when the kernels have 2 threads), each step a rnn_cell() over the rows still running.
 // c_state (LSTM): [B, H] per direction, the final cell state of each row on return.
-// workspace: at least rnn_layer_workspace(batch, hidden) floats per direction.
+// workspace: at least rnn_layer_workspace(batch, hidden) floats per direction, 8-byte aligned
+// (pointer arrays are kept at its start); that size is a multiple of 16 floats, so workspaces
+// laid end to end from a 64-byte aligned buffer are all aligned.
 struct RnnDirectionArgs {
   const PackedWeights* w_hh = nullptr;
   const float* b_hh = nullptr;  // [G*H] or null
