@@ -119,9 +119,9 @@ def main() -> int:
     if size is None or size[0] <= 0 or size[1] <= 0:
         failures.append(f"attention: {png} is not a PNG with positive dimensions ({size})")
 
-    # 3. profile rows.
+    # 3. profile rows (names only: the machine's limits, measured by profile, play no part).
     prof = run(["profile", "--model", d, "--batch", "2", "--seq", "6", "--generate", "4", "--threads", "1",
-                "--reps", "2", "--peak-gflops", "100", "--bandwidth-gbs", "20"])
+                "--reps", "2"])
     rows = {line.split()[0] for line in prof.splitlines() if line.strip()}
     expected = ["gather", "linear", "rnn_cell", "additive_attention", "src_embed", "tgt_embed",
                 "encoder.l0.recurrence", "encoder.l1.recurrence", "encoder.l0.input_proj",
