@@ -240,7 +240,8 @@ void free_aligned(void* p, size_t bytes) {
 // ---------------------------------------------------------------------------------------------
 // PackedWeights
 // ---------------------------------------------------------------------------------------------
-PackedWeights::PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats)
+PackedWeights::PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats,
+                             WeightType type)
     : data_(static_cast<float*>(allocate_aligned(floats * sizeof(float))),
             Free{floats * sizeof(float)}),
       backend_(std::make_shared<detail::BackendSlot>()),
@@ -248,6 +249,7 @@ PackedWeights::PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t f
       k_(k),
       nr_(nr),
       isa_(isa),
+      type_(type),
       bytes_(floats * sizeof(float)) {}
 
 void PackedWeights::Free::operator()(float* p) const {
@@ -353,6 +355,10 @@ void packed_rows(const PackedWeights& w, const int64_t* rows, int64_t count, flo
                                   std::to_string(w.n()) + ")");
     }
   }
+  if (w.type() != WeightType::f32) {
+    detail::packed_rows_lowp(w, rows, count, out, ldo);
+    return;
+  }
   for (int64_t r = 0; r < count; ++r) {
     const float* src = w.data() + (rows[r] / nr) * k * nr + rows[r] % nr;  // stride nr
     float* dst = out + r * ldo;                                            // [K]
@@ -370,6 +376,14 @@ void gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float*
     throw std::invalid_argument("tessera::kernels::gemm: need lda >= k and ldc >= n; got lda=" +
                                 std::to_string(lda) + " k=" + std::to_string(w.k()) +
                                 " ldc=" + std::to_string(ldc) + " n=" + std::to_string(w.n()));
+  }
+  if (w.type() != WeightType::f32) {
+    if (w.isa() == Isa::avx512 && detail::lowp_vnni_available(w.type())) {
+      detail::gemm_avx512_vnni(m, a, lda, w, c, ldc, ep);
+    } else {
+      kernel_table(w.isa()).gemm(m, a, lda, w, c, ldc, ep);
+    }
+    return;
   }
   if (gemm_backend() == GemmBackend::onednn) {
     detail::onednn_gemm(m, a, lda, w, c, ldc, ep);

@@ -349,9 +349,25 @@ struct GemmBody : MathBody<Arch, kIsa> {
   template <Activation kAct>
   static void gemm_blocked(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
                            int64_t ldc, const Epilogue& ep) {
-    const int64_t n = w.n();
-    const int64_t k = w.k();
-    const float* packed = w.data();  // [panels, K, NR]
+    blocked_loop(
+        m, a, lda, w.data(), w.n(), w.k(), c, ldc, ep,
+        [](int64_t kc, const float* ap, const float* bp, float* tile, bool load) {
+          micro_kernel_packed(kc, ap, bp, tile, load);
+        },
+        [&](float* tile, int64_t rows, int64_t cols, int64_t i0, int64_t j0) {
+          store_tile<kAct>(tile, rows, cols, i0, j0, c, ldc, ep);
+        });
+  }
+
+  // The blocked loop nest over a packed A of `k` 32-bit elements per row (fp32 values, or the
+  // bf16 pairs / u8 quads of the low-precision GEMMs, whose panels hold words of the same
+  // layout): micro(kc, ap, bp, tile, load) accumulates a tile over a K block,
+  // finish(tile, rows, cols, i0, j0) stores a finished tile through the epilogue.
+  template <class Micro, class Finish>
+  static void blocked_loop(int64_t m, const float* a, int64_t lda, const float* packed, int64_t n,
+                           int64_t k, float* c, int64_t ldc, const Epilogue& ep, Micro micro,
+                           Finish finish) {
+    // packed: [panels, K, NR]
     const int64_t panels = ceil_div(n, NR);
     const int64_t row_blocks = ceil_div(m, MR);
 
@@ -408,8 +424,8 @@ struct GemmBody : MathBody<Arch, kIsa> {
               const int64_t rows = min_i64(MR, m - i0);
               const int64_t cols = min_i64(NR, n - p * NR);
               if (last) prefetch_tile_outputs(rows, cols, i0, p * NR, c, ldc, ep);
-              micro_kernel_packed(kc, apb, packed + (p * k + k0) * NR, tile, k0 > 0);
-              if (last) store_tile<kAct>(tile, rows, cols, i0, p * NR, c, ldc, ep);
+              micro(kc, apb, packed + (p * k + k0) * NR, tile, k0 > 0);
+              if (last) finish(tile, rows, cols, i0, p * NR);
             }
           }
         }
@@ -426,18 +442,29 @@ struct GemmBody : MathBody<Arch, kIsa> {
   template <Activation kAct>
   static void gemm_few_rows(int64_t m, const float* a, int64_t lda, const PackedWeights& w,
                             float* c, int64_t ldc, const Epilogue& ep) {
-    const int64_t n = w.n();
-    const int64_t k = w.k();
-    const float* packed = w.data();  // [panels, K, NR]
-    const int64_t panels = ceil_div(n, NR);
+    few_rows_loop(
+        m, a, lda, w.data(), w.n(), w.k(),
+        [](int64_t rows, int64_t k, const float* a_rows, int64_t ld, const float* panel,
+           float* tile) { micro_kernel_rows<MR>(rows, k, a_rows, ld, panel, tile); },
+        [&](float* tile, int64_t rows, int64_t cols, int64_t i0, int64_t j0) {
+          store_tile<kAct>(tile, rows, cols, i0, j0, c, ldc, ep);
+        });
+  }
+
+  // The few-row loop over rows of `k` 32-bit elements (see blocked_loop):
+  // micro(rows, k, a_rows, lda, panel, tile) computes a whole-K tile of up to MR rows.
+  template <class Micro, class Finish>
+  static void few_rows_loop(int64_t m, const float* a, int64_t lda, const float* packed, int64_t n,
+                            int64_t k, Micro micro, Finish finish) {
+    const int64_t panels = ceil_div(n, NR);  // packed: [panels, K, NR]
     const int64_t grain = max_i64(1, kMinChunkWork / (2 * m * NR * k));
     detail::parallel_for(0, panels, grain, [&](int64_t q0, int64_t q1) {
       alignas(64) float tile[MR * NR];  // [MR, NR]
       for (int64_t p = q0; p < q1; ++p)
         for (int64_t i0 = 0; i0 < m; i0 += MR) {
           const int64_t rows = min_i64(MR, m - i0);
-          micro_kernel_rows<MR>(rows, k, a + i0 * lda, lda, packed + p * k * NR, tile);
-          store_tile<kAct>(tile, rows, min_i64(NR, n - p * NR), i0, p * NR, c, ldc, ep);
+          micro(rows, k, a + i0 * lda, lda, packed + p * k * NR, tile);
+          finish(tile, rows, min_i64(NR, n - p * NR), i0, p * NR);
         }
     });
   }

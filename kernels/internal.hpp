@@ -28,7 +28,9 @@ void allocate_packed(PackedWeights& out, int64_t n, int64_t k, int64_t nr, Isa i
 // valid until the next call on the same thread with the same slot. Grows (never shrinks), so a
 // steady-state forward pass does not allocate. Slots 0 and 1 are independent buffers (GEMM keeps
 // its packed A in slot 1 on the calling thread while every thread of its team uses slot 0).
-constexpr int kScratchSlots = 2;
+// Slot 2: a low-precision GEMM's converted A (bf16 pairs / u8 quads, row scales), written by
+// the calling thread before the GEMM's parallel loop and read by every thread of its team.
+constexpr int kScratchSlots = 3;
 float* thread_scratch(size_t floats, int slot = 0);
 
 // Thrown (std::invalid_argument) when an ISA's gemm is handed weights packed for another ISA.
@@ -53,6 +55,17 @@ bool in_parallel_job();
 // back-off in progress and starts a new balance window.
 bool pool_backing_off();
 void set_pool_backoff_first_us(int64_t us);
+
+// The AVX512-BF16 / AVX512-VNNI variant of the avx512 GEMM for bf16 / int8 weights
+// (kernels/isa_avx512_vnni.cpp, compiled with -mavx512bf16 -mavx512vnni). gemm()'s contract;
+// the weights' type picks the kernel. lowp_vnni_available: the CPU has the instructions for
+// `type` (bf16: avx512_bf16; int8: avx512_vnni) and TESSERA_LOWP is not "widen" (read once).
+bool lowp_vnni_available(WeightType type);
+void gemm_avx512_vnni(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c,
+                      int64_t ldc, const Epilogue& ep);
+// packed_rows() of bf16 / int8 weights (kernels/lowp.cpp).
+void packed_rows_lowp(const PackedWeights& w, const int64_t* rows, int64_t count, float* out,
+                      int64_t ldo);
 
 // Holder of a backend's per-weights data (see PackedWeights::backend_slot()).
 struct BackendSlot {

@@ -84,6 +84,40 @@ enum class Activation : uint8_t {
 void* allocate_aligned(size_t bytes, bool zeroed = false);
 void free_aligned(void* p, size_t bytes);
 
+// The element type of packed GEMM weights (the activations of every GEMM are fp32 in and out):
+//   f32   fp32 weights, fp32 FMAs.
+//   bf16  weights stored as bfloat16; each GEMM rounds its A to bf16 (nearest even) and sums
+//         the products in fp32: with AVX512-BF16 (vdpbf16ps) where the CPU has it, else the
+//         bf16 values widened to fp32 inside the micro-kernel (exact) and summed with FMAs in
+//         the same order (the products of two bf16 are exact in fp32), so every ISA gives the
+//         same bits for normal numbers (vdpbf16ps flushes denormals to zero).
+//   int8  weights quantized symmetrically per output channel (row n of W):
+//         s_w[n] = max_k |W[n,k]| / 127 (1 for an all-zero row), q = round_even(W / s_w) in
+//         [-127, 127]. A is quantized per row, asymmetric u8 as ONNX's DynamicQuantizeLinear:
+//         lo = min(0, min a), hi = max(0, max a), s_a = (hi - lo) / 255 (1 if 0),
+//         z = clamp(round_even(-lo / s_a), 0, 255), q_a = clamp(round_even(a / s_a) + z, 0, 255).
+//         acc = sum_k q_a q_w in int32 (exact: AVX512-VNNI vpdpbusd, else 16-bit multiplies
+//         vpmaddwd on widened bytes: no saturation anywhere), then
+//         C = float(acc - z * colsum_w[n]) * s_a * s_w[n] and the epilogue (bias, act, residual).
+//         Exact integer sums: every ISA and thread count gives the same bits.
+enum class WeightType : uint8_t { f32, bf16, int8 };
+const char* weight_type_name(WeightType t);  // "f32", "bf16", "int8"
+
+// bfloat16 <-> fp32: round to nearest even; NaN stays NaN (quiet), infinities stay.
+uint16_t f32_to_bf16(float x);
+float bf16_to_f32(uint16_t b);
+
+// Quantizes W per output channel as WeightType::int8 says. kn = false: W is [n, k] (row stride
+// ldw >= k), q is [n, k] dense; kn = true: W is [k, n] (row stride ldw >= n; Hugging Face
+// Conv1D), q is [k, n] dense. scales: [n]. Throws std::invalid_argument on bad sizes or a
+// non-finite weight (naming its row and column).
+void quantize_weights_int8(const float* w, int64_t n, int64_t k, int64_t ldw, bool kn, int8_t* q,
+                           float* scales);
+
+// One row's dynamic quantization, as the int8 GEMM does it (WeightType::int8): q [k] u8, the
+// scale and zero point. Exposed for tests.
+void quantize_row_u8(const float* x, int64_t k, uint8_t* q, float* scale, int32_t* zero_point);
+
 class PackedWeights {
  public:
   PackedWeights() = default;
@@ -94,9 +128,18 @@ class PackedWeights {
   int64_t panel_width() const { return nr_; }  // columns of C per packed panel
   size_t bytes() const { return bytes_; }
   bool empty() const { return data_ == nullptr; }
+  WeightType type() const { return type_; }
+  // k values per 32-bit word of a panel: 1 (f32), 2 (bf16), 4 (int8); words() per column.
+  int64_t group() const { return type_ == WeightType::f32 ? 1 : type_ == WeightType::bf16 ? 2 : 4; }
+  int64_t words() const { return (k_ + group() - 1) / group(); }
+  // int8: the per-channel scales [panels * NR] (0 past n) and the column sums of the quantized
+  // weights [panels * NR] (int32), stored after the panels. Null for other types.
+  const float* scales() const;
+  const int32_t* column_sums() const;
 
-  // Implementation detail, used by the packing routines.
-  PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats);
+  // Implementation detail, used by the packing routines. `floats` 32-bit words in all.
+  PackedWeights(int64_t n, int64_t k, int64_t nr, Isa isa, size_t floats,
+                WeightType type = WeightType::f32);
   float* mutable_data() { return data_.get(); }
   // Implementation detail: where another GEMM backend (oneDNN) keeps these weights in its own
   // layout, prepared at first use. Thread-safe; shared by moved-from copies.
@@ -113,6 +156,7 @@ class PackedWeights {
   std::shared_ptr<detail::BackendSlot> backend_;
   int64_t n_ = 0, k_ = 0, nr_ = 0;
   Isa isa_ = Isa::generic;
+  WeightType type_ = WeightType::f32;
   size_t bytes_ = 0;
 };
 
@@ -130,12 +174,32 @@ inline PackedWeights pack_weights_kn(const float* w, int64_t k, int64_t n, int64
   return pack_weights_kn(w, k, n, ldw, active_isa());
 }
 
+// The same, packed as `type` (bf16: each weight rounded to nearest even; int8: quantized per
+// output channel by quantize_weights_int8). kn: W given as [k, n] (see pack_weights_kn). Every
+// ISA packs W as panels of NR = panel_width() columns of C, each [words, NR] of 32-bit words,
+// word (kw, j) = the group() consecutive k values kw*group() .. of column j, lowest k in the
+// lowest bits (zero past k and past n); int8 adds scales() and column_sums().
+PackedWeights pack_weights_as(const float* w, int64_t n, int64_t k, int64_t ldw, bool kn,
+                              WeightType type, Isa isa);
+inline PackedWeights pack_weights_as(const float* w, int64_t n, int64_t k, int64_t ldw, bool kn,
+                                     WeightType type) {
+  return pack_weights_as(w, n, k, ldw, kn, type, active_isa());
+}
+// bf16 weights as stored (bf16 bits, a bf16 checkpoint): no fp32 detour. Layout as above.
+PackedWeights pack_weights_bf16(const uint16_t* w, int64_t n, int64_t k, int64_t ldw, bool kn,
+                                Isa isa);
+// int8 weights already quantized (a quantized checkpoint): q as quantize_weights_int8 writes it
+// (row stride ldq), scales [n] finite and > 0 (else std::invalid_argument naming the channel).
+PackedWeights pack_weights_int8(const int8_t* q, const float* scales, int64_t n, int64_t k,
+                                int64_t ldq, bool kn, Isa isa);
+
 // out[r, :] = W[rows[r], :] for r < count: rows of the ORIGINAL W [n, k], copied out of the
 // packed layout (k floats each, row stride ldo >= k). Lets a model gather tied embeddings from
 // its packed LM head instead of keeping a second copy of the table. Throws
 // std::invalid_argument if w is empty, ldo < k, or some rows[r] is outside [0, n).
 void packed_rows(const PackedWeights& w, const int64_t* rows, int64_t count, float* out,
                  int64_t ldo);
+// (bf16 and int8 weights: the rows as the GEMM sees them, bf16 widened, int8 q * s_w.)
 
 // Applied to each element of the tile before it is stored, in this order:
 //   v = acc + bias[j];  v = act(v);  v = v + residual[i * ld_residual + j];  C[i, j] = v.
@@ -189,7 +253,10 @@ GemmBlocking gemm_blocking(Isa isa);
 
 // a: [M, K] row stride lda >= K.  c: [M, N] row stride ldc >= N; must not overlap a.
 // M >= 0 (M = 0 does nothing). w.isa() must be an ISA this CPU supports; the kernel of that ISA
-// runs. No alignment is required of any pointer.
+// runs (for bf16 / int8 weights packed for avx512: its AVX512-BF16 / AVX512-VNNI variant where
+// the CPU has those, unless TESSERA_LOWP=widen). No alignment is required of any pointer. The
+// oneDNN backend serves f32 weights only; bf16 and int8 weights always run Tessera's kernels.
+// A's rows (bf16: rounded; int8: quantized) are converted once per call into thread scratch.
 void gemm(int64_t m, const float* a, int64_t lda, const PackedWeights& w, float* c, int64_t ldc,
           const Epilogue& ep = {});
 

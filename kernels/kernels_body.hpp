@@ -4,6 +4,7 @@
 //   simd_body.hpp       SimdBody: vector type, loads/stores, fmadd, helpers, grains
 //   math_body.hpp       MathBody: exp/erf/erfc/tanh, vector_math, activations
 //   gemm_body.hpp       GemmBody: packing, micro-kernels, blocked and few-row paths, gemm
+//   lowp_body.hpp       LowpBody: the bf16 / int8 GEMM (A's conversion, micro-kernels), gemm
 //   rows_body.hpp       RowsBody: softmax, add + layernorm, embedding, add
 //   attention_body.hpp  AttentionBody: fused attention
 //   rnn_body.hpp        RnnBody: recurrent weights packing, GRU/LSTM cell, additive attention
@@ -13,6 +14,7 @@
 
 #include "kernels/attention_body.hpp"
 #include "kernels/gemm_body.hpp"
+#include "kernels/lowp_body.hpp"
 #include "kernels/math_body.hpp"
 #include "kernels/rnn_body.hpp"
 #include "kernels/rows_body.hpp"
@@ -25,13 +27,14 @@ template <class Arch, Isa kIsa>
 constexpr KernelTable make_kernel_table() {
   using Math = MathBody<Arch, kIsa>;
   using Gemm = GemmBody<Arch, kIsa>;
+  using Lowp = LowpBody<Arch, kIsa, false>;
   using Rows = RowsBody<Arch, kIsa>;
   using Attention = AttentionBody<Arch, kIsa>;
   using Rnn = RnnBody<Arch, kIsa>;
   return KernelTable{kIsa,
                      Gemm::NR,
                      &Gemm::pack_weights,
-                     &Gemm::gemm,
+                     &Lowp::gemm,
                      &Rows::softmax_rows,
                      &Rows::add_layernorm_rows,
                      &Math::activation,

@@ -13,7 +13,8 @@ add_executable(test_kernels
   ${_kernel_tests_dir}/test_rows.cpp
   ${_kernel_tests_dir}/test_math.cpp
   ${_kernel_tests_dir}/test_threads.cpp
-  ${_kernel_tests_dir}/test_rnn.cpp)
+  ${_kernel_tests_dir}/test_rnn.cpp
+  ${_kernel_tests_dir}/test_lowp.cpp)
 target_link_libraries(test_kernels PRIVATE tessera_kernels doctest::doctest)
 add_test(NAME kernels COMMAND test_kernels)
 
