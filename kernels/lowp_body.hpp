@@ -389,7 +389,26 @@ struct LowpBody : GemmBody<Arch, kIsa> {
     const int32_t* cs = w.column_sums() + j0;
     for (int64_t r = 0; r < rows; ++r) {
       float* t = tile + r * NR;
-      for (int64_t j = 0; j < NR; ++j) {
+      int64_t j = 0;
+#if defined(__AVX512F__)
+      for (; j < NR; j += 16) {
+        const __m512i d = _mm512_sub_epi32(
+            _mm512_load_si512(t + j),
+            _mm512_mullo_epi32(_mm512_set1_epi32(row_zero[r]), _mm512_loadu_si512(cs + j)));
+        const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(row_scale[r]));
+        _mm512_store_ps(t + j, _mm512_mul_ps(v, _mm512_loadu_ps(sw + j)));
+      }
+#elif defined(__AVX2__)
+      for (; j < NR; j += 8) {
+        const __m256i d = _mm256_sub_epi32(
+            _mm256_load_si256(reinterpret_cast<const __m256i*>(t + j)),
+            _mm256_mullo_epi32(_mm256_set1_epi32(row_zero[r]),
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cs + j))));
+        const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(row_scale[r]));
+        _mm256_store_ps(t + j, _mm256_mul_ps(v, _mm256_loadu_ps(sw + j)));
+      }
+#endif
+      for (; j < NR; ++j) {
         int32_t acc;
         __builtin_memcpy(&acc, t + j, 4);
         t[j] = static_cast<float>(acc - row_zero[r] * cs[j]) * row_scale[r] * sw[j];
