@@ -14,6 +14,9 @@ Tables:
              the effect of the cache-derived blocks), dnnl_sgemm GFLOP/s
   gemm_mem   M <= 4 with weights from memory: GB/s of weights, oneDNN, ratio, fraction of the
              DRAM read bandwidth measured in the same run (membw/dram_read at that thread count)
+  lowp       (with gemm) bf16 and int8: Tessera beside oneDNN's same-precision matmul
+             (bf16·bf16→f32, u8·s8→s32), % of the BF16 / INT8 dot-product peaks `tessera
+             sysinfo` measures, beside Tessera fp32; and few rows from memory (GB/s, speed-up)
   attention  S, mask, threads, fused GFLOP/s, unfused GFLOP/s, ratio (and decode steps)
   rows       kernel, shape, threads, GB/s, fraction of the L2 read bandwidth measured in the
              same run (membw/l2_read at that thread count)
@@ -117,6 +120,49 @@ def gemm_tables(med, peak_per_core):
     return "\n".join(out)
 
 
+def lowp_tables(med, machine):
+    """bf16 / int8 GEMMs beside fp32 and oneDNN's same-precision matmuls, % of measured peaks."""
+    peaks = {"bf16": machine.get("peak_bf16_gflops_per_core", 0.0),
+             "int8": machine.get("peak_int8_gops_per_core", 0.0)}
+    rows, mem_rows = [], []
+    dram = bandwidths(med, "dram_read")
+    for key in med:
+        m = re.match(r"gemm_lowp/(bf16|int8)/tessera/(\d+x\d+x\d+)/threads:(\d+)$", key)
+        if m:
+            t, shape, threads = m.group(1), m.group(2), int(m.group(3))
+            g = counter(med[key], "GFLOP/s")
+            o = counter(med.get(f"gemm_lowp/{t}/onednn/{shape}/threads:{threads}"), "GFLOP/s")
+            f = counter(med.get(f"gemm/tessera/{shape}/threads:{threads}"), "GFLOP/s")
+            peak = peaks[t] * threads
+            rows.append([t, shape, str(threads), fmt(g), fmt(o), fmt(ratio(g, o), 2),
+                         (fmt(100 * g / peak, 0) + " %") if peak else "-", fmt(f),
+                         fmt(ratio(g, f), 2)])
+        m = re.match(r"gemm_mem_lowp/(bf16|int8)/tessera/(\d+x\d+x\d+)/threads:(\d+)$", key)
+        if m:
+            t, shape, threads = m.group(1), m.group(2), int(m.group(3))
+            g = counter(med[key], "GB/s")
+            f = counter(med.get(f"gemm_mem/tessera/{shape}/threads:{threads}"), "GB/s")
+            gf = counter(med[key], "GFLOP/s")
+            ff = counter(med.get(f"gemm_mem/tessera/{shape}/threads:{threads}"), "GFLOP/s")
+            bw = dram.get(threads)
+            mem_rows.append([t, shape, str(threads), fmt(g), fmt(None if bw is None else 100 * g / bw, 0) + " %",
+                             fmt(ratio(gf, ff), 2)])
+    out = []
+    if rows:
+        rows.sort(key=lambda r: (r[0], int(r[1].split("x")[0]), r[1], int(r[2])))
+        out.append("### bf16 / int8 GEMM (weights prepacked, L3/L2-resident; A converted from fp32 "
+                   "inside Tessera's call, given converted to oneDNN)\n")
+        out.append(table(["type", "M×K×N", "threads", "Tessera GFLOP/s (int8: GOP/s)",
+                          "oneDNN same-precision matmul", "ratio", "Tessera % of BF16/INT8 peak",
+                          "Tessera fp32 GFLOP/s", "× fp32"], rows))
+    if mem_rows:
+        mem_rows.sort(key=lambda r: (r[0], r[1], int(r[2])))
+        out.append("\n### bf16 / int8 GEMM, few rows, weights from memory\n")
+        out.append(table(["type", "M×K×N", "threads", "GB/s of weights", "% of DRAM bw",
+                          "speed-up over fp32 (same shape)"], mem_rows))
+    return "\n".join(out)
+
+
 def attention_tables(med):
     rows, dec = [], []
     for key in med:
@@ -209,6 +255,8 @@ def main():
               f"{args.repetitions} repetitions x {args.min_time} s, medians -->\n")
         if name == "gemm":
             print(gemm_tables(med, peak))
+            print()
+            print(lowp_tables(med, machine))
         elif name == "attention":
             print(attention_tables(med))
         else:
