@@ -16,6 +16,7 @@ PACKAGES=(
   libpcre2-dev          # GPT-2 pre-tokenization regex (Unicode classes)
   libutf8proc-dev       # BERT basic tokenizer: Unicode normalization, categories
   python3 python3-numpy python3-torch   # exporters, fixtures, parity tests (never at run time)
+  python3-onnx          # bench/e2e/quantize_onnx.py: ONNX Runtime's int8 graphs (ort-int8)
   python3-matplotlib    # tools/plot_profile.py (roofline charts)
   pybind11-dev python3-dev python3-pytest   # the Python module (engine/api/python) and its tests
   time                  # GNU time: tests/limits_cli.py measures peak RSS with it

@@ -46,10 +46,11 @@ def main() -> int:
         cases.append({"name": f"B={b},S={args.seq}", "inputs": inputs})
     spec = {"kind": "bert", "model_dir": model_dir, "onnx": {"model": onnx}, "cases": cases}
     metrics = [C.Metric("forward", "ms", lambda r: r["total_s"] * 1e3, False)]
-    C.run_comparison("bert", "D. BERT-base-shaped BertModel (HF names; 12 x 768/12 heads/3072, GELU), "
-                     "fp32, one forward pass", spec, metrics, args, C.tensor_check,
-                     ["Output compared: last_hidden_state."])
-    return 0
+    results = C.run_comparison(
+        "bert", "D. BERT-base-shaped BertModel (HF names; 12 x 768/12 heads/3072, GELU), "
+        "fp32, one forward pass", spec, metrics, args, C.tensor_check,
+        ["Output compared: last_hidden_state."])
+    return 1 if results.get("failed") else 0
 
 
 if __name__ == "__main__":

@@ -52,12 +52,13 @@ def main() -> int:
     args = ap.parse_args()
     spec = prepare(args, [int(x) for x in args.batches.split(",")])
     metrics = [C.Metric("forward", "ms", lambda r: r["total_s"] * 1e3, False)]
-    C.run_comparison("encoder", f"A. {TITLE}, one forward pass", spec, metrics, args, C.tensor_check,
-                     ["PyTorch: nn.TransformerEncoder in eval mode under torch.inference_mode() "
-                      "(fused_encoder_layer_op in the checks says whether its fast path ran). "
-                      "ONNX export: the same module on the ordinary path (the fused op has no ONNX "
-                      "symbolic), opset 14."])
-    return 0
+    results = C.run_comparison(
+        "encoder", f"A. {TITLE}, one forward pass", spec, metrics, args, C.tensor_check,
+        ["PyTorch: nn.TransformerEncoder in eval mode under torch.inference_mode() "
+         "(fused_encoder_layer_op in the checks says whether its fast path ran). "
+         "ONNX export: the same module on the ordinary path (the fused op has no ONNX "
+         "symbolic), opset 14."])
+    return 1 if results.get("failed") else 0
 
 
 if __name__ == "__main__":

@@ -48,13 +48,14 @@ def main() -> int:
     steps = args.steps
     metrics = [C.Metric(f"prefill {args.prompt}", "ms", lambda r: r["prefill_s"] * 1e3, False),
                C.Metric(f"decode {steps}", "tokens/s", lambda r: steps / r["decode_s"], True)]
-    C.run_comparison("gpt2", "C. GPT-2-small-shaped decoder (12 x 768/12 heads, vocab 50257), batch 1, "
-                     "KV cache", spec, metrics, args, C.tokens_check,
-                     ["Prefill: one pass over the prompt producing the K/V cache and the last "
-                      f"position's logits (+ argmax). Decode: {steps} steps feeding one token each, "
-                      f"context {args.prompt} -> {args.prompt + steps}; tokens/s = {steps} / decode "
-                      "time (prefill excluded); tokens compared = the prefill's + every step's."])
-    return 0
+    results = C.run_comparison(
+        "gpt2", "C. GPT-2-small-shaped decoder (12 x 768/12 heads, vocab 50257), batch 1, "
+        "KV cache", spec, metrics, args, C.tokens_check,
+        ["Prefill: one pass over the prompt producing the K/V cache and the last "
+         f"position's logits (+ argmax). Decode: {steps} steps feeding one token each, "
+         f"context {args.prompt} -> {args.prompt + steps}; tokens/s = {steps} / decode "
+         "time (prefill excluded); tokens compared = the prefill's + every step's."])
+    return 1 if results.get("failed") else 0
 
 
 if __name__ == "__main__":

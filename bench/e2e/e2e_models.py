@@ -350,7 +350,8 @@ class GPT2LMHead(nn.Module):
             x = x + blk.attn.c_proj(_merge(_attend(_heads(q, self.nhead), k, v, mask)))
             x = x + blk.mlp.c_proj(F.gelu(blk.mlp.c_fc(blk.ln_2(x)), approximate="tanh"))
         last = tr.ln_f(x[:, -1])  # [B, E]
-        return F.linear(last, tr.wte.weight), present
+        head = getattr(self, "lm_head", None)  # only in gpt2_linear()'s copy (int8)
+        return (head(last) if head is not None else F.linear(last, tr.wte.weight)), present
 
 
 def make_gpt2_dir(model_dir: str, seed: int) -> None:
@@ -395,6 +396,28 @@ def export_gpt2_onnx(model_dir: str, out: dict) -> None:
     _onnx_export(_GPT2Export(model, True), (ids[:, :1],) + past, out["decode"],
                  ["input_ids"] + past_names, ["logits"] + present,
                  {**{p: {2: "past_len"} for p in past_names}, **{p: {2: "total_len"} for p in present}})
+
+
+def gpt2_linear(model: GPT2LMHead) -> GPT2LMHead:
+    """A copy with every Conv1D replaced by the equivalent nn.Linear (weight transposed to
+    [out, in]) and the tied LM head as an nn.Linear (a copy of wte, no bias), as in Hugging Face's
+    GPT2LMHeadModel: quantize_dynamic swaps nn.Linear modules only, and Conv1D's addmm on a raw
+    parameter would stay fp32."""
+    m = copy.deepcopy(model)
+    for blk in m.transformer.h:
+        for parent, name in ((blk.attn, "c_attn"), (blk.attn, "c_proj"), (blk.mlp, "c_fc"),
+                             (blk.mlp, "c_proj")):
+            conv = getattr(parent, name)
+            lin = nn.Linear(conv.weight.shape[0], conv.weight.shape[1])
+            with torch.no_grad():
+                lin.weight.copy_(conv.weight.t())
+                lin.bias.copy_(conv.bias)
+            setattr(parent, name, lin)
+    wte = m.transformer.wte.weight
+    m.lm_head = nn.Linear(wte.shape[1], wte.shape[0], bias=False)
+    with torch.no_grad():
+        m.lm_head.weight.copy_(wte)
+    return m.eval()
 
 
 def gpt2_generate(model: GPT2LMHead, prompt: torch.Tensor, steps: int):
@@ -531,6 +554,42 @@ def export_bert_onnx(model_dir: str, path: str) -> None:
                  ["last_hidden_state", "pooler_output"],
                  {**{n: {0: "batch", 1: "seq"} for n in names},
                   "last_hidden_state": {0: "batch", 1: "seq"}, "pooler_output": {0: "batch"}})
+
+
+# =============================================================================================
+# PyTorch dynamic int8 (torch_worker.py --int8 ENGINE)
+# =============================================================================================
+def quantize_int8(kind: str, model: nn.Module, qengine: str) -> nn.Module:
+    """torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8) with the
+    quantized engine `qengine` (Debian's torch 1.13: qnnpack or onednn; no fbgemm): every
+    nn.Linear becomes a dynamically quantized Linear (int8 weights per tensor, symmetric; the
+    activation quantized to u8 per call). Kind-specific changes:
+      causal_lm  Conv1D -> nn.Linear and an nn.Linear LM head first (gpt2_linear), else nothing
+                 would be quantized;
+      encoder    nn.TransformerEncoderLayer's fused fast path fails on quantized linear1/linear2
+                 (AttributeError: 'function' object has no attribute 'is_cuda', from its checks of
+                 linear1.weight), so the layers take the ordinary path; nn.MultiheadAttention's
+                 in_proj (a raw parameter) and out_proj (NonDynamicallyQuantizableLinear) stay fp32;
+      seq2seq    the same for its encoder layers; the decode step calls F.linear on the
+                 attentions' in_proj_weight (fp32).
+    """
+    if qengine not in torch.backends.quantized.supported_engines:
+        raise ValueError(f"quantized engine {qengine!r} not in this torch "
+                         f"({torch.backends.quantized.supported_engines})")
+    torch.backends.quantized.engine = qengine
+    if kind == "causal_lm":
+        model = gpt2_linear(model)
+    q = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    for layer in q.modules():
+        if isinstance(layer, nn.TransformerEncoderLayer):
+            layer.activation_relu_or_gelu = 0  # off the fused fast path (see above)
+    return q.eval()
+
+
+def count_quantized_linears(model: nn.Module) -> int:
+    return sum(1 for m in model.modules()
+               if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")
+               and type(m).__name__ == "Linear")
 
 
 def save_raw(arr: np.ndarray, path: str) -> dict:

@@ -1,7 +1,10 @@
 // ONNX Runtime worker of bench/e2e (npm's onnxruntime-node, CPU execution provider): loads one
 // comparison's ONNX files and answers the coordinator's line protocol (see tessera_e2e.cpp).
 //
-//   node ort_worker.js SPEC.json THREADS
+//   node ort_worker.js SPEC.json THREADS [ONNX_KEY]
+//
+// ONNX_KEY: which map of ONNX files in the spec to load (default "onnx"; "onnx_int8" for the
+// dynamically quantized graphs written by quantize_onnx.py, engine ort-int8).
 //
 // Sessions as in /work/shared/reference: graphOptimizationLevel 'all', intraOpNumThreads =
 // THREADS, interOpNumThreads 1, sequential execution. Past/present keys and values go through JS
@@ -40,7 +43,7 @@ function kvNames(prefix, n) {
 }
 
 async function main() {
-  const [specPath, threadsArg] = process.argv.slice(2);
+  const [specPath, threadsArg, onnxKey = 'onnx'] = process.argv.slice(2);
   const threads = parseInt(threadsArg, 10);
   const spec = JSON.parse(fs.readFileSync(specPath, 'utf8'));
   const options = {
@@ -52,7 +55,8 @@ async function main() {
   };
   const t0 = now();
   const sessions = {};
-  for (const [name, path] of Object.entries(spec.onnx)) {
+  if (!spec[onnxKey]) throw new Error(`spec has no "${onnxKey}" ONNX files`);
+  for (const [name, path] of Object.entries(spec[onnxKey])) {
     sessions[name] = await ort.InferenceSession.create(path, options);
   }
   const cases = spec.cases.map((c) => {

@@ -4,8 +4,8 @@
 // protocol, like its PyTorch and ONNX Runtime peers (torch_worker.py, ort_worker.js), so that the
 // coordinator can interleave the engines' repetitions one by one:
 //
-//   tessera_e2e --spec SPEC.json --threads N
-//   stdout, once loaded:  {"ready": true, "load_s": ..., "threads": N, "isa": "..."}
+//   tessera_e2e --spec SPEC.json --threads N [--dtype f32|bf16|int8]
+//   stdout, once loaded:  {"ready": true, "load_s": ..., "threads": N, "isa": "...", "dtype": D}
 //   stdin:  {"cmd": "run", "case": I [, "out": PATH]}   ->  stdout: one JSON line
 //           {"cmd": "quit"}
 //
@@ -27,6 +27,10 @@
 // coordinator interleaves engines rep by rep with one load), inputs given as raw files, and the
 // outputs (tokens, logits, hidden states) written back for the coordinator's comparison.
 // A failure is answered {"error": "..."} (the coordinator then reports Tessera as n/a).
+// --dtype (default f32): the precision of the model's weights and GEMMs; the coordinator's
+// --tessera-dtypes starts one worker per dtype (engines tessera, tessera-bf16, tessera-int8). Only
+// f32 is wired to the engine so far: bf16 and int8 are answered {"ready": false, "error": ...}
+// (see Driver's constructor, where the model is loaded).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -35,6 +39,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/io/error.h"
@@ -93,7 +98,8 @@ struct Case {
 // One comparison's Tessera side: one model of the kind's family, and the cases' inputs.
 class Driver {
  public:
-  explicit Driver(const json& spec) : kind_(spec.at("kind").get<std::string>()) {
+  Driver(const json& spec, std::string dtype)
+      : kind_(spec.at("kind").get<std::string>()), dtype_(std::move(dtype)) {
     for (const auto& c : spec.at("cases")) {
       Case k;
       k.name = c.at("name").get<std::string>();
@@ -108,6 +114,10 @@ class Driver {
     if (family == nullptr)
       throw Error("spec: unknown kind '" + kind_ + "' (encoder, seq2seq, causal_lm, bert)");
     dir_ = std::make_unique<tessera::ModelDir>(spec.at("model_dir").get<std::string>());
+    // The model is loaded here; a reduced-precision load takes dtype_ (f32, bf16, int8).
+    if (dtype_ != "f32")
+      throw Error("--dtype " + dtype_ +
+                  ": not supported by tessera_e2e yet (only f32 is wired to the engine)");
     model_ = tessera::models::load_model(*dir_);
     if (std::string(model_->family()) != family)
       throw Error("spec kind " + kind_ + " needs a " + family + " model, '" + dir_->config_path() +
@@ -153,13 +163,15 @@ class Driver {
   }
 
   std::string kind_;
+  std::string dtype_;
   std::vector<Case> cases_;
   std::unique_ptr<tessera::ModelDir> dir_;
   std::unique_ptr<tessera::models::Model> model_;
 };
 
 int usage() {
-  std::cerr << "usage: tessera_e2e --spec SPEC.json --threads N  (driven by bench/e2e/*.py)\n";
+  std::cerr << "usage: tessera_e2e --spec SPEC.json --threads N [--dtype f32|bf16|int8]  (driven "
+               "by bench/e2e/*.py)\n";
   return 2;
 }
 
@@ -168,16 +180,23 @@ int usage() {
 int main(int argc, char** argv) {
   std::string spec_path;
   int threads = 0;
+  std::string dtype = "f32";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--spec" && i + 1 < argc)
       spec_path = argv[++i];
     else if (a == "--threads" && i + 1 < argc)
       threads = std::atoi(argv[++i]);
+    else if (a == "--dtype" && i + 1 < argc)
+      dtype = argv[++i];
     else
       return usage();
   }
   if (spec_path.empty() || threads < 1) return usage();
+  if (dtype != "f32" && dtype != "bf16" && dtype != "int8") {
+    std::cerr << "tessera_e2e: --dtype '" << dtype << "' is not one of f32, bf16, int8\n";
+    return usage();
+  }
   std::unique_ptr<Driver> driver;
   try {
     tessera::kernels::set_num_threads(threads);
@@ -185,11 +204,12 @@ int main(int argc, char** argv) {
     if (!f) throw Error("cannot open spec '" + spec_path + "'");
     const json spec = json::parse(f);
     const auto t0 = Clock::now();
-    driver = std::make_unique<Driver>(spec);
+    driver = std::make_unique<Driver>(spec, dtype);
     std::cout << json{{"ready", true},
                       {"load_s", since(t0)},
                       {"threads", tessera::kernels::num_threads()},
-                      {"isa", tessera::kernels::isa_name(tessera::kernels::active_isa())}}
+                      {"isa", tessera::kernels::isa_name(tessera::kernels::active_isa())},
+                      {"dtype", dtype}}
                      .dump()
               << std::endl;
   } catch (const std::exception& e) {

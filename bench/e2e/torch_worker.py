@@ -2,13 +2,17 @@
 """PyTorch worker of bench/e2e: loads one comparison's model from its Tessera model directory and
 answers the coordinator's line protocol (see tessera_e2e.cpp for the protocol and spec format).
 
-    torch_worker.py --spec SPEC.json --threads N [--t2 omp|blas]
+    torch_worker.py --spec SPEC.json --threads N [--t2 omp|blas] [--int8 onednn|qnnpack]
 
 Threads (Debian's torch 1.13 runs every GEMM in OpenBLAS, whose threads are not torch's): the
 coordinator sets OMP_NUM_THREADS / OPENBLAS_NUM_THREADS (and OMP_WAIT_POLICY=PASSIVE for the
 "omp" two-thread mode) in the environment; here torch.set_num_threads sets the intra-op count:
 N for "omp", 1 for "blas" (OpenBLAS alone uses the second core). Everything runs under
 torch.inference_mode() in eval mode (nn.TransformerEncoder's fast path).
+
+--int8 ENGINE: the model after torch.ao.quantization.quantize_dynamic(model, {nn.Linear},
+dtype=torch.qint8) on that quantized engine (e2e_models.quantize_int8: GPT-2's Conv1D layers and
+LM head become nn.Linear first; nn.TransformerEncoderLayer leaves its fused fast path).
 """
 from __future__ import annotations
 
@@ -49,12 +53,16 @@ def used_fused_encoder(fn) -> bool:
 
 
 class Runner:
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, int8: str = ""):
         self.kind = spec["kind"]
         d = spec["model_dir"]
         loader = {"encoder": M.load_encoder, "seq2seq": M.load_s2s, "causal_lm": M.load_gpt2,
                   "bert": M.load_bert}[self.kind]
         self.model = loader(d)
+        self.quantized_linears = 0
+        if int8:
+            self.model = M.quantize_int8(self.kind, self.model, int8)
+            self.quantized_linears = M.count_quantized_linears(self.model)
         self.cases = []
         for c in spec["cases"]:
             inputs = {k: torch.from_numpy(M.load_raw(v)) for k, v in c["inputs"].items()}
@@ -99,6 +107,8 @@ def main() -> int:
     ap.add_argument("--spec", required=True)
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--t2", choices=("omp", "blas"), default="omp")
+    ap.add_argument("--int8", default="", help="quantize_dynamic on this quantized engine "
+                    "(onednn, qnnpack)")
     args = ap.parse_args()
     torch.set_num_threads(1 if (args.threads > 1 and args.t2 == "blas") else args.threads)
     try:
@@ -109,10 +119,13 @@ def main() -> int:
         with open(args.spec, encoding="utf-8") as f:
             spec = json.load(f)
         t0 = time.perf_counter()
-        runner = Runner(spec)
+        runner = Runner(spec, args.int8)
         ready = {"ready": True, "load_s": time.perf_counter() - t0, "threads": args.threads,
                  "torch": torch.__version__, "intra_op": torch.get_num_threads(),
                  "blas": loaded_blas()}
+        if args.int8:
+            ready.update(qengine=torch.backends.quantized.engine,
+                         quantized_linears=runner.quantized_linears)
     except Exception as e:  # noqa: BLE001
         print(json.dumps({"ready": False, "error": f"{type(e).__name__}: {e}"}), flush=True)
         return 2
