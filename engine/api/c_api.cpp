@@ -78,8 +78,8 @@ tessera::NamedTensors to_inputs(const tessera_tensor* inputs, size_t n) {
     int dtype = 0;
     static_assert(sizeof(t.dtype) == sizeof(dtype));
     std::memcpy(&dtype, &t.dtype, sizeof dtype);
-    require(dtype >= TESSERA_F32 && dtype <= TESSERA_BOOL,
-            what + " has dtype " + std::to_string(dtype) + ", not a tessera_dtype (0..6)");
+    require(dtype >= TESSERA_F32 && dtype <= TESSERA_I8,
+            what + " has dtype " + std::to_string(dtype) + ", not a tessera_dtype (0..7)");
     require(t.rank >= 0 && t.rank <= kMaxRank, what + " has rank " + std::to_string(t.rank) +
                                                    " (0.." + std::to_string(kMaxRank) + ")");
     require(t.rank == 0 || t.shape != nullptr,

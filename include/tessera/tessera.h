@@ -44,7 +44,8 @@ typedef enum {
   TESSERA_I64 = 3,
   TESSERA_I32 = 4,
   TESSERA_U8 = 5,
-  TESSERA_BOOL = 6
+  TESSERA_BOOL = 6,
+  TESSERA_I8 = 7 /* the int8 weights of a quantized model directory; no model input is I8 */
 } tessera_dtype;
 
 /* A named tensor, row-major and contiguous. Inputs are read in place during the call. */

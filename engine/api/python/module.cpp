@@ -125,6 +125,8 @@ py::dtype numpy_dtype(tessera::DType dt) {
       return py::dtype("uint8");
     case tessera::DType::boolean:
       return py::dtype("bool");
+    case tessera::DType::i8:
+      return py::dtype("int8");
     case tessera::DType::bf16:
       break;
   }
