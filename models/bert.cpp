@@ -136,11 +136,12 @@ struct BertModel::Prepared {
   bool has_padding = false;
 };
 
-BertModel::BertModel(const ModelDir& dir)
+BertModel::BertModel(const ModelDir& dir, const LoadOptions& o)
     : cfg_(read_config(dir)), weights_(std::make_shared<WeightSet>()) {
   auto& c = cfg_;
   hf::CheckpointReader R(dir, "bert.", summary(c));
   WeightSet& ws = *weights_;
+  ws.gemm_type = resolve_weight_type(dir, o);
   const int64_t h = c.hidden_size, inter = c.intermediate_size;
   auto vec = [&](const std::string& name, int64_t n) { return R.add_copy(ws, name, {n}); };
   auto norm = [&](const std::string& p) {
@@ -167,24 +168,21 @@ BertModel::BertModel(const ModelDir& dir)
     Layer L;
     // q, k, v stacked into one [3H, H] projection (rows: q, then k, then v): the padding-removal
     // segments hand the fused projection to attention. The stored q/k/v stay registered as
-    // views no node reads, so the prepack pass releases their mapped pages.
-    Tensor qkv(DType::f32, {3 * h, h}, false), qkv_b(DType::f32, {3 * h}, false);
+    // views no node reads, so the prepack pass releases their mapped pages. (Joined in the
+    // dtype they are held in: f32, or BF16 / I8 as stored.)
+    std::vector<int> wq, bq;
     const char* parts[] = {"query", "key", "value"};
     for (int i = 0; i < 3; ++i) {
       const std::string q = p + ".attention.self." + parts[i];
-      const int wi = R.add(ws, q + ".weight", {h, h});
-      const int bi = R.add_copy(ws, q + ".bias", {h});
-      const Tensor& wt = ws.at(wi).tensor;
-      const Tensor& bt = ws.at(bi).tensor;
-      std::memcpy(qkv.data<float>() + i * h * h, wt.raw(), wt.nbytes());
-      std::memcpy(qkv_b.data<float>() + i * h, bt.raw(), bt.nbytes());
+      wq.push_back(R.add(ws, q + ".weight", {h, h}));
+      bq.push_back(R.add_copy(ws, q + ".bias", {h}));
     }
     L.attention.name = p + ".attention.self";
     L.attention.heads = c.num_attention_heads;
     L.attention.head_dim = c.head_dim();
-    const int qkv_w = ws.add(p + ".attention.self.qkv.weight", qkv);
+    const int qkv_w = ws.add_concat(p + ".attention.self.qkv.weight", wq);
     L.attention.qkv =
-        Dense{p + ".attention.self.qkv", qkv_w, ws.add(p + ".attention.self.qkv.bias", qkv_b)};
+        Dense{p + ".attention.self.qkv", qkv_w, ws.add_concat(p + ".attention.self.qkv.bias", bq)};
     L.attention.out = dense(p + ".attention.output.dense", h, h);
     L.attn_ln = norm(p + ".attention.output.LayerNorm");
     L.ff.up = dense(p + ".intermediate.dense", inter, h);

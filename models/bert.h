@@ -56,7 +56,7 @@ class BertModel final : public Model {
  public:
   // Reads the config, checks every tensor's presence and shape, builds the graphs and runs the
   // graph passes (which pack the GEMM weights).
-  explicit BertModel(const ModelDir& dir);
+  explicit BertModel(const ModelDir& dir, const LoadOptions& o = {});
 
   const BertConfig& config() const { return cfg_; }
   const char* family() const override { return "bert"; }

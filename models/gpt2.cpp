@@ -366,24 +366,21 @@ class Gpt2Rows final : public RowModel {
 
 // -------------------------------------------------------------------------------------------------
 
-Gpt2Model::Gpt2Model(const ModelDir& dir)
+Gpt2Model::Gpt2Model(const ModelDir& dir, const LoadOptions& o)
     : cfg_(read_config(dir)), weights_(std::make_shared<WeightSet>()) {
   auto& c = cfg_;
   hf::CheckpointReader R(dir, "transformer.", summary(c));
   WeightSet& ws = *weights_;
+  ws.gemm_type = resolve_weight_type(dir, o);
   const int64_t e = c.n_embd, in = c.n_inner;
   auto vec = [&](const std::string& name, int64_t n) { return R.add_copy(ws, name, {n}); };
   auto norm = [&](const std::string& p) {
     return Norm{p, vec(p + ".weight", e), vec(p + ".bias", e), c.layer_norm_epsilon};
   };
   // Conv1D weights [in, out] registered as they are stored (views of the mapped file); the
-  // prepack pass packs them with pack_weights_kn and releases the mapped pages.
-  auto kn = [&](int i) {
-    ws.at_mut(i).kn_layout = true;
-    return i;
-  };
+  // prepack pass packs them [K, N] (kn_layout) and releases the mapped pages.
   auto conv = [&](const std::string& p, int64_t k, int64_t n) {
-    const int weight = kn(R.add(ws, p + ".weight", {k, n}));
+    const int weight = R.add(ws, p + ".weight", {k, n}, /*kn=*/true);
     return Dense{p, weight, vec(p + ".bias", n)};
   };
   Weights w;
@@ -414,7 +411,12 @@ Gpt2Model::Gpt2Model(const ModelDir& dir)
       for (int64_t i = 0; i < e; ++i)
         for (int64_t j = 0; j < e; ++j) aw2.data<float>()[i * 3 * e + j] *= s;
       for (int64_t j = 0; j < e; ++j) ab2.data<float>()[j] *= s;
-      const int weight = kn(ws.add(p + ".attn.c_attn.weight", aw2));
+      // (A scaled copy: a quantized directory keeps c_attn as stored, f32; it is converted at
+      // load like any f32 weight.)
+      const int weight =
+          ws.add(p + ".attn.c_attn.weight", aw2, {R.stored_name(p + ".attn.c_attn.weight")});
+      ws.at_mut(weight).kn_layout = true;
+      ws.at_mut(weight).exact = false;
       L.attn.qkv = Dense{p + ".attn.c_attn", weight, ws.add(p + ".attn.c_attn.bias", ab2)};
     }
     L.attn.out = conv(p + ".attn.c_proj", e, e);

@@ -50,7 +50,7 @@ class Gpt2Model final : public Model {
  public:
   // Reads the config, checks every tensor's presence and shape, builds the graphs and runs the
   // graph passes (which pack the GEMM weights).
-  explicit Gpt2Model(const ModelDir& dir);
+  explicit Gpt2Model(const ModelDir& dir, const LoadOptions& o = {});
 
   const Gpt2Config& config() const { return cfg_; }
   const char* family() const override { return "gpt2"; }

@@ -16,7 +16,7 @@ namespace {
 // The `transformer` family behind the common interface (TransformerModel predates it).
 class TransformerFamily final : public Model {
  public:
-  explicit TransformerFamily(const ModelDir& dir) : m_(dir) {}
+  TransformerFamily(const ModelDir& dir, const LoadOptions& o) : m_(dir, o) {}
   const char* family() const override { return "transformer"; }
   TensorMap run(const TensorMap& inputs, NodeObserver* observer) const override {
     return m_.run(inputs, observer);
@@ -32,12 +32,12 @@ class TransformerFamily final : public Model {
 
 }  // namespace
 
-std::unique_ptr<Model> load_model(const ModelDir& dir) {
+std::unique_ptr<Model> load_model(const ModelDir& dir, const LoadOptions& o) {
   const std::string type = dir.get_string("model_type", "");
-  if (type == "transformer") return std::make_unique<TransformerFamily>(dir);
-  if (type == "gpt2") return std::make_unique<Gpt2Model>(dir);
-  if (type == "bert") return std::make_unique<BertModel>(dir);
-  if (type == "rnn_attention") return std::make_unique<RnnAttentionModel>(dir);
+  if (type == "transformer") return std::make_unique<TransformerFamily>(dir, o);
+  if (type == "gpt2") return std::make_unique<Gpt2Model>(dir, o);
+  if (type == "bert") return std::make_unique<BertModel>(dir, o);
+  if (type == "rnn_attention") return std::make_unique<RnnAttentionModel>(dir, o);
   throw Error("'" + dir.config_path() + "': model_type '" + type +
               "' is not supported (supported: transformer, gpt2, bert, rnn_attention)");
 }
@@ -80,33 +80,37 @@ Tensor CheckpointReader::get(const std::string& name, const Shape& expected, boo
     throw Error("model directory '" + dir_.dir() + "' has no tensor '" + prefix_ + name +
                 "' (required by config.json: " + summary_ + ")");
   used_.insert(real);
-  const DType dt = dir_.dtype(real);
-  if (dt != DType::f32 && dt != DType::f16 && dt != DType::bf16)
-    throw Error("'" + dir_.file_of(real) + "': tensor '" + real + "' has dtype " + dtype_name(dt) +
-                ", expected F32, F16 or BF16");
-  if (dir_.shape(real) != expected)
-    throw Error("'" + dir_.file_of(real) + "': tensor '" + real + "' has shape " +
-                shape_str(dir_.shape(real)) + ", expected " + shape_str(expected) +
-                " from config.json (" + summary_ + ")");
-  Tensor t = dir_.get(real);
-  // A view returns the same bytes each time; a copy (unaligned data) does not.
-  if (mapped) *mapped = dt == DType::f32 && dir_.get(real).raw() == t.raw();
-  return dt == DType::f32 ? t : t.to_f32();
+  StoredWeight w =
+      read_weight(dir_, real, expected, summary_, Want::f32, kernels::WeightType::f32, false);
+  if (mapped) *mapped = w.mapped;
+  return w.tensor;
+}
+
+StoredWeight CheckpointReader::read(const std::string& name, const Shape& expected,
+                                    kernels::WeightType gemm_type, bool kn) {
+  const std::string real = resolve(name);
+  if (real.empty())
+    throw Error("model directory '" + dir_.dir() + "' has no tensor '" + prefix_ + name +
+                "' (required by config.json: " + summary_ + ")");
+  used_.insert(real);
+  StoredWeight w = read_weight(dir_, real, expected, summary_, Want::gemm, gemm_type, kn);
+  if (w.tensor.dtype() == DType::i8) used_.insert(scale_name(real));
+  return w;
 }
 
 int CheckpointReader::add_copy(WeightSet& ws, const std::string& name, const Shape& expected) {
   bool mapped = false;
   Tensor t = get(name, expected, &mapped);
-  if (!mapped) return ws.add(name, std::move(t));
+  const std::string real = resolve(name);
+  if (!mapped) return ws.add(name, std::move(t), {real});
   Tensor copy(DType::f32, t.shape(), false);
   std::memcpy(copy.raw(), t.raw(), t.nbytes());
-  return ws.add(name, std::move(copy));
+  return ws.add(name, std::move(copy), {real});
 }
 
-int CheckpointReader::add(WeightSet& ws, const std::string& name, const Shape& expected) {
-  bool mapped = false;
-  Tensor t = get(name, expected, &mapped);
-  return mapped ? ws.add_mapped(name, std::move(t)) : ws.add(name, std::move(t));
+int CheckpointReader::add(WeightSet& ws, const std::string& name, const Shape& expected, bool kn) {
+  StoredWeight w = read(name, expected, ws.gemm_type, kn);
+  return add_weight(ws, name, std::move(w), resolve(name), kn);
 }
 
 void CheckpointReader::check_all_used(
@@ -119,22 +123,6 @@ void CheckpointReader::check_all_used(
     throw Error("'" + dir_.file_of(name) + "': unexpected tensor '" + name +
                 "' (not part of a model with " + summary_ + ")");
   }
-}
-
-kernels::PackedWeights pack_nk(const Tensor& w) {
-  return kernels::pack_weights(w.data<float>(), w.dim(0), w.dim(1), w.dim(1));
-}
-
-kernels::PackedWeights pack_kn(const Tensor& w) {
-  const int64_t k = w.dim(0), n = w.dim(1);
-  // TODO(kernels): kernels::pack_weights_kn(w.data<float>(), k, n, n) packs [K, N] directly;
-  // until it is on main, transpose into a temporary [N, K] and pack that.
-  Tensor t(DType::f32, {n, k}, false);
-  const float* src = w.data<float>();
-  float* dst = t.data<float>();
-  for (int64_t i = 0; i < k; ++i)
-    for (int64_t j = 0; j < n; ++j) dst[j * k + i] = src[i * n + j];
-  return kernels::pack_weights(dst, n, k, k);
 }
 
 std::string describe(const Tensor& t) {

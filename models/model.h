@@ -7,6 +7,8 @@
 //
 // Also here: the pieces the Hugging Face families share (checkpoint reading with prefixes and
 // aliases, Conv1D weight packing, attention-mask parsing).
+//
+// Every family takes LoadOptions (models/weights.h): the type its GEMM weights are packed as.
 #pragma once
 
 #include <functional>
@@ -19,6 +21,7 @@
 #include "engine/graph/graph.h"
 #include "engine/graph/passes/passes.h"
 #include "engine/io/model_dir.h"
+#include "models/weights.h"
 
 namespace tessera::models {
 
@@ -48,17 +51,23 @@ class Model {
   virtual const RnnAttentionModel* rnn_attention() const { return nullptr; }
 };
 
-// Reads config.json's model_type ("transformer", "gpt2", "bert") and loads that family.
-// Throws Error naming config.json for a missing or unknown model_type.
-std::unique_ptr<Model> load_model(const ModelDir& dir);
+// Reads config.json's model_type ("transformer", "gpt2", "bert") and loads that family, its GEMM
+// weights as `o` says (models/weights.h). Throws Error naming config.json for a missing or
+// unknown model_type.
+std::unique_ptr<Model> load_model(const ModelDir& dir, const LoadOptions& o = {});
+// The type the model's GEMM weights were packed as.
+inline kernels::WeightType weight_type(const Model& m) {
+  return m.forward_graph().weights().gemm_type;
+}
 
 namespace hf {
 
 // Reads the tensors of a Hugging Face checkpoint: each name is looked up with the family's
 // prefix ("transformer.", "bert.") when the checkpoint uses one, and without; LayerNorm weights
 // are also found under their old names (gamma/beta). Every tensor is checked for presence,
-// dtype (F32/F16/BF16, converted to f32) and shape, and marked used; check_all_used() then
-// rejects a checkpoint holding tensors the model does not know (except those `ignorable` says).
+// dtype (F32/F16/BF16, converted to f32; GEMM weights as models/weights.h reads them) and shape,
+// and marked used (an I8 weight's `.scale` too); check_all_used() then rejects a checkpoint
+// holding tensors the model does not know (except those `ignorable` says).
 class CheckpointReader {
  public:
   CheckpointReader(const ModelDir& dir, const std::string& prefix, std::string summary);
@@ -71,8 +80,13 @@ class CheckpointReader {
   // *mapped (when given) tells whether it is a view of the mapped file.
   Tensor get(const std::string& name, const Shape& expected, bool* mapped = nullptr);
   // The tensor registered in `ws` as one weight: WeightSet::add_mapped for a view of the file
-  // (the prepack pass may release its pages once packed), else WeightSet::add.
-  int add(WeightSet& ws, const std::string& name, const Shape& expected);
+  // (the prepack pass may release its pages once packed), else WeightSet::add. For GEMM weights
+  // and the tables that may be tied to one (read as Want::gemm for ws.gemm_type): kn, stored
+  // [K, N] (a Conv1D weight; WeightSet::Entry::kn_layout).
+  int add(WeightSet& ws, const std::string& name, const Shape& expected, bool kn = false);
+  // A GEMM weight as Want::gemm reads it (BF16 / I8 kept as stored for `gemm_type`).
+  StoredWeight read(const std::string& name, const Shape& expected, kernels::WeightType gemm_type,
+                    bool kn = false);
   // The tensor registered in `ws` as an owned copy (never a view of the file). For the small
   // tensors read as f32 at run time (biases, LayerNorm parameters, position tables): the file
   // cache may hand out large folios, and touching a view would map a whole folio back into the
@@ -88,11 +102,6 @@ class CheckpointReader {
   std::string summary_;
   std::set<std::string> used_;
 };
-
-// Packs W [n, k] (a PyTorch Linear weight, rows = output features) for the GEMM.
-kernels::PackedWeights pack_nk(const Tensor& w);
-// Packs W [k, n] (a Hugging Face Conv1D weight, rows = input features) for the GEMM.
-kernels::PackedWeights pack_kn(const Tensor& w);
 
 // An `attention_mask` input [B, T] of BOOL, U8, I32, I64 or F32 holding 0/1 (1 = keep): the key
 // padding mask [B, T] U8 the attention operator takes (1 = padding). Throws Error naming `name`

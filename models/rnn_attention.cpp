@@ -168,7 +168,7 @@ Tensor view(const float* p, Shape s) {
 
 }  // namespace
 
-RnnAttentionModel::RnnAttentionModel(const ModelDir& dir)
+RnnAttentionModel::RnnAttentionModel(const ModelDir& dir, const LoadOptions& o)
     : cfg_(read_config(dir)),
       weights_(std::make_shared<WeightSet>()),
       w_(std::make_unique<Weights>()),
@@ -177,17 +177,26 @@ RnnAttentionModel::RnnAttentionModel(const ModelDir& dir)
   const int64_t e = c.embed_dim, h = c.hidden_size, g = c.gates(), a = c.attention_dim;
   hf::CheckpointReader r(dir, "", summary(c));
   Weights& w = *w_;
+  weights_->gemm_type = resolve_weight_type(dir, o);
   w.src_embed = owned(r, "src_embed.weight", {c.src_vocab_size, e});
   w.tgt_embed = owned(r, "tgt_embed.weight", {c.tgt_vocab_size, e});
+  // The GEMMs' matrices (input projections, bridge, attention, generator), packed as the
+  // model's weight type from the data as stored (f32, or BF16 / I8); W_hh stays f32 (the cell).
   auto pack = [&](const std::string& name, const Shape& shape) {
-    return weights_->add_packed(name, hf::pack_nk(r.get(name, shape)));
+    WeightSet::Entry e;
+    e.name = name;
+    StoredWeight sw = r.read(name, shape, weights_->gemm_type);
+    e.tensor = std::move(sw.tensor);
+    e.scale = std::move(sw.scale);
+    return weights_->add_packed(name, pack_weight(e, weights_->gemm_type), {name});
   };
   auto rnn = [&](const std::string& prefix, const std::string& suffix, int64_t in) {
     RnnWeights rw;
     rw.w_ih = pack(prefix + "weight_ih_" + suffix, {g * h, in});
     const Tensor whh = r.get(prefix + "weight_hh_" + suffix, {g * h, h});
     rw.w_hh = weights_->add_packed(prefix + "weight_hh_" + suffix,
-                                   k::pack_recurrent(whh.data<float>(), c.cell, h, h));
+                                   k::pack_recurrent(whh.data<float>(), c.cell, h, h),
+                                   {prefix + "weight_hh_" + suffix});
     rw.b_ih = owned(r, prefix + "bias_ih_" + suffix, {g * h});
     rw.b_hh = owned(r, prefix + "bias_hh_" + suffix, {g * h});
     return rw;
@@ -214,17 +223,24 @@ RnnAttentionModel::RnnAttentionModel(const ModelDir& dir)
   {
     // generator.weight's columns are [s (H) | context (2H) | embed (E)]; the decoder rows are
     // [embed | context | s]: permute the columns once.
+    // (In the dtype it is held in: a permutation of each row's columns commutes with a
+    // per-output-channel conversion.)
     const int64_t vt = c.tgt_vocab_size, width = c.row_width();
-    const Tensor gw = r.get("generator.weight", {vt, width});
-    Tensor perm(DType::f32, {vt, width}, false);
+    StoredWeight gw = r.read("generator.weight", {vt, width}, weights_->gemm_type);
+    const size_t es = dtype_size(gw.tensor.dtype());
+    WeightSet::Entry perm;
+    perm.name = "generator.weight";
+    perm.tensor = Tensor(gw.tensor.dtype(), {vt, width}, false);
+    perm.scale = std::move(gw.scale);
     for (int64_t v = 0; v < vt; ++v) {
-      const float* src = gw.data<float>() + v * width;
-      float* dst = perm.data<float>() + v * width;
-      std::memcpy(dst, src + 3 * h, sizeof(float) * e);
-      std::memcpy(dst + e, src + h, sizeof(float) * 2 * h);
-      std::memcpy(dst + e + 2 * h, src, sizeof(float) * h);
+      const char* src = static_cast<const char*>(gw.tensor.raw()) + v * width * es;
+      char* dst = static_cast<char*>(perm.tensor.raw()) + v * width * es;
+      std::memcpy(dst, src + 3 * h * es, es * e);
+      std::memcpy(dst + e * es, src + h * es, es * 2 * h);
+      std::memcpy(dst + (e + 2 * h) * es, src, es * h);
     }
-    w.generator = weights_->add_packed("generator.weight", hf::pack_nk(perm));
+    w.generator = weights_->add_packed("generator.weight", pack_weight(perm, weights_->gemm_type),
+                                       {"generator.weight"});
     w.generator_b = owned(r, "generator.bias", {vt});
   }
   r.check_all_used(nullptr);

@@ -59,7 +59,7 @@ struct RnnAttentionConfig {
 class RnnAttentionModel final : public Model {
  public:
   // Reads the config, checks every tensor's presence and shape, packs the weights.
-  explicit RnnAttentionModel(const ModelDir& dir);
+  explicit RnnAttentionModel(const ModelDir& dir, const LoadOptions& o = {});
   ~RnnAttentionModel() override;
 
   const RnnAttentionConfig& config() const { return cfg_; }

@@ -105,41 +105,30 @@ class WeightLoader {
 
   bool has(const std::string& name) const { return dir_.has(resolve(name)); }
 
-  // f32 tensor of the expected shape (a view when the file holds f32, else a converted copy).
-  // *mapped (if given) tells whether it is a view of the mapped file.
-  Tensor tensor(const std::string& name, const Shape& expected, bool* mapped = nullptr) {
+  // The tensor of the expected shape as `want` reads it (models/weights.h): f32 (a view when the
+  // file holds f32, else a converted copy), or for a GEMM weight BF16 / I8 as stored.
+  StoredWeight stored(const std::string& name, const Shape& expected, Want want) {
     const std::string real = resolve(name);
     if (!dir_.has(real))
       throw Error("model directory '" + dir_.dir() + "' has no tensor '" + real +
                   "' (required by config.json: " + summary() + ")");
     used_.insert(real);
-    const DType dt = dir_.dtype(real);
-    if (dt != DType::f32 && dt != DType::f16 && dt != DType::bf16)
-      throw Error("'" + dir_.file_of(real) + "': tensor '" + real + "' has dtype " +
-                  dtype_name(dt) + ", expected F32, F16 or BF16");
-    if (dir_.shape(real) != expected)
-      throw Error("'" + dir_.file_of(real) + "': tensor '" + real + "' has shape " +
-                  shape_str(dir_.shape(real)) + ", expected " + shape_str(expected) +
-                  " from config.json (" + summary() + ")");
-    Tensor t = dir_.get(real);
-    // A view returns the same bytes each time; a copy (unaligned data) does not.
-    if (mapped) *mapped = dt == DType::f32 && dir_.get(real).raw() == t.raw();
-    return dt == DType::f32 ? t : t.to_f32();
+    StoredWeight w = read_weight(dir_, real, expected, summary(), want, ws_.gemm_type);
+    if (w.tensor.dtype() == DType::i8) used_.insert(scale_name(real));
+    return w;
   }
 
   // A whole tensor as one weight (a view of the file where it holds f32).
-  int whole(const std::string& name, const Shape& shape) {
-    bool mapped = false;
-    Tensor t = tensor(name, shape, &mapped);
-    return mapped ? ws_.add_mapped(name, std::move(t)) : ws_.add(name, std::move(t));
+  int whole(const std::string& name, const Shape& shape, Want want = Want::gemm) {
+    return add_weight(ws_, name, stored(name, shape, want), resolve(name));
   }
-  int vec(const std::string& name, int64_t n) { return whole(name, {n}); }
-  int table(const std::string& name, const Shape& shape) { return whole(name, shape); }
-  // Rows [begin, begin + count) of an already loaded matrix or vector, as a view (the prepack
-  // pass packs the matrices the GEMMs read).
-  int rows(const std::string& label, const Tensor& full, bool mapped, int64_t begin,
-           int64_t count) {
-    return ws_.add_rows(label, full, begin, count, mapped);
+  int vec(const std::string& name, int64_t n) { return whole(name, {n}, Want::f32); }
+  int table(const std::string& name, const Shape& shape) { return whole(name, shape, Want::f32); }
+  // Rows [begin, begin + count) of an already loaded matrix or vector `full` (stored as
+  // `name`), as a view (the prepack pass packs the matrices the GEMMs read).
+  int rows(const std::string& label, const StoredWeight& full, const std::string& name,
+           int64_t begin, int64_t count) {
+    return ws_.add_rows(label, full.tensor, begin, count, full.mapped, full.scale, {resolve(name)});
   }
 
   void check_all_used() const {
@@ -187,15 +176,15 @@ Attention load_attention(WeightLoader& L, const TransformerConfig& c, const std:
   a.name = p;
   a.heads = c.nhead;
   a.head_dim = c.head_dim();
-  bool mw = false, mb = false;
-  Tensor in_w = L.tensor(p + ".in_proj_weight", {3 * e, e}, &mw);
-  Tensor in_b = L.tensor(p + ".in_proj_bias", {3 * e}, &mb);
-  a.q = Dense{p + ".q_proj", L.rows(p + ".in_proj_weight[q]", in_w, mw, 0, e), -1};
-  a.k = Dense{p + ".k_proj", L.rows(p + ".in_proj_weight[k]", in_w, mw, e, e), -1};
-  a.v = Dense{p + ".v_proj", L.rows(p + ".in_proj_weight[v]", in_w, mw, 2 * e, e), -1};
-  a.q.bias = L.rows(p + ".in_proj_bias[q]", in_b, mb, 0, e);
-  a.k.bias = L.rows(p + ".in_proj_bias[k]", in_b, mb, e, e);
-  a.v.bias = L.rows(p + ".in_proj_bias[v]", in_b, mb, 2 * e, e);
+  const std::string w = p + ".in_proj_weight", b = p + ".in_proj_bias";
+  const StoredWeight in_w = L.stored(w, {3 * e, e}, Want::gemm);
+  const StoredWeight in_b = L.stored(b, {3 * e}, Want::f32);
+  a.q = Dense{p + ".q_proj", L.rows(w + "[q]", in_w, w, 0, e), -1};
+  a.k = Dense{p + ".k_proj", L.rows(w + "[k]", in_w, w, e, e), -1};
+  a.v = Dense{p + ".v_proj", L.rows(w + "[v]", in_w, w, 2 * e, e), -1};
+  a.q.bias = L.rows(b + "[q]", in_b, b, 0, e);
+  a.k.bias = L.rows(b + "[k]", in_b, b, e, e);
+  a.v.bias = L.rows(b + "[v]", in_b, b, 2 * e, e);
   a.out.name = p + ".out_proj";
   a.out.weight = L.whole(p + ".out_proj.weight", {e, e});
   a.out.bias = L.vec(p + ".out_proj.bias", e);
@@ -239,9 +228,10 @@ struct ModelWeights {
 // view, recorded where the fuse_qkv pass looks, so the graphs it fuses share the same entry.
 int joined_rows(WeightSet& ws, const std::vector<int>& ids, const std::string& name) {
   if (auto it = ws.concatenated.find(ids); it != ws.concatenated.end()) return it->second;
-  const Tensor base = ws.at(ids[0]).base;
+  const Tensor base = ws.at(ids[0]).base, base_scale = ws.at(ids[0]).base_scale;
   const int64_t first_row = ws.at(ids[0]).base_row;
   const bool mapped = ws.at(ids[0]).mapped;
+  const std::vector<std::string> sources = ws.at(ids[0]).sources;
   int64_t rows = 0;
   for (int id : ids) {
     const auto& e = ws.at(id);
@@ -249,7 +239,7 @@ int joined_rows(WeightSet& ws, const std::vector<int>& ids, const std::string& n
       throw Error("internal: '" + e.name + "' is not a consecutive row block of its matrix");
     rows += e.tensor.dim(0);
   }
-  const int out = ws.add_rows(name, base, first_row, rows, mapped);
+  const int out = ws.add_rows(name, base, first_row, rows, mapped, base_scale, sources);
   ws.concatenated[ids] = out;
   return out;
 }
@@ -399,9 +389,10 @@ void check_padding(const TensorMap& in, const std::string& name, int64_t batch, 
 
 // -------------------------------------------------------------------------------------------------
 
-TransformerModel::TransformerModel(const ModelDir& dir)
+TransformerModel::TransformerModel(const ModelDir& dir, const LoadOptions& o)
     : cfg_(read_config(dir)), weights_(std::make_shared<WeightSet>()) {
   auto& c = cfg_;
+  weights_->gemm_type = resolve_weight_type(dir, o);
   WeightLoader L(dir, c, *weights_);
   const int64_t e = c.d_model;
   ModelWeights w;

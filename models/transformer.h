@@ -17,6 +17,7 @@
 #include "engine/graph/graph.h"
 #include "engine/graph/passes/passes.h"
 #include "engine/io/model_dir.h"
+#include "models/weights.h"
 
 namespace tessera::models {
 
@@ -42,7 +43,7 @@ struct TransformerConfig {
 class TransformerModel {
  public:
   // Reads the config, checks every tensor's presence and shape, packs the GEMM weights.
-  explicit TransformerModel(const ModelDir& dir);
+  explicit TransformerModel(const ModelDir& dir, const LoadOptions& o = {});
 
   const TransformerConfig& config() const { return cfg_; }
   const Graph& forward_graph() const { return *forward_; }

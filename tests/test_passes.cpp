@@ -681,3 +681,135 @@ TEST_CASE("passes: prepack packs [K, N] weights (kn_layout) and a tied table rea
   idt.data<int64_t>()[0] = 17;
   CHECK_THROWS_AS(execute(g, {{"ids", idt}}, ctx), Error);
 }
+
+namespace {
+
+// How the attention graph's q/k/v weights are held: f32 rows of one in_proj matrix; that matrix
+// as stored in reduced precision (BF16 bits, or I8 with per-row scales), rows viewed; three
+// separately stored matrices (joined by a copy).
+enum class Held { f32_rows, stored_rows, stored_parts };
+
+AttnGraph lowp_attention_graph(const Tensor& in_w, const Tensor& in_b, kernels::WeightType type,
+                               Held held) {
+  const int64_t e = 12, heads = 3;
+  AttnGraph r;
+  r.ws->gemm_type = type;
+  // in_w converted as the checkpoint would store it.
+  Tensor stored = in_w, scale;
+  if (held != Held::f32_rows) {
+    if (type == kernels::WeightType::int8) {
+      stored = Tensor(DType::i8, {3 * e, e});
+      scale = Tensor(DType::f32, {3 * e});
+      kernels::quantize_weights_int8(in_w.data<float>(), 3 * e, e, e, false, stored.data<int8_t>(),
+                                     scale.data<float>());
+    } else {
+      stored = Tensor(DType::bf16, {3 * e, e});
+      for (int64_t i = 0; i < in_w.numel(); ++i)
+        stored.data<uint16_t>()[i] = kernels::f32_to_bf16(in_w.data<float>()[i]);
+    }
+  }
+  int w[3], b[3];
+  for (int i = 0; i < 3; ++i) {
+    if (held == Held::stored_parts) {
+      w[i] = r.ws->add(named("w", i), stored.slice(i * e, e).reshaped({e, e}), {named("w", i)});
+      if (!scale.empty()) r.ws->at_mut(w[i]).scale = scale.slice(i * e, e);
+    } else {
+      w[i] = r.ws->add_rows(named("w", i), stored, i * e, e, false, scale, {"in_proj"});
+    }
+    b[i] = r.ws->add_rows(named("b", i), in_b, i * e, e, false);
+  }
+  r.g = std::make_unique<Graph>(r.ws);
+  Graph& g = *r.g;
+  ValueId x = g.add_input("x");
+  ValueId proj[3];
+  for (int i = 0; i < 3; ++i) {
+    NodeAttrs a = with_weight(w[i]);
+    a.bias = b[i];
+    proj[i] = g.add_node(Op::linear, "attn." + std::string(1, "qkv"[i]) + "_proj", {x}, a);
+  }
+  NodeAttrs a;
+  a.heads = heads;
+  a.head_dim = e / heads;
+  ValueId s = g.add_node(Op::attention_scores, "attn.scores", {proj[0], proj[1], kNone, kNone}, a);
+  ValueId p = g.add_node(Op::softmax, "attn.softmax", {s}, NodeAttrs{});
+  g.mark_output(g.add_node(Op::attention_context, "attn.context", {p, proj[2]}, a), "y");
+  return r;
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("passes: bf16 and int8 weights, converted at load or held as stored, fused or not") {
+  std::mt19937 rng(21);
+  const Tensor in_w = random_tensor({36, 12}, rng), in_b = random_tensor({36}, rng);
+  const TensorMap in{{"x", random_tensor({2, 5, 12}, rng)}};
+  for (auto type : {kernels::WeightType::bf16, kernels::WeightType::int8}) {
+    INFO("type " << kernels::weight_type_name(type));
+    // The f32 rows converted by prepack: the reference.
+    AttnGraph ref = lowp_attention_graph(in_w, in_b, type, Held::f32_rows);
+    passes::run({ref.g.get()});
+    RunContext ctx;
+    const Tensor want = execute(*ref.g, in, ctx).at("y");
+    int packed = 0;
+    for (const auto& entry : ref.ws->entries)
+      if (!entry.packed.empty()) {
+        CHECK(entry.packed.type() == type);
+        ++packed;
+      }
+    CHECK(packed == 1);  // q, k, v fused into one GEMM
+    // The same weights as stored: fused as a view of the rows or by a copy, packed directly.
+    for (Held held : {Held::stored_rows, Held::stored_parts}) {
+      AttnGraph g = lowp_attention_graph(in_w, in_b, type, held);
+      passes::run({g.g.get()});
+      CHECK(count_op(*g.g, Op::linear) == 1);
+      CHECK(same_bits(execute(*g.g, in, ctx).at("y"), want));
+    }
+    // Without passes: the executor packs each GEMM per call from the data as stored.
+    AttnGraph plain = lowp_attention_graph(in_w, in_b, type, Held::stored_rows);
+    passes::run({plain.g.get()}, passes::parse("none"));
+    CHECK(count_op(*plain.g, Op::linear) == 3);
+    CHECK(plain.ws->at(0).tensor.dtype() ==
+          (type == kernels::WeightType::int8 ? DType::i8 : DType::bf16));  // no f32 copy
+    CHECK(max_diff(execute(*plain.g, in, ctx).at("y"), want) < 1e-5);
+  }
+}
+
+TEST_CASE("passes: finalize_weights converts BF16 read as f32 and refuses I8 outside a GEMM") {
+  std::mt19937 rng(22);
+  const Tensor t = random_tensor({5, 4}, rng);
+  Tensor bits(DType::bf16, {5, 4}), q(DType::i8, {5, 4}), s(DType::f32, {5});
+  for (int64_t i = 0; i < t.numel(); ++i)
+    bits.data<uint16_t>()[i] = kernels::f32_to_bf16(t.data<float>()[i]);
+  kernels::quantize_weights_int8(t.data<float>(), 5, 4, 4, false, q.data<int8_t>(),
+                                 s.data<float>());
+  for (bool int8 : {false, true}) {
+    auto ws = std::make_shared<WeightSet>();
+    ws->gemm_type = int8 ? kernels::WeightType::int8 : kernels::WeightType::bf16;
+    NodeAttrs ga;
+    ga.table = ws->add("table", int8 ? q : bits, {"table.weight"});
+    if (int8) ws->at_mut(ga.table).scale = s;
+    Graph g(ws);
+    g.mark_output(g.add_node(Op::gather, "table", {g.add_input("ids")}, ga), "y");
+    if (int8) {
+      const std::string msg = [&] {
+        try {
+          passes::run({&g});
+        } catch (const Error& e) {
+          return std::string(e.what());
+        }
+        return std::string();
+      }();
+      CHECK(msg.find("'table.weight' is I8") != std::string::npos);
+      CHECK(msg.find("not a GEMM weight") != std::string::npos);
+    } else {
+      passes::run({&g});
+      REQUIRE(ws->at(ga.table).tensor.dtype() == DType::f32);
+      for (int64_t i = 0; i < t.numel(); ++i)
+        CHECK(ws->at(ga.table).tensor.data<float>()[i] ==
+              kernels::bf16_to_f32(bits.data<uint16_t>()[i]));
+    }
+  }
+}

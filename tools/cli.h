@@ -35,8 +35,14 @@ void setup_threads(int threads);
 // `where` names the option and input (e.g. "--ids: prompt 0"). Empty input gives an empty list.
 std::vector<int64_t> parse_token_ids(const std::string& text, const std::string& where,
                                      int64_t vocab = 0);
-// Loads a model directory of any supported family (transformer, gpt2, bert).
+// The global --dtype (the GEMM weights' type; "" = auto: what the directory holds), checked.
+void set_weight_dtype(const std::string& value);
+const std::string& weight_dtype();
+// Loads a model directory of any supported family (transformer, gpt2, bert, rnn_attention), its
+// GEMM weights as --dtype says.
 std::unique_ptr<models::Model> load_any_model(const ModelDir& dir);
+// "int8" (or "f32", "bf16"): the type the model's GEMM weights run as, for headers and logs.
+std::string dtype_of(const models::Model& m);
 // The tokenizer.json of a model directory that maps text to an encoder-decoder token model;
 // throws Error naming `command` if the model or its directory cannot take text.
 CharTokenizer load_text_tokenizer(const std::string& model_dir,
@@ -51,6 +57,7 @@ Action add_sysinfo_command(CLI::App& app);
 Action add_embed_command(CLI::App& app);
 Action add_tokenize_command(CLI::App& app);
 Action add_serve_command(CLI::App& app);
+Action add_quantize_command(CLI::App& app);
 
 // TESSERA_PROFILE=path: a tracing profiler for any run/generate (null when the variable is not
 // set), and writing its Chrome trace to that path at the end (nothing when p is null).

@@ -212,6 +212,7 @@ Action add_profile_command(CLI::App& app) {
                           {"generate", w.generate()},
                           {"threads", kernels::num_threads()},
                           {"isa", kernels::isa_name(kernels::active_isa())},
+                          {"dtype", dtype_of(*model)},
                           {"reps", c.reps},
                           {"warmup", c.warmup},
                           {"machine", sysinfo_json(m)},
@@ -228,8 +229,8 @@ Action add_profile_command(CLI::App& app) {
     }
     std::cout << "tessera profile: " << c.model << " (" << describe(w) << "), "
               << kernels::num_threads() << " threads, isa "
-              << kernels::isa_name(kernels::active_isa()) << ", " << c.reps << " reps (" << c.warmup
-              << " warm-up)\n";
+              << kernels::isa_name(kernels::active_isa()) << ", " << dtype_of(*model)
+              << " weights, " << c.reps << " reps (" << c.warmup << " warm-up)\n";
     std::cout << "machine: peak " << fmt(m.peak_gflops_per_core, 1) << " GFLOP/s/core x "
               << m.threads << " = " << fmt(m.peak_gflops(), 1) << " GFLOP/s (" << m.peak_method
               << "); DRAM read " << fmt(m.bandwidth_gbs(), 1) << " GB/s (" << m.bandwidth_method
@@ -284,11 +285,17 @@ Action add_bench_command(CLI::App& app) {
     const int threads = kernels::num_threads();
     const std::string isa = kernels::isa_name(kernels::active_isa());
     if (c.json) {
-      nlohmann::json j = {
-          {"latency_ms", ms_json(st)}, {"tokens_per_s", tps}, {"peak_rss_mb", rss},
-          {"threads", threads},        {"isa", isa},          {"family", model->family()},
-          {"batch", w.batch()},        {"seq", w.seq()},      {"reps", c.reps},
-          {"warmup", c.warmup}};
+      nlohmann::json j = {{"latency_ms", ms_json(st)},
+                          {"tokens_per_s", tps},
+                          {"peak_rss_mb", rss},
+                          {"threads", threads},
+                          {"isa", isa},
+                          {"family", model->family()},
+                          {"dtype", dtype_of(*model)},
+                          {"batch", w.batch()},
+                          {"seq", w.seq()},
+                          {"reps", c.reps},
+                          {"warmup", c.warmup}};
       if (w.generate()) {
         j["generate"] = w.generate();
         j["tokens_per_rep"] = w.tokens();
@@ -299,8 +306,8 @@ Action add_bench_command(CLI::App& app) {
       return 0;
     }
     std::cout << "tessera bench: " << c.model << " (" << describe(w) << "), " << threads
-              << " threads, isa " << isa << ", " << c.reps << " reps (" << c.warmup
-              << " warm-up)\n";
+              << " threads, isa " << isa << ", " << dtype_of(*model) << " weights, " << c.reps
+              << " reps (" << c.warmup << " warm-up)\n";
     std::cout << "latency:     median " << fmt(st.median * 1e3, 3) << " ms, min "
               << fmt(st.min * 1e3, 3) << ", max " << fmt(st.max * 1e3, 3) << "\n";
     std::cout << "throughput:  " << fmt(tps, 1) << " tokens/s"

@@ -103,7 +103,9 @@ std::string details(const Graph& g, const Node& n) {
   switch (n.op) {
     case Op::linear: {
       const auto& w = g.weights().at(a.weight);
-      d.push_back(w.packed.empty() ? "f32 weight" : "packed");
+      d.push_back(w.packed.empty()
+                      ? std::string(dtype_name(w.tensor.dtype())) + " weight"
+                      : std::string("packed ") + kernels::weight_type_name(w.packed.type()));
       if (a.bias >= 0) d.push_back("bias");
       if (a.act != kernels::Activation::none) d.push_back(act_name(a.act));
       if (n.inputs.size() > 1) d.push_back("residual");
@@ -219,33 +221,53 @@ Action add_inspect_command(CLI::App& app) {
   cmd->add_option("--seq", o->seq, "Sequence length for --graph shapes (default 16)");
   cmd->add_option("--dot", o->dot, "With --graph: also write the graph as Graphviz to this file");
   return [o] {
+    if (o->batch < 1 || o->seq < 1) throw Error("--batch and --seq must be at least 1");
+    if (!o->dot.empty() && !o->graph) throw Error("--dot needs --graph");
     ModelDir dir(o->model);
+    // The model as --dtype loads it: which tensors its GEMMs run in which type. A directory that
+    // does not load is still listed (compute "?"), then its error is the command's.
+    std::unique_ptr<models::Model> m;
+    std::string load_error;
+    try {
+      m = load_any_model(dir);
+    } catch (const Error& e) {
+      load_error = e.what();
+    }
+    const auto uses = m ? models::tensor_uses(m->forward_graph().weights())
+                        : std::map<std::string, models::TensorUse>{};
+    const auto stored = models::stored_weight_dtype(dir);
     std::cout << "model directory: " << dir.dir() << "\n";
+    std::cout << "weights: " << (m ? dtype_of(*m) : std::string("?"))
+              << " GEMMs (activations f32); stored: "
+              << (stored ? std::string(kernels::weight_type_name(*stored)) +
+                               " (config.json tessera_dtype, by tessera quantize)"
+                         : std::string("as the checkpoint holds them"))
+              << "\n";
     std::cout << "config.json:\n" << dir.config().dump(2) << "\n";
     std::cout << "tensors:\n";
     int64_t params = 0;
     uint64_t bytes = 0;
     size_t width = 4;
     for (const auto& n : dir.names()) width = std::max(width, n.size());
+    std::cout << "  " << std::left << std::setw(static_cast<int>(width)) << "name"
+              << "  stored  compute  shape\n";
     for (const auto& n : dir.names()) {
       const int64_t numel = shape_numel(dir.shape(n));
       params += numel;
       bytes += static_cast<uint64_t>(numel) * dtype_size(dir.dtype(n));
+      auto u = uses.find(n);
+      const std::string compute = !m ? "?" : u != uses.end() ? u->second.compute : "f32";
       std::cout << "  " << std::left << std::setw(static_cast<int>(width)) << n << "  "
-                << std::setw(5) << dtype_name(dir.dtype(n)) << "  " << shape_str(dir.shape(n))
-                << "\n";
+                << std::setw(6) << dtype_name(dir.dtype(n)) << "  " << std::setw(7) << compute
+                << "  " << shape_str(dir.shape(n)) << "\n";
     }
     std::cout << "tensors: " << dir.names().size() << "\n";
     std::cout << "parameters: " << params << "\n";
     std::cout << "tensor bytes: " << bytes << " (" << std::fixed << std::setprecision(2)
               << static_cast<double>(bytes) / (1 << 20) << " MiB)\n";
     std::cout << "file bytes: " << dir.weight_file_bytes() << "\n";
-    if (o->batch < 1 || o->seq < 1) throw Error("--batch and --seq must be at least 1");
-    if (!o->dot.empty() && !o->graph) throw Error("--dot needs --graph");
-    if (o->graph) {
-      auto m = models::load_model(dir);  // any family
-      print_graph(*m, o->batch, o->seq, o->dot);
-    }
+    if (!m) throw Error(load_error);
+    if (o->graph) print_graph(*m, o->batch, o->seq, o->dot);
     return 0;
   };
 }

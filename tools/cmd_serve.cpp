@@ -49,6 +49,7 @@ Action add_serve_command(CLI::App& app) {
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    o->dtype = weight_dtype();  // the global --dtype
     Server server(*o);
     server.start();
     std::fprintf(stderr, "tessera serve: listening on http://%s:%d\n", o->host.c_str(),

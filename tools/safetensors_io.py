@@ -5,7 +5,8 @@ Format: an 8-byte little-endian u64 N, then N bytes of JSON header
      "__metadata__": {"key": "value"}}
 then the data section; offsets are relative to its start (byte 8 + N).
 
-Supported dtypes: F32, F16, BF16, I64, I32, U8, BOOL.
+Supported dtypes: F32, F16, BF16, I64, I32, U8, BOOL, I8 (the int8 weights of a quantized model
+directory, `tessera quantize`).
 
 * ``save_file(tensors, path, metadata=None)`` writes a dict name -> numpy array or torch tensor.
   BF16 is stored as uint16 bit patterns: pass a torch.bfloat16 tensor (its bits are written as
@@ -55,6 +56,7 @@ _STORAGE = {
     "I32": np.dtype("<i4"),
     "U8": np.dtype("u1"),
     "BOOL": np.dtype("u1"),
+    "I8": np.dtype("i1"),
 }
 DTYPE_SIZES = {k: v.itemsize for k, v in _STORAGE.items()}
 
@@ -65,6 +67,7 @@ _NUMPY_TO_ST = {
     np.dtype(np.int32): "I32",
     np.dtype(np.uint8): "U8",
     np.dtype(np.bool_): "BOOL",
+    np.dtype(np.int8): "I8",
 }
 
 # Refuse absurd header lengths (the reference implementation uses the same 100 MB cap).
@@ -151,7 +154,7 @@ def _encode(name: str, value):
     if dt is None:
         raise SafetensorsError(
             f"tensor '{name}': numpy dtype {value.dtype} is not supported "
-            f"(use float32, float16, int64, int32, uint8, bool, or bf16(...))")
+            f"(use float32, float16, int64, int32, uint8, int8, bool, or bf16(...))")
     arr = np.ascontiguousarray(value, dtype=_STORAGE[dt] if dt != "BOOL" else np.bool_)
     if dt == "BOOL":
         data = arr.astype(np.uint8).tobytes()

@@ -16,6 +16,19 @@ namespace tessera::cli {
 
 namespace {
 bool g_verbose = false;
+std::string g_dtype;
+}  // namespace
+
+void set_weight_dtype(const std::string& value) {
+  models::parse_weight_dtype(value, "--dtype");  // an unknown value: one line naming the choices
+  g_dtype = value;
+}
+const std::string& weight_dtype() {
+  return g_dtype;
+}
+
+std::string dtype_of(const models::Model& m) {
+  return kernels::weight_type_name(models::weight_type(m));
 }
 
 bool verbose() {
@@ -62,7 +75,11 @@ std::vector<int64_t> parse_token_ids(const std::string& text, const std::string&
 }
 
 std::unique_ptr<models::Model> load_any_model(const ModelDir& dir) {
-  return models::load_model(dir);
+  models::LoadOptions o;
+  o.dtype = models::parse_weight_dtype(g_dtype, "--dtype");
+  auto m = models::load_model(dir, o);
+  log_verbose("weights: " + dtype_of(*m) + " GEMMs");
+  return m;
 }
 
 CharTokenizer load_text_tokenizer(const std::string& model_dir,
@@ -102,7 +119,13 @@ int main(int argc, char** argv) {
                  "('fuse_epilogue,prepack'). Default from env TESSERA_PASSES. Passes, in order: " +
                      pass_list);
 
-  app.fallthrough();  // global options (--passes, -v) also after the subcommand
+  std::string dtype_spec;
+  app.add_option("--dtype", dtype_spec,
+                 "GEMM weights of the model a command loads: f32, bf16 or int8 (per output "
+                 "channel; activations stay f32). Default: what the model directory holds (f32, "
+                 "or the type `tessera quantize` stored)");
+
+  app.fallthrough();  // global options (--passes, --dtype, -v) also after the subcommand
   std::vector<std::pair<CLI::App*, cli::Action>> commands;
   auto add = [&](cli::Action (*adder)(CLI::App&)) {
     const size_t before = app.get_subcommands({}).size();
@@ -119,6 +142,7 @@ int main(int argc, char** argv) {
   add(cli::add_embed_command);
   add(cli::add_tokenize_command);
   add(cli::add_serve_command);
+  add(cli::add_quantize_command);
 
   try {
     app.parse(argc, argv);
@@ -132,6 +156,7 @@ int main(int argc, char** argv) {
 
   try {
     if (!passes_spec.empty()) passes::set_default(passes::parse(passes_spec));
+    cli::set_weight_dtype(dtype_spec);
     passes::defaults();  // a bad TESSERA_PASSES is reported here, before any work
     if (verbose) passes::set_logger([](const std::string& m) { cli::log_verbose(m); });
     for (auto& [sub, action] : commands)

@@ -95,6 +95,8 @@ Model::Model(const std::string& directory, const ModelOptions& options) {
   if (options.threads < 0)
     throw Error("ModelOptions::threads must be >= 0 (0: every core), got " +
                 std::to_string(options.threads));
+  models::LoadOptions load;
+  load.dtype = models::parse_weight_dtype(options.dtype, "ModelOptions::dtype");
   if (!options.isa.empty()) {
     const kernels::Isa isa = parse_isa(options.isa);
     if (!kernels::isa_supported(isa))
@@ -110,7 +112,7 @@ Model::Model(const std::string& directory, const ModelOptions& options) {
     if (!options.passes.empty())
       scoped.emplace(passes::parse(options.passes, "ModelOptions::passes"));
     kernels::ScopedThreads threads(impl->threads);  // packing at load runs on these threads
-    impl->model = models::load_model(ModelDir(directory));
+    impl->model = models::load_model(ModelDir(directory), load);
   }
   if (tessera::has_tokenizer(directory)) impl->tokenizer = load_tokenizer(directory);
   // The generators (make_generator says why a model cannot generate: kept for generate()).
@@ -153,6 +155,10 @@ bool Model::can_embed() const {
 }
 bool Model::has_tokenizer() const {
   return impl_->tokenizer != nullptr;
+}
+
+std::string Model::dtype() const {
+  return kernels::weight_type_name(models::weight_type(*impl_->model));
 }
 
 std::vector<int64_t> Model::tokenize(const std::string& text, bool special) const {

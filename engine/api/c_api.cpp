@@ -78,8 +78,8 @@ tessera::NamedTensors to_inputs(const tessera_tensor* inputs, size_t n) {
     int dtype = 0;
     static_assert(sizeof(t.dtype) == sizeof(dtype));
     std::memcpy(&dtype, &t.dtype, sizeof dtype);
-    require(dtype >= TESSERA_F32 && dtype <= TESSERA_BOOL,
-            what + " has dtype " + std::to_string(dtype) + ", not a tessera_dtype (0..6)");
+    require(dtype >= TESSERA_F32 && dtype <= TESSERA_I8,
+            what + " has dtype " + std::to_string(dtype) + ", not a tessera_dtype (0..7)");
     require(t.rank >= 0 && t.rank <= kMaxRank, what + " has rank " + std::to_string(t.rank) +
                                                    " (0.." + std::to_string(kMaxRank) + ")");
     require(t.rank == 0 || t.shape != nullptr,
@@ -117,6 +117,47 @@ tessera_status tessera_model_load(const char* dir, int32_t threads, tessera_mode
     options.threads = threads;
     *out = new tessera_model{tessera::Model(dir, options)};
   });
+}
+
+tessera_model_options tessera_model_defaults(void) {
+  tessera_model_options o;
+  o.threads = 0;
+  o.dtype = nullptr;
+  o.isa = nullptr;
+  o.passes = nullptr;
+  return o;
+}
+
+tessera_status tessera_model_load_opts(const char* dir, const tessera_model_options* opts,
+                                       tessera_model** out) {
+  if (!dir) return fail(TESSERA_INVALID_ARGUMENT, "tessera_model_load_opts: dir is NULL");
+  if (!out) return fail(TESSERA_INVALID_ARGUMENT, "tessera_model_load_opts: out is NULL");
+  const tessera_model_options o = opts ? *opts : tessera_model_defaults();
+  if (o.threads < 0)
+    return fail(TESSERA_INVALID_ARGUMENT,
+                "tessera_model_load_opts: threads must be >= 0 (0: every core), got " +
+                    std::to_string(o.threads));
+  if (o.dtype) {
+    const std::string d = o.dtype;
+    if (!d.empty() && d != "auto" && d != "f32" && d != "bf16" && d != "int8")
+      return fail(TESSERA_INVALID_ARGUMENT, "tessera_model_load_opts: dtype '" + d +
+                                                "' is not f32, bf16 or int8 (NULL or \"\": what "
+                                                "the model directory holds)");
+  }
+  return call(TESSERA_MODEL_ERROR, [&] {
+    tessera::ModelOptions options;
+    options.threads = o.threads;
+    options.dtype = o.dtype ? o.dtype : "";
+    options.isa = o.isa ? o.isa : "";
+    options.passes = o.passes ? o.passes : "";
+    *out = new tessera_model{tessera::Model(dir, options)};
+  });
+}
+
+const char* tessera_model_dtype(const tessera_model* model) {
+  if (!model) return "";
+  const std::string d = model->model.dtype();
+  return d == "int8" ? "int8" : d == "bf16" ? "bf16" : "f32";
 }
 
 void tessera_model_free(tessera_model* model) {

@@ -63,7 +63,8 @@ bool is_bool_like(DType dt) {
 }
 
 const Tensor& weight_tensor(const WeightSet& w, int i, const Node& n, const char* what) {
-  if (i < 0 || static_cast<size_t>(i) >= w.entries.size() || w.at(i).tensor.empty())
+  if (i < 0 || static_cast<size_t>(i) >= w.entries.size() || w.at(i).tensor.empty() ||
+      w.at(i).tensor.dtype() != DType::f32)
     throw Error(n.name + ": " + what + " is not an f32 tensor in the weight set");
   return w.at(i).tensor;
 }
@@ -83,11 +84,8 @@ void run_linear(const Node& n, const WeightSet& w, std::vector<Tensor>& env) {
   kernels::PackedWeights local;
   const kernels::PackedWeights* packed = &e.packed;
   if (packed->empty()) {
-    // The prepack pass is off: pack for this call only.
-    local = e.kn_layout ? k::pack_weights_kn(e.tensor.data<float>(), e.tensor.dim(0),
-                                             e.tensor.dim(1), e.tensor.dim(1))
-                        : k::pack_weights(e.tensor.data<float>(), e.tensor.dim(0), e.tensor.dim(1),
-                                          e.tensor.dim(1));
+    // The prepack pass is off: pack for this call only (as the model's weight type).
+    local = pack_weight(e, w.gemm_type);
     packed = &local;
   }
   if (x.rank() < 1 || x.dim(-1) != packed->k())

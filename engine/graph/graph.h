@@ -23,12 +23,18 @@ namespace tessera {
 
 // Constant weights of a model. Families register every weight as an f32 tensor (a view into the
 // mapped file where the file holds f32); the prepack pass (engine/passes) packs the matrices a
-// GEMM reads into the kernel's layout and drops the f32 original where nothing else reads it.
-// Vectors (biases, LayerNorm parameters) and tables (embeddings, positions) stay f32 tensors.
+// GEMM reads into the kernel's layout, as `gemm_type` (the model's --dtype), and drops the f32
+// original where nothing else reads it. Vectors (biases, LayerNorm parameters) and tables
+// (embeddings, positions) stay f32 tensors. A weight the GEMM may take as it is stored in reduced
+// precision is registered that way instead, for the packing to read directly: BF16 bits (a bf16
+// checkpoint whose GEMMs run bf16) or I8 values with their per-channel scales (a quantized model
+// directory); the pipeline's last step (passes::finalize_weights) converts a BF16 one to f32
+// where a node reads f32, and refuses an I8 one there.
 struct WeightSet {
   struct Entry {
     std::string name;               // e.g. "encoder.layers.0.linear1.weight"
-    Tensor tensor;                  // f32 data (may be a view into the mapped file)
+    Tensor tensor;                  // f32 data (may be a view into the mapped file); or BF16 / I8
+                                    // as stored (above)
     kernels::PackedWeights packed;  // for GEMM weights: the packed copy (tensor then released)
     bool mapped = false;            // tensor is a view of a read-only file mapping
     // When `tensor` is rows [base_row, base_row + rows) of a larger matrix `base` (q, k, v of
@@ -38,21 +44,47 @@ struct WeightSet {
     // `tensor` is a GEMM weight stored [K, N] (a Hugging Face Conv1D) instead of [N, K]: packed
     // with kernels::pack_weights_kn.
     bool kn_layout = false;
+    // tensor I8: the scale of each output channel, F32 [N] (kernels::quantize_weights_int8);
+    // base_scale: those of `base`'s rows.
+    Tensor scale, base_scale;
+    // The checkpoint tensors (stored names) this weight was read from, for `tessera quantize`
+    // and `tessera inspect`. exact: it is their rows, concatenated, input columns permuted at
+    // most -- operations that commute with a per-output-channel conversion, so the sources may
+    // be stored converted (false: a transformed copy, e.g. scaled).
+    std::vector<std::string> sources;
+    bool exact = true;
+    // How the graphs read it, as passes::finalize_weights found: a linear node's matrix; f32 data
+    // (a bias, a norm, a constant, a table gathered from its own rows).
+    bool gemm = false, reads_f32 = false;
   };
   std::vector<Entry> entries;
   // Concatenations made by passes (fuse_qkv), by source weights: shared by every graph.
   std::map<std::vector<int>, int> concatenated;
+  // The type GEMM weights are packed as (the prepack pass, the executor without it).
+  kernels::WeightType gemm_type = kernels::WeightType::f32;
 
-  int add(std::string name, Tensor t);
+  int add(std::string name, Tensor t, std::vector<std::string> sources = {});
   // A view of a mapped weight file (the prepack pass may madvise its pages away once packed).
-  int add_mapped(std::string name, Tensor t);
-  int add_packed(std::string name, kernels::PackedWeights p);
-  // Rows [begin, begin + count) of the f32 matrix (or vector) `base`, as a view.
-  int add_rows(std::string name, const Tensor& base, int64_t begin, int64_t count, bool mapped);
+  int add_mapped(std::string name, Tensor t, std::vector<std::string> sources = {});
+  int add_packed(std::string name, kernels::PackedWeights p, std::vector<std::string> sources = {});
+  // Rows [begin, begin + count) of the matrix (or vector) `base`, as a view; an I8 base comes
+  // with its scales.
+  int add_rows(std::string name, const Tensor& base, int64_t begin, int64_t count, bool mapped,
+               const Tensor& base_scale = {}, std::vector<std::string> sources = {});
+  // A new weight: the rows of entries `ids` one after the other (a copy, in their dtype; F32 and
+  // BF16 parts mixed: f32). Throws Error naming them when they cannot be joined (I8 mixed with
+  // others, different widths, the [K, N] layout).
+  int add_concat(std::string name, const std::vector<int>& ids);
   Entry& at_mut(int i) { return entries.at(static_cast<size_t>(i)); }
   const Entry& at(int i) const { return entries.at(static_cast<size_t>(i)); }
   const float* f32(int i) const { return i < 0 ? nullptr : at(i).tensor.data<float>(); }
 };
+
+// Packs a GEMM weight for the kernels as `type`, from what the entry holds: f32 (converted by
+// kernels::pack_weights_as), BF16 bits (as they are for bf16, widened otherwise) or I8 with its
+// scales (type int8 only). Throws Error naming the weight (a non-finite weight to quantize, an
+// I8 weight asked for another type).
+kernels::PackedWeights pack_weight(const WeightSet::Entry& e, kernels::WeightType type);
 
 // Builders emit the plain operators; the passes of engine/passes fuse them into linear (with an
 // epilogue), attention, layernorm (with a residual) and embedding. The executor runs both.

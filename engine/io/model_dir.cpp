@@ -87,6 +87,14 @@ std::vector<std::string> ModelDir::names() const {
   return out;
 }
 
+std::vector<std::string> ModelDir::weight_files() const {
+  std::vector<std::string> out;
+  for (const auto& f : files_) out.push_back(f->path());
+  const std::string index = dir_ + "/model.safetensors.index.json";
+  if (!fs::exists(dir_ + "/model.safetensors") && fs::exists(index)) out.push_back(index);
+  return out;
+}
+
 uint64_t ModelDir::weight_file_bytes() const {
   uint64_t total = 0;
   for (const auto& f : files_) total += f->file_size();

@@ -31,6 +31,8 @@ class ModelDir {
   // Every tensor name, sorted.
   std::vector<std::string> names() const;
   uint64_t weight_file_bytes() const;
+  // The weight files (model.safetensors, or the shards), and the index when sharded.
+  std::vector<std::string> weight_files() const;
 
   // Config accessors with errors naming config.json and the key.
   int64_t get_int(const std::string& key) const;

@@ -134,7 +134,7 @@ void SafetensorsFile::parse(const uint8_t* bytes) {
     const auto dt = v["dtype"].get<std::string>();
     if (!parse_dtype(dt, e.dtype))
       throw Error(what + ": unknown dtype '" + dt +
-                  "' (expected one of F32, F16, BF16, I64, I32, U8, BOOL)");
+                  "' (expected one of F32, F16, BF16, I64, I32, U8, BOOL, I8)");
     if (!v.contains("shape") || !v["shape"].is_array())
       throw Error(what + ": missing array field 'shape'");
     // Element and byte counts in checked 64-bit arithmetic: a shape whose count overflows is

@@ -24,6 +24,8 @@ size_t dtype_size(DType dt) {
       return 1;
     case DType::boolean:
       return 1;
+    case DType::i8:
+      return 1;
   }
   return 0;
 }
@@ -44,14 +46,16 @@ const char* dtype_name(DType dt) {
       return "U8";
     case DType::boolean:
       return "BOOL";
+    case DType::i8:
+      return "I8";
   }
   return "?";
 }
 
 bool parse_dtype(const std::string& name, DType& out) {
   static const std::pair<const char*, DType> kNames[] = {
-      {"F32", DType::f32}, {"F16", DType::f16}, {"BF16", DType::bf16},   {"I64", DType::i64},
-      {"I32", DType::i32}, {"U8", DType::u8},   {"BOOL", DType::boolean}};
+      {"F32", DType::f32}, {"F16", DType::f16}, {"BF16", DType::bf16},    {"I64", DType::i64},
+      {"I32", DType::i32}, {"U8", DType::u8},   {"BOOL", DType::boolean}, {"I8", DType::i8}};
   for (const auto& [n, dt] : kNames) {
     if (name == n) {
       out = dt;

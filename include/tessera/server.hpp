@@ -41,6 +41,7 @@ struct ServerOptions {
                                      // a long prompt delays running streams by one chunk per
                                      // step); 0: whole prompts at once
   bool log_requests = true;          // one line per request on stderr
+  std::string dtype;                 // GEMM weights, as ModelOptions::dtype ("": auto)
 };
 
 class TESSERA_API Server {

@@ -44,7 +44,8 @@ typedef enum {
   TESSERA_I64 = 3,
   TESSERA_I32 = 4,
   TESSERA_U8 = 5,
-  TESSERA_BOOL = 6
+  TESSERA_BOOL = 6,
+  TESSERA_I8 = 7 /* the int8 weights of a quantized model directory; no model input is I8 */
 } tessera_dtype;
 
 /* A named tensor, row-major and contiguous. Inputs are read in place during the call. */
@@ -81,6 +82,23 @@ TESSERA_API const char* tessera_last_error(void);
 /* Loads a model directory; threads 0: every core. */
 TESSERA_API tessera_status tessera_model_load(const char* dir, int32_t threads,
                                               tessera_model** out);
+
+/* The options of tessera_model_load_opts: start from tessera_model_defaults() (fields may be
+ * added at the end; the defaults function fills them). Strings may be NULL ("": the default). */
+typedef struct {
+  int32_t threads;    /* 0: every core */
+  const char* dtype;  /* GEMM weights: "f32", "bf16", "int8"; NULL/"": what the directory holds */
+  const char* isa;    /* "avx512", "avx2", "generic"; NULL/"": the best this CPU has */
+  const char* passes; /* graph passes as TESSERA_PASSES takes; NULL/"": all */
+} tessera_model_options;
+/* threads 0, every string NULL. */
+TESSERA_API tessera_model_options tessera_model_defaults(void);
+/* tessera_model_load with options; opts NULL: the defaults. */
+TESSERA_API tessera_status tessera_model_load_opts(const char* dir,
+                                                   const tessera_model_options* opts,
+                                                   tessera_model** out);
+/* The type the model's GEMM weights run as: "f32", "bf16" or "int8" (static storage). */
+TESSERA_API const char* tessera_model_dtype(const tessera_model* model);
 TESSERA_API void tessera_model_free(tessera_model* model); /* NULL: nothing */
 
 TESSERA_API tessera_status tessera_session_create(const tessera_model* model,

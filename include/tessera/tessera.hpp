@@ -1,6 +1,7 @@
 // Tessera's C++ API: the one header a C++ program includes.
 //
 //   tessera::Model model("models/demo-dates", {.threads = 2});   // loaded once, immutable
+//   (ModelOptions::dtype = "int8" or "bf16": reduced-precision GEMM weights)
 //   tessera::Session session(model);                             // one per thread / request
 //   std::string text = session.complete("1 May 2020");           // generation, greedy
 //   auto out = session.run({{"src_ids", {tessera::DType::i64, {1, 4}, ids}}, ...});
@@ -62,6 +63,9 @@ struct ModelOptions {
   std::string isa;     // kernels: "" (the best this CPU has), "avx512", "avx2" or "generic"
   std::string passes;  // graph passes: "" (the default pipeline), "none", or a comma-separated
                        // list as TESSERA_PASSES takes (`tessera inspect` shows what ran)
+  std::string dtype;   // GEMM weights: "" (auto: what the directory holds, f32 for an ordinary
+                       // checkpoint, bf16/int8 for one `tessera quantize` wrote), "f32", "bf16",
+                       // "int8" (per output channel); activations stay f32
 };
 
 enum class Method { greedy, sample, beam };
@@ -132,6 +136,7 @@ class TESSERA_API Model {
   bool can_generate() const;      // a token model: gpt2, or transformer with embeddings
   bool can_embed() const;         // bert
   bool has_tokenizer() const;     // tokenizer files in the directory
+  std::string dtype() const;      // the type its GEMM weights run as: "f32", "bf16" or "int8"
 
   // Text to token ids and back with the directory's tokenizer (as `tessera tokenize`): with
   // `special`, encoding adds the model's special tokens and decoding writes them.

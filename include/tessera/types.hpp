@@ -26,12 +26,12 @@ class TESSERA_API Cancelled : public Error {
   explicit Cancelled(const std::string& what) : Error(what) {}
 };
 
-// Element types: the safetensors names F32, F16, BF16, I64, I32, U8, BOOL, in the order of the C
-// ABI's tessera_dtype.
-enum class DType : uint8_t { f32, f16, bf16, i64, i32, u8, boolean };
+// Element types: the safetensors names F32, F16, BF16, I64, I32, U8, BOOL, I8, in the order of
+// the C ABI's tessera_dtype. (I8: the int8 weights of a quantized model directory.)
+enum class DType : uint8_t { f32, f16, bf16, i64, i32, u8, boolean, i8 };
 TESSERA_API size_t dtype_size(DType dtype);  // bytes per element
 TESSERA_API const char* dtype_name(
-    DType dtype);  // "F32", "F16", "BF16", "I64", "I32", "U8", "BOOL"
+    DType dtype);  // "F32", "F16", "BF16", "I64", "I32", "U8", "BOOL", "I8"
 
 // Beam search: when a prompt stops once it holds num_beams finished hypotheses.
 enum class EarlyStopping {

@@ -6,10 +6,12 @@
 #include <doctest/doctest.h>
 
 #include <tessera/tessera.h>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <tessera/tessera.hpp>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -44,6 +46,11 @@ tessera::ModelOptions isa(const std::string& name) {
 tessera::ModelOptions passes(const std::string& spec) {
   tessera::ModelOptions o;
   o.passes = spec;
+  return o;
+}
+tessera::ModelOptions dtype(const std::string& type) {
+  tessera::ModelOptions o;
+  o.dtype = type;
   return o;
 }
 
@@ -111,6 +118,39 @@ TEST_CASE("run: named tensors in and out, the caller's buffers read in place") {
   }
   CHECK(same_bytes(kept, logits));
   CHECK(session.arena_bytes() > 0);
+}
+
+TEST_CASE("dtype: bf16 and int8 GEMM weights, close to f32; the model says which it runs") {
+  const std::vector<int64_t> ids = {464, 2068, 7586, 21831, 11687, 625, 262, 16931};
+  tessera::Model f32(kGpt2);
+  CHECK(f32.dtype() == "f32");
+  tessera::Session s32(f32);
+  const auto want = s32.run({{"input_ids", ids_view(ids, 2)}}).at("logits");
+  const float* w = want.as<float>();
+  double max_abs = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) max_abs = std::max<double>(max_abs, std::fabs(w[i]));
+  // Tolerance as tests/lowp_cli.py: u (2^-8 bf16, 2^-7 int8) per GEMM in series, 2 layers x 4 +
+  // the head, relative to max |logit|.
+  for (const auto& [type, u] : {std::pair<std::string, double>{"bf16", 1.0 / 256},
+                                std::pair<std::string, double>{"int8", 1.0 / 128}}) {
+    tessera::Model m(kGpt2, dtype(type));
+    CHECK(m.dtype() == type);
+    tessera::Session s(m);
+    const auto got = s.run({{"input_ids", ids_view(ids, 2)}}).at("logits");
+    double err = 0;
+    for (int64_t i = 0; i < got.numel(); ++i) {
+      CHECK(std::isfinite(got.as<float>()[i]));
+      err = std::max<double>(err, std::fabs(got.as<float>()[i] - w[i]));
+    }
+    INFO(type << ": max |difference| / max |logit| = " << err / max_abs);
+    CHECK(err / max_abs <= 9 * u);
+    // Generation runs on the same weights.
+    tessera::GenerateOptions g;
+    g.max_new_tokens = 3;
+    CHECK(s.generate_ids({{464, 2068}}, g).at(0).sequences.at(0).ids.size() == 3);
+  }
+  CHECK(contains(error_of([] { tessera::Model m(kGpt2, dtype("fp8")); }), "fp8"));
+  CHECK(contains(error_of([] { tessera::Model m(kGpt2, dtype("fp8")); }), "f32, bf16 or int8"));
 }
 
 TEST_CASE("generate: streamed pieces make the text; sampling is reproducible; cancellation") {

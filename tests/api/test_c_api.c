@@ -218,6 +218,40 @@ static void test_load_errors(const char* bert_dir) {
   tessera_string_free(NULL);
 }
 
+/* tessera_model_load_opts: the weight dtype, the defaults, a bad dtype. */
+static void test_load_opts(const char* gpt2_dir) {
+  tessera_model_options o = tessera_model_defaults();
+  CHECK(o.threads == 0 && o.dtype == NULL && o.isa == NULL && o.passes == NULL);
+  tessera_model* model = NULL;
+  CHECK(tessera_model_load_opts(gpt2_dir, NULL, &model) == TESSERA_OK);
+  CHECK(strcmp(tessera_model_dtype(model), "f32") == 0);
+  tessera_model_free(model);
+  model = NULL;
+  o.threads = 2;
+  o.dtype = "int8";
+  CHECK(tessera_model_load_opts(gpt2_dir, &o, &model) == TESSERA_OK);
+  CHECK(strcmp(tessera_model_dtype(model), "int8") == 0);
+  tessera_session* session = NULL;
+  CHECK(tessera_session_create(model, &session) == TESSERA_OK);
+  int64_t ids[3] = {464, 2068, 7586}, shape[2] = {1, 3};
+  tessera_tensor in = {"input_ids", TESSERA_I64, 2, shape, ids};
+  tessera_tensor* out = NULL;
+  size_t n = 0;
+  CHECK(tessera_run(session, &in, 1, &out, &n) == TESSERA_OK);
+  CHECK(n == 1 && out[0].rank == 3 && out[0].shape[2] == 50257);
+  tessera_tensors_free(out, n);
+  tessera_session_free(session);
+  tessera_model_free(model);
+  model = NULL;
+  o.dtype = "fp8";
+  EXPECT_ERROR(tessera_model_load_opts(gpt2_dir, &o, &model), TESSERA_INVALID_ARGUMENT, "fp8");
+  o.dtype = "bf16";
+  o.threads = -1;
+  EXPECT_ERROR(tessera_model_load_opts(gpt2_dir, &o, &model), TESSERA_INVALID_ARGUMENT, "threads");
+  EXPECT_ERROR(tessera_model_load_opts(NULL, &o, &model), TESSERA_INVALID_ARGUMENT, "dir");
+  CHECK(model == NULL);
+}
+
 int main(int argc, char** argv) {
   if (argc != 3) {
     fprintf(stderr, "usage: test_c_api DEMO_MODEL_DIR API_MODELS_DIR\n");
@@ -230,6 +264,7 @@ int main(int argc, char** argv) {
   test_demo(argv[1]);
   test_run_errors(gpt2);
   test_load_errors(bert);
+  test_load_opts(gpt2);
   if (failures) {
     fprintf(stderr, "test_c_api: %d check(s) failed\n", failures);
     return 1;

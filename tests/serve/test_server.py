@@ -174,6 +174,7 @@ def test_endpoints():
         assert s == 200 and p == {"status": "ok"}, (s, p)
         s, p = srv.get("/v1/models")
         assert s == 200 and p["object"] == "list" and p["data"][0]["id"] == "gpt2", p
+        assert p["data"][0]["dtype"] == "f32", p
         s, p = srv.post("/tokenize", {"content": "Hello world"})
         assert s == 200 and p == {"tokens": [15496, 995]}, p
         s, p = srv.post("/detokenize", {"tokens": [15496, 995]})
@@ -486,7 +487,22 @@ def test_sigterm_drain():
           "choices), exit 0, new connections refused")
 
 
-TESTS = [test_endpoints, test_streaming_equals_text, test_batched_equals_alone, test_disconnect_mid_stream,
+def test_dtype():
+    """`tessera serve --dtype int8`: int8 GEMM weights, named by /v1/models; the same greedy text as
+    `tessera --dtype int8 generate`."""
+    with Server(GPT2, "--dtype", "int8") as srv:
+        s, p = srv.get("/v1/models")
+        assert s == 200 and p["data"][0]["dtype"] == "int8", p
+        r = completion(srv, {"prompt": [15496, 995], "max_tokens": 5, "temperature": 0})
+        text = r["choices"][0]["text"]
+    cli = subprocess.run([BINARY, "--dtype", "int8", "generate", "--model", GPT2, "--max-new-tokens", "5",
+                          "--threads", "2", "Hello world"], capture_output=True, text=True)
+    assert cli.returncode == 0 and cli.stdout.rstrip("\n") == text, (cli.stdout, cli.stderr, text)
+    assert any("int8 weights" in line for line in srv.log), srv.log
+    print("ok: serve --dtype int8: /v1/models says int8, completions equal tessera --dtype int8 generate")
+
+
+TESTS = [test_endpoints, test_dtype, test_streaming_equals_text, test_batched_equals_alone, test_disconnect_mid_stream,
          test_queue_overflow, test_bad_requests, test_api_key, test_metrics_move, test_timeout,
          test_demo_and_bert, test_sigterm_drain]
 

@@ -125,6 +125,8 @@ py::dtype numpy_dtype(tessera::DType dt) {
       return py::dtype("uint8");
     case tessera::DType::boolean:
       return py::dtype("bool");
+    case tessera::DType::i8:
+      return py::dtype("int8");
     case tessera::DType::bf16:
       break;
   }
@@ -839,7 +841,8 @@ PYBIND11_MODULE(tessera, m) {
                             "loaded once; share it between threads.");
   model
       .def(py::init([](const py::object& path_like, std::optional<int> threads,
-                       std::optional<std::string> isa, std::optional<std::string> passes) {
+                       std::optional<std::string> isa, std::optional<std::string> passes,
+                       std::optional<std::string> dtype) {
              // A str or any os.PathLike (pathlib.Path).
              const auto path =
                  py::module_::import("os").attr("fspath")(path_like).cast<std::string>();
@@ -847,14 +850,17 @@ PYBIND11_MODULE(tessera, m) {
              o.threads = threads.value_or(0);
              o.isa = isa.value_or("");
              o.passes = passes.value_or("");
+             o.dtype = dtype.value_or("");
              py::gil_scoped_release release;
              return PyModel{std::make_shared<Registry>(tessera::Model(path, o))};
            }),
            py::arg("path"), py::arg("threads") = py::none(), py::arg("isa") = py::none(),
-           py::arg("passes") = py::none(),
+           py::arg("passes") = py::none(), py::arg("dtype") = py::none(),
            "Loads a model directory. threads: kernel threads (None: every core); isa: 'avx512', "
            "'avx2' or 'generic' (None: the best this CPU has); passes: graph passes as "
-           "`tessera --passes` takes (None: all).")
+           "`tessera --passes` takes (None: all); dtype: the GEMM weights, 'f32', 'bf16' or "
+           "'int8' (None: what the directory holds; `tessera quantize` writes bf16/int8 ones).")
+      .def_property_readonly("dtype", [](const PyModel& s) { return s.model().dtype(); })
       .def_property_readonly("family", [](const PyModel& s) { return s.model().family(); })
       .def_property_readonly("directory", [](const PyModel& s) { return s.model().directory(); })
       .def_property_readonly("threads", [](const PyModel& s) { return s.model().threads(); })

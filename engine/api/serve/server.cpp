@@ -136,6 +136,7 @@ struct Server::Impl {
   std::string model_id;
   int64_t created = 0;
   int threads = 1;
+  models::LoadOptions load_options;  // the weight dtype
 
   std::shared_ptr<const models::Model> model;
   std::optional<api::Generator> gen;               // completions (text)
@@ -186,11 +187,13 @@ struct Server::Impl {
 
   void models_list(httplib::Response& res) {
     json data = json::array();
-    data.push_back({{"id", model_id},
-                    {"object", "model"},
-                    {"created", created},
-                    {"owned_by", "tessera"},
-                    {"family", model ? model->family() : "loading"}});
+    data.push_back(
+        {{"id", model_id},
+         {"object", "model"},
+         {"created", created},
+         {"owned_by", "tessera"},
+         {"family", model ? model->family() : "loading"},
+         {"dtype", model ? kernels::weight_type_name(models::weight_type(*model)) : "loading"}});
     res.set_content(dump(json{{"object", "list"}, {"data", data}}), "application/json");
   }
 
@@ -687,7 +690,7 @@ struct Server::Impl {
   void load() {
     try {
       kernels::ScopedThreads scoped(threads);
-      model = models::load_model(ModelDir(o.model));
+      model = models::load_model(ModelDir(o.model), load_options);
       if (has_tokenizer(o.model)) tokenizer = load_tokenizer(o.model);
       if (!model->bert()) {
         try {
@@ -708,8 +711,8 @@ struct Server::Impl {
       }
       state = 1;
       if (o.log_requests)
-        std::fprintf(stderr, "tessera serve: model '%s' (%s) ready\n", model_id.c_str(),
-                     model->family());
+        std::fprintf(stderr, "tessera serve: model '%s' (%s, %s weights) ready\n", model_id.c_str(),
+                     model->family(), kernels::weight_type_name(models::weight_type(*model)));
     } catch (const std::exception& e) {
       load_error = e.what();
       state = 2;
@@ -762,6 +765,7 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(o
   if (o.max_body_bytes < 1) throw Error("max body bytes must be at least 1");
   if (!(o.drain_s >= 0)) throw Error("drain must be >= 0 seconds");
   if (o.prefill_chunk < 0) throw Error("prefill chunk must be >= 0 (0: whole prompts)");
+  impl_->load_options.dtype = models::parse_weight_dtype(o.dtype, "dtype");
   if (!std::filesystem::is_directory(o.model))
     throw Error("model directory '" + o.model + "' does not exist");
   if (!o.isa.empty()) {

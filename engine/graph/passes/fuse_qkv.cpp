@@ -3,7 +3,9 @@
 // cross-attention (both over the encoder's memory) become one [k | v] linear. The attention
 // nodes then read their operands at column offsets of the fused output. The weights (and
 // biases) are concatenated: a view when they are consecutive rows of one matrix (nn.Transformer's
-// in_proj_weight), else a copy, shared by every graph over the same WeightSet.
+// in_proj_weight), else a copy, shared by every graph over the same WeightSet. Weights held as
+// stored in reduced precision (BF16, I8 with its per-row scales) are joined in that dtype: a
+// per-output-channel conversion of the joined rows is that of each part.
 #include <cstring>
 #include <optional>
 
@@ -85,13 +87,30 @@ int concat(WeightSet& ws, const std::vector<int>& ids, const std::vector<int64_t
     }
   }
   int out = -1;
+  bool present = true;  // every part has a tensor (weights; biases may be missing)
+  for (int id : ids) present = present && id >= 0 && !ws.at(id).tensor.empty();
   if (consecutive) {
     const auto& first = ws.at(ids[0]);
     int64_t total = 0;
     for (int id : ids) total += ws.at(id).tensor.dim(0);
-    const Tensor base = first.base;
+    const Tensor base = first.base, base_scale = first.base_scale;
     const bool mapped = first.mapped;
-    out = ws.add_rows(name, base, first.base_row, total, mapped);
+    auto sources = first.sources;
+    out = ws.add_rows(name, base, first.base_row, total, mapped, base_scale, std::move(sources));
+  } else if (present) {
+    // Weights in any dtype (F32, or BF16 / I8 as stored): joined in that dtype.
+    for (int id : ids)
+      if (ws.at(id).kn_layout) return -1;
+    const Tensor& t0 = ws.at(ids[0]).tensor;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const Tensor& t = ws.at(ids[i]).tensor;
+      if (t.dim(0) != rows[i] || t.rank() != t0.rank() || (t.rank() == 2 && t.dim(1) != t0.dim(1)))
+        return -1;
+    }
+    const DType dt = ws.at(ids[0]).tensor.dtype();
+    for (int id : ids)
+      if ((ws.at(id).tensor.dtype() == DType::i8) != (dt == DType::i8)) return -1;
+    out = ws.add_concat(name, ids);
   } else {
     int64_t total = 0, width = -1;
     for (size_t i = 0; i < ids.size(); ++i) {
@@ -146,7 +165,7 @@ bool rewrite_at(Graph& g, int i) {
   bool ok = true;
   for (int p : parts) {
     const auto& e = ws->at(nodes[p].attrs.weight);
-    if (e.tensor.empty() || e.tensor.rank() != 2) ok = false;
+    if (e.tensor.empty() || e.tensor.rank() != 2 || e.kn_layout) ok = false;
     if (!ok) break;
     wid.push_back(nodes[p].attrs.weight);
     bid.push_back(nodes[p].attrs.bias);

@@ -82,9 +82,14 @@ int fuse_residual(Graph& g);
 int fuse_add_layernorm(Graph& g);
 int fuse_attention(Graph& g);
 int dce(Graph& g);
-// Packs the linear weights of all `graphs` and releases what nothing else reads. Returns how
-// many weights it packed.
+// Packs the linear weights of all `graphs` (as WeightSet::gemm_type) and releases what nothing
+// else reads. Returns how many weights it packed.
 int prepack(const std::vector<Graph*>& graphs);
+// Run by run() after the passes, whatever the options: weights still held as stored in reduced
+// precision (WeightSet) meet their readers. BF16 read as f32 (a bias, a table) is converted to
+// f32; I8 must be a GEMM weight (a table tied to one is packed, its rows read from the packed
+// copy), else Error naming the tensor.
+void finalize_weights(const std::vector<Graph*>& graphs);
 
 // Helpers shared by the passes (engine/graph/passes/rewrite.cpp).
 namespace detail {

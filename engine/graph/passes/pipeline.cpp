@@ -135,6 +135,7 @@ std::vector<Stats> run(const std::vector<Graph*>& graphs, const Options& o) {
           std::to_string(s.nodes_after) + " nodes (" + std::to_string(s.rewrites) + " rewrites)");
     stats.push_back(s);
   }
+  finalize_weights(graphs);
   return stats;
 }
 
