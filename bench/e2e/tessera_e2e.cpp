@@ -114,11 +114,10 @@ class Driver {
     if (family == nullptr)
       throw Error("spec: unknown kind '" + kind_ + "' (encoder, seq2seq, causal_lm, bert)");
     dir_ = std::make_unique<tessera::ModelDir>(spec.at("model_dir").get<std::string>());
-    // The model is loaded here; a reduced-precision load takes dtype_ (f32, bf16, int8).
-    if (dtype_ != "f32")
-      throw Error("--dtype " + dtype_ +
-                  ": not supported by tessera_e2e yet (only f32 is wired to the engine)");
-    model_ = tessera::models::load_model(*dir_);
+    // The GEMM weights packed as dtype_ (f32, bf16, int8) at load, as `tessera --dtype` does.
+    tessera::models::LoadOptions load;
+    load.dtype = tessera::models::parse_weight_dtype(dtype_);
+    model_ = tessera::models::load_model(*dir_, load);
     if (std::string(model_->family()) != family)
       throw Error("spec kind " + kind_ + " needs a " + family + " model, '" + dir_->config_path() +
                   "' is " + model_->family());
