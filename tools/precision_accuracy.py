@@ -18,7 +18,8 @@ BUILD/python). Targets (issue 14) are checked and printed under the table; the e
 when one is missed (perplexity +0.5 % bf16 / +2 % int8; top-1 >= 99 % / 97 %; dates >= 99.9 %).
 
     precision_accuracy.py [--build build] [--prose models/prose-gpt] [--demo models/demo-dates]
-        [--random-dir DIR] [--no-random] [--threads 2] [--window 128] [--max-windows N]
+        [--random-dir DIR | --bert DIR --gpt2 DIR] [--no-random] [--no-dates] [--threads 2]
+        [--window 128] [--max-windows N] [--dates 1000]
 """
 from __future__ import annotations
 
@@ -122,6 +123,9 @@ def main(argv=None):
     ap.add_argument("--demo", default=os.path.join(_ROOT, "models", "demo-dates"))
     ap.add_argument("--random-dir", default="", help="where the random checkpoints are kept "
                     "(default: a temporary folder)")
+    ap.add_argument("--bert", default="", help="a BERT-base-shaped checkpoint to use (default: "
+                    "written by make_hf_checkpoint.py into --random-dir)")
+    ap.add_argument("--gpt2", default="", help="a GPT-2-small-shaped checkpoint to use (idem)")
     ap.add_argument("--no-random", action="store_true", help="skip the random BERT/GPT-2 rows")
     ap.add_argument("--no-dates", action="store_true", help="skip the demo dates")
     ap.add_argument("--threads", type=int, default=2)
@@ -151,7 +155,8 @@ def main(argv=None):
             log(f"dates {d}: {100 * rows[d]['dates']:.1f} % ({time.time() - t0:.0f} s)")
     if not args.no_random:
         with tempfile.TemporaryDirectory() as tmp:
-            paths = random_models(args.random_dir or tmp)
+            paths = ({"bert": args.bert, "gpt2": args.gpt2} if args.bert and args.gpt2
+                     else random_models(args.random_dir or tmp))
             for family, path in paths.items():
                 base = None
                 for d in DTYPES:
