@@ -23,6 +23,7 @@ PACKAGES=(
   clang libclang-rt-14-dev libomp-dev   # the libFuzzer build (tests/fuzz): clang, libFuzzer, libomp
   nginx curl            # tools/cluster.sh: replicas of tessera serve behind nginx (deploy/nginx), tests/scale
   python3-dask python3-distributed   # tools/batch.py: batch jobs on a Dask cluster, tests/scale
+  python3-doc           # tools/train_prose_gpt.py: the Python documentation's sources, the prose-gpt training text
 )
 
 missing=()
