@@ -98,30 +98,6 @@ void bench_gemm_blocks(benchmark::State& st, tk::CacheSizes caches, GemmShape s,
 // membw/dram_read probe's array), used in turn, so each call streams its weights from DRAM.
 // 64 MiB (2x the 32 MiB L3 the Zen 4 VM reports) was not enough: at 2 threads some shapes read
 // above the DRAM bandwidth, so part of the working set still came from a cache the VM hides.
-void bench_gemm_mem(benchmark::State& st, tk::GemmBackend backend, GemmShape s, int threads) {
-  tk::set_num_threads(threads);
-  BackendScope scope(backend);
-  const double bytes = 4.0 * static_cast<double>(s.n * s.k);
-  const int copies = static_cast<int>(std::max(2.0, static_cast<double>(dram_bytes()) / bytes + 1));
-  const std::vector<float> a = random_vector(static_cast<size_t>(s.m * s.k), -1, 1, 1);
-  std::vector<tk::PackedWeights> pws;
-  {
-    const std::vector<float> w = random_vector(static_cast<size_t>(s.n * s.k), -1, 1, 2);
-    for (int i = 0; i < copies; ++i) pws.push_back(tk::pack_weights(w.data(), s.n, s.k, s.k));
-  }
-  std::vector<float> c(static_cast<size_t>(s.m * s.n));
-  for (const auto& pw : pws) tk::gemm(s.m, a.data(), s.k, pw, c.data(), s.n);  // warm-up
-  size_t i = 0;
-  for (auto _ : st) {
-    tk::gemm(s.m, a.data(), s.k, pws[i], c.data(), s.n);
-    i = (i + 1) % pws.size();
-    benchmark::DoNotOptimize(c.data());
-    benchmark::ClobberMemory();
-  }
-  st.counters["GB/s"] = per_second(bytes, st);
-  st.counters["GFLOP/s"] = per_second(2.0 * s.m * s.n * s.k, st);
-}
-
 const char* lowp_name(tk::WeightType t) {
   return t == tk::WeightType::bf16 ? "bf16" : "int8";
 }
@@ -141,17 +117,21 @@ void bench_gemm_lowp(benchmark::State& st, tk::WeightType type, GemmShape s, int
   st.counters["GFLOP/s"] = per_second(2.0 * s.m * s.n * s.k, st);
 }
 
-void bench_gemm_mem_lowp(benchmark::State& st, tk::WeightType type, GemmShape s, int threads) {
+void bench_gemm_mem_as(benchmark::State& st, tk::GemmBackend backend, tk::WeightType type,
+                       GemmShape s, int threads) {
   tk::set_num_threads(threads);
-  const double bytes = (type == tk::WeightType::bf16 ? 2.0 : 1.0) * static_cast<double>(s.n * s.k);
+  BackendScope scope(backend);
+  const double per_weight = type == tk::WeightType::f32    ? 4.0
+                            : type == tk::WeightType::bf16 ? 2.0
+                                                           : 1.0;
+  const double bytes = per_weight * static_cast<double>(s.n * s.k);
   const int copies = static_cast<int>(std::max(2.0, static_cast<double>(dram_bytes()) / bytes + 1));
   const std::vector<float> a = random_vector(static_cast<size_t>(s.m * s.k), -1, 1, 1);
   std::vector<tk::PackedWeights> pws;
   {
     const std::vector<float> w = random_vector(static_cast<size_t>(s.n * s.k), -1, 1, 2);
-    for (int i = 0; i < copies; ++i) {
+    for (int i = 0; i < copies; ++i)
       pws.push_back(tk::pack_weights_as(w.data(), s.n, s.k, s.k, false, type));
-    }
   }
   std::vector<float> c(static_cast<size_t>(s.m * s.n));
   for (const auto& pw : pws) tk::gemm(s.m, a.data(), s.k, pw, c.data(), s.n);  // warm-up
@@ -164,6 +144,14 @@ void bench_gemm_mem_lowp(benchmark::State& st, tk::WeightType type, GemmShape s,
   }
   st.counters["GB/s"] = per_second(bytes, st);
   st.counters["GFLOP/s"] = per_second(2.0 * s.m * s.n * s.k, st);
+}
+
+void bench_gemm_mem(benchmark::State& st, tk::GemmBackend backend, GemmShape s, int threads) {
+  bench_gemm_mem_as(st, backend, tk::WeightType::f32, s, threads);
+}
+
+void bench_gemm_mem_lowp(benchmark::State& st, tk::WeightType type, GemmShape s, int threads) {
+  bench_gemm_mem_as(st, tk::GemmBackend::tessera, type, s, threads);
 }
 
 #ifdef TESSERA_BENCH_DNNL
