@@ -62,14 +62,14 @@ struct BackendScope {
   ~BackendScope() { tk::set_gemm_backend(before); }
 };
 
-void bench_gemm(benchmark::State& st, tk::GemmBackend backend, tk::Isa isa, GemmShape s,
-                int threads) {
+void bench_gemm_as(benchmark::State& st, tk::GemmBackend backend, tk::Isa isa, tk::WeightType type,
+                   GemmShape s, int threads) {
   tk::set_num_threads(threads);
   BackendScope scope(backend);
   const std::vector<float> a = random_vector(static_cast<size_t>(s.m * s.k), -1, 1, 1);
   const std::vector<float> w = random_vector(static_cast<size_t>(s.n * s.k), -1, 1, 2);
   std::vector<float> c(static_cast<size_t>(s.m * s.n));
-  const tk::PackedWeights pw = tk::pack_weights(w.data(), s.n, s.k, s.k, isa);
+  const tk::PackedWeights pw = tk::pack_weights_as(w.data(), s.n, s.k, s.k, false, type, isa);
   tk::gemm(s.m, a.data(), s.k, pw, c.data(), s.n);  // oneDNN: primitive + weights reorder
   for (auto _ : st) {
     tk::gemm(s.m, a.data(), s.k, pw, c.data(), s.n);
@@ -77,6 +77,11 @@ void bench_gemm(benchmark::State& st, tk::GemmBackend backend, tk::Isa isa, Gemm
     benchmark::ClobberMemory();
   }
   st.counters["GFLOP/s"] = per_second(2.0 * s.m * s.n * s.k, st);
+}
+
+void bench_gemm(benchmark::State& st, tk::GemmBackend backend, tk::Isa isa, GemmShape s,
+                int threads) {
+  bench_gemm_as(st, backend, isa, tk::WeightType::f32, s, threads);
 }
 
 // Restores the GEMM's cache sizes when a benchmark ends.
@@ -103,18 +108,7 @@ const char* lowp_name(tk::WeightType t) {
 }
 
 void bench_gemm_lowp(benchmark::State& st, tk::WeightType type, GemmShape s, int threads) {
-  tk::set_num_threads(threads);
-  const std::vector<float> a = random_vector(static_cast<size_t>(s.m * s.k), -1, 1, 1);
-  const std::vector<float> w = random_vector(static_cast<size_t>(s.n * s.k), -1, 1, 2);
-  std::vector<float> c(static_cast<size_t>(s.m * s.n));
-  const tk::PackedWeights pw = tk::pack_weights_as(w.data(), s.n, s.k, s.k, false, type);
-  tk::gemm(s.m, a.data(), s.k, pw, c.data(), s.n);
-  for (auto _ : st) {
-    tk::gemm(s.m, a.data(), s.k, pw, c.data(), s.n);
-    benchmark::DoNotOptimize(c.data());
-    benchmark::ClobberMemory();
-  }
-  st.counters["GFLOP/s"] = per_second(2.0 * s.m * s.n * s.k, st);
+  bench_gemm_as(st, tk::GemmBackend::tessera, tk::active_isa(), type, s, threads);
 }
 
 void bench_gemm_mem_as(benchmark::State& st, tk::GemmBackend backend, tk::WeightType type,
